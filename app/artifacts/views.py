@@ -1,0 +1,40 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, ConfigDict
+from starlette.background import BackgroundTask
+
+from app.artifacts import service
+from app.config import Settings, get_settings
+from app.runs.views import DB, RunDep
+
+router = APIRouter(prefix="/api/runs", tags=["artifacts"])
+Conf = Annotated[Settings, Depends(get_settings)]
+
+
+class ArtifactOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    kind: str
+    size_bytes: int
+
+
+@router.get("/{run_id}/artifacts", response_model=list[ArtifactOut])
+def list_artifacts(run: RunDep, session: DB):
+    return service.for_run(session, run_id=run.id)
+
+
+@router.get("/{run_id}/adapter", response_class=FileResponse,
+            responses={200: {"content": {"application/zip": {}}, "description": "the adapter directory, zipped"}})
+def download_adapter(run: RunDep, session: DB, settings: Conf):
+    """The trained adapter as a zip: for peft methods a directory `PeftModel.from_pretrained` loads."""
+    artifact = service.get(session, run_id=run.id, kind="adapter")
+    if artifact is None:
+        raise HTTPException(404, f"Run {run.id} has no adapter yet (status: {run.status}).")
+    source = service.absolute_path(settings, artifact)
+    if not source.is_dir():
+        raise HTTPException(404, f"The adapter files of run {run.id} are missing from artifact storage.")
+    archive = service.zip_to_tempfile(settings, source)
+    return FileResponse(archive, media_type="application/zip", filename=f"peftlab-run-{run.id}-adapter.zip",
+                        background=BackgroundTask(archive.unlink, missing_ok=True))

@@ -1,0 +1,156 @@
+"""The `peftlab` command: up (everything), serve, worker, db upgrade."""
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _apply(args: argparse.Namespace) -> None:
+    """Command-line options become PEFTLAB_* settings, so child processes inherit them."""
+    if getattr(args, "data_dir", None):
+        os.environ["PEFTLAB_DATA_DIR"] = str(Path(args.data_dir).resolve())
+    if getattr(args, "host", None):
+        os.environ["PEFTLAB_HOST"] = args.host
+    if getattr(args, "port", None):
+        os.environ["PEFTLAB_PORT"] = str(args.port)
+    from app.db import reset_caches
+
+    reset_caches()
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    _apply(args)
+    from app.migrate import upgrade
+
+    upgrade()
+    print("database is at the latest schema")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _apply(args)
+    import uvicorn
+
+    from app.config import get_settings
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
+                log_level="info", timeout_graceful_shutdown=3)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    _apply(args)
+    if args.gpus is not None:
+        # Before torch loads: this process sees only its GPU (one worker per GPU).
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpus)
+        os.environ["PEFTLAB_GPUS"] = str(args.gpus)
+    from app.config import get_settings
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    from workers.celery_app import celery
+
+    name = f"peftlab-{os.getpid()}@%h"
+    argv = ["worker", "--pool", "solo", "--concurrency", "1", "-Q", settings.train_queue, "-n", name,
+            "--without-gossip", "--without-mingle", "--loglevel", args.loglevel]
+    celery.worker_main(argv=argv)
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Migrate, then run the server here and N workers beside it; Ctrl-C stops them all."""
+    _apply(args)
+    from app.config import get_settings
+    from app.migrate import upgrade
+
+    settings = get_settings()
+    settings.ensure_dirs()
+    upgrade()
+    env = dict(os.environ)
+    workers: list[subprocess.Popen] = []
+
+    def start_worker(i: int) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "app.cli", "worker"]
+        if args.gpus:
+            cmd += ["--gpus", args.gpus.split(",")[i % len(args.gpus.split(","))]]
+        return subprocess.Popen(cmd, env=env)
+
+    workers = [start_worker(i) for i in range(args.workers)]
+    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env)
+    print(f"peftlab is up: http://{settings.host}:{settings.port}  (data in {settings.data_dir.resolve()})", flush=True)
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping:
+            if server.poll() is not None:
+                print("the server exited; stopping", file=sys.stderr)
+                break
+            for i, proc in enumerate(workers):
+                if proc.poll() is not None:  # a crashed worker comes back; the reaper recovers its run
+                    print(f"worker {i} exited with {proc.returncode}; restarting", file=sys.stderr)
+                    workers[i] = start_worker(i)
+            time.sleep(0.5)
+    finally:
+        for proc in [server, *workers]:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in [server, *workers]:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return 0 if stopping else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="peftlab", description="Parameter-efficient fine-tuning dashboard.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the server and workers on the embedded default (migrates first)")
+    up.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
+    up.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    up.add_argument("--data-dir", default=None, help="where data lives (default ./peftlab-data)")
+    up.add_argument("--workers", type=int, default=1, help="number of training workers")
+    up.add_argument("--gpus", default=None, help="comma-separated GPU indices, one per worker in turn")
+    up.set_defaults(func=cmd_up)
+
+    serve = sub.add_parser("serve", help="run the web server only")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--data-dir", default=None)
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="run one training worker (one per GPU)")
+    worker.add_argument("--gpus", default=None, help="the GPU index this worker uses")
+    worker.add_argument("--data-dir", default=None)
+    worker.add_argument("--loglevel", default="INFO")
+    worker.set_defaults(func=cmd_worker)
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_upgrade = db_sub.add_parser("upgrade", help="apply Alembic migrations")
+    db_upgrade.add_argument("--data-dir", default=None)
+    db_upgrade.set_defaults(func=cmd_db_upgrade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

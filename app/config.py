@@ -1,0 +1,60 @@
+"""Settings, read from environment variables PEFTLAB_* (pydantic-settings).
+
+Shared by the server and the workers, so it imports neither FastAPI nor torch.
+"""
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PEFTLAB_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("./peftlab-data"), description="Where the embedded database, broker and artifacts live.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in data_dir.")
+    broker_url: str | None = Field(None, description="Celery broker URL; default: embedded filesystem transport in data_dir.")
+    artifact_dir: Path | None = Field(None, description="Artifact storage; default: data_dir/artifacts. Shared storage at scale.")
+    host: str = Field("127.0.0.1", description="Address the server binds to.")
+    port: int = Field(8000, description="Port the server listens on.")
+    max_upload_bytes: int = Field(2 * 1024**3, description="Largest dataset file accepted.")
+    train_queue: str = Field("peftlab.train", description="Celery queue for training runs.")
+    lease_seconds: int = Field(60, description="A running run whose worker has not heartbeated for this long is recovered.")
+    heartbeat_seconds: float = Field(5.0, description="How often a worker renews its lease.")
+    requeue_after_seconds: int = Field(600, description="A queued run not picked up for this long is sent to the broker again.")
+    reaper_interval_seconds: float = Field(15.0, description="How often the server looks for lost runs.")
+    max_attempts: int = Field(3, description="How often a run whose worker died is retried before it fails.")
+    sse_poll_seconds: float = Field(0.5, description="How often a live event stream looks for new points.")
+    gpus: str | None = Field(None, description="Worker: the GPU index to use (CUDA_VISIBLE_DEVICES); none = auto.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'peftlab.sqlite').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_dir(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def resolved_artifact_dir(self) -> Path:
+        return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def upload_dir(self) -> Path:
+        return (self.data_dir / "datasets").resolve()
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.resolved_artifact_dir, self.upload_dir, self.broker_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,22 @@
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, Boolean, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db import Base, UTCDateTime, utcnow
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    format: Mapped[str] = mapped_column(String(16))
+    has_header: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    num_rows: Mapped[int] = mapped_column(Integer)
+    columns: Mapped[list] = mapped_column(JSON)  # [{"name": ..., "dtype": ...}]
+    preview: Mapped[list] = mapped_column(JSON)  # first rows, as shown on the page
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    storage_name: Mapped[str] = mapped_column(String(64), unique=True)  # file name inside the upload dir
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,141 @@
+"""Checking an uploaded file once, streaming: its format, header, columns, types, row count, preview."""
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.datasets.reader import EXTENSIONS, FORMATS, DatasetError, _text_lines, iter_rows
+
+PREVIEW_ROWS = 20
+MAX_COLUMNS = 1000
+PARQUET_MAGIC = b"PAR1"
+# Compressed formats are bounded in what they may expand to: a few KB must not become many GB.
+MAX_EXPANSION = 20
+
+
+@dataclass
+class ScanResult:
+    format: str
+    has_header: bool | None
+    num_rows: int
+    columns: list[dict]
+    preview: list[dict] = field(default_factory=list)
+
+
+def detect_format(path: Path, filename: str | None, declared: str | None) -> str:
+    if declared:
+        if declared not in FORMATS:
+            raise DatasetError(f"Unknown format {declared!r}; use one of {', '.join(FORMATS)}.")
+        return declared
+    suffix = Path(filename or "").suffix.lower()
+    if suffix in EXTENSIONS:
+        return EXTENSIONS[suffix]
+    with open(path, "rb") as f:
+        head = f.read(65536)
+    if head.startswith(PARQUET_MAGIC):
+        return "parquet"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"["):
+        return "json"
+    if text.startswith(b"{"):
+        return "jsonl"
+    first_line = text.split(b"\n", 1)[0]
+    return "tsv" if first_line.count(b"\t") > first_line.count(b",") else "csv"
+
+
+def sniff_header(path: Path, fmt: str) -> bool:
+    """csv.Sniffer's guess on the first lines; a user can override it with has_header."""
+    sample_lines = []
+    for _, line in _text_lines(path):
+        sample_lines.append(line)
+        if len(sample_lines) >= 50:
+            break
+    sample = "\n".join(sample_lines)
+    if not sample.strip():
+        return True
+    try:
+        return csv.Sniffer().has_header(sample)
+    except csv.Error:
+        return True
+
+
+def _dtype_of(value: object) -> str:
+    if value is None or value == "":
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, (dict, list)):
+        return "json"
+    if isinstance(value, str):
+        try:
+            int(value)
+            return "int"
+        except ValueError:
+            pass
+        try:
+            float(value)
+            return "float"
+        except ValueError:
+            return "string"
+    return "string"  # dates, bytes and other parquet types are shown as text
+
+
+def _merge(a: str, b: str) -> str:
+    if a == b or b == "null":
+        return a
+    if a == "null":
+        return b
+    if {a, b} == {"int", "float"}:
+        return "float"
+    return "string"
+
+
+def _check_parquet_expansion(path: Path, size_bytes: int) -> None:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"The file is not a readable Parquet file: {e}.") from None
+    expanded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if expanded > max(size_bytes * MAX_EXPANSION, 64 * 1024 * 1024):
+        raise DatasetError(f"This Parquet file would expand to {expanded:,} bytes, more than {MAX_EXPANSION}× its size; refused.")
+
+
+def scan(path: Path, filename: str | None, declared_format: str | None, has_header: bool | None) -> ScanResult:
+    size = path.stat().st_size
+    if size == 0:
+        raise DatasetError("The file is empty.")
+    fmt = detect_format(path, filename, declared_format)
+    if fmt == "parquet":
+        _check_parquet_expansion(path, size)
+    elif fmt in ("csv", "tsv") and has_header is None:
+        has_header = sniff_header(path, fmt)
+    if fmt not in ("csv", "tsv"):
+        has_header = None
+    dtypes: dict[str, str] = {}
+    preview: list[dict] = []
+    num_rows = 0
+    for row in iter_rows(path, fmt, has_header):
+        num_rows += 1
+        for key, value in row.items():
+            if key not in dtypes:
+                if len(dtypes) >= MAX_COLUMNS:
+                    raise DatasetError(f"More than {MAX_COLUMNS} columns; is this really a table?")
+                dtypes[key] = "null"
+            dtypes[key] = _merge(dtypes[key], _dtype_of(value))
+        if len(preview) < PREVIEW_ROWS:
+            preview.append({k: _jsonable(v) for k, v in row.items()})
+    if num_rows == 0:
+        raise DatasetError("The file has no rows.")
+    columns = [{"name": name, "dtype": "string" if dtype == "null" else dtype} for name, dtype in dtypes.items()]
+    return ScanResult(format=fmt, has_header=has_header, num_rows=num_rows, columns=columns, preview=preview)
+
+
+def _jsonable(value: object) -> object:
+    if value is None or isinstance(value, (bool, int, float, str, list, dict)):
+        return value
+    return str(value)

@@ -1,0 +1,101 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session
+
+from app.config import Settings, get_settings
+from app.datasets import service
+from app.datasets.models import Dataset
+from app.datasets.reader import DatasetError
+from app.datasets.schemas import DatasetOut, RowsOut
+from app.datasets.upload import UploadError, receive_upload
+from app.db import get_db
+from app.templating import render
+
+router = APIRouter(prefix="/api/datasets", tags=["datasets"])
+pages = APIRouter(include_in_schema=False)
+
+DB = Annotated[Session, Depends(get_db)]
+Conf = Annotated[Settings, Depends(get_settings)]
+
+
+def dataset_or_404(dataset_id: int, session: DB) -> Dataset:
+    dataset = service.get(session, dataset_id=dataset_id)
+    if dataset is None:
+        raise HTTPException(404, f"Dataset {dataset_id} not found.")
+    return dataset
+
+
+def _parse_has_header(value: str | None) -> bool | None:
+    if value is None or value.strip().lower() in ("", "auto"):
+        return None
+    if value.strip().lower() in ("true", "1", "yes", "on"):
+        return True
+    if value.strip().lower() in ("false", "0", "no", "off"):
+        return False
+    raise HTTPException(422, "has_header must be true, false or auto.")
+
+
+@router.post("", status_code=201, response_model=DatasetOut,
+             openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
+                 "type": "object", "required": ["file"], "properties": {
+                     "file": {"type": "string", "format": "binary"}, "name": {"type": "string"},
+                     "format": {"type": "string", "enum": ["jsonl", "json", "csv", "tsv", "parquet"]},
+                     "has_header": {"type": "boolean"}}}}}}})
+async def upload_dataset(request: Request, session: DB, settings: Conf):
+    """Upload a dataset file (JSONL, JSON array, CSV, TSV, Parquet), streamed to disk."""
+    try:
+        upload = await receive_upload(request, settings.upload_dir, settings.max_upload_bytes)
+    except UploadError as e:
+        raise HTTPException(e.status_code, e.detail) from None
+    fields = upload.fields
+    try:
+        has_header = _parse_has_header(fields.get("has_header"))
+        declared = (fields.get("format") or "").strip().lower() or None
+        if declared == "auto":
+            declared = None
+        return await run_in_threadpool(
+            service.create_from_upload, session, settings=settings, upload=upload,
+            name=fields.get("name") or None, declared_format=declared, has_header=has_header)
+    except DatasetError as e:
+        raise HTTPException(422, str(e)) from None
+    finally:
+        if upload.path is not None:
+            upload.path.unlink(missing_ok=True)  # a no-op when the file was kept (it was renamed)
+
+
+@router.get("", response_model=list[DatasetOut])
+def list_datasets(session: DB):
+    return service.get_all(session)
+
+
+@router.get("/{dataset_id}", response_model=DatasetOut)
+def get_dataset(dataset: Annotated[Dataset, Depends(dataset_or_404)]):
+    return dataset
+
+
+@router.get("/{dataset_id}/rows", response_model=RowsOut)
+def get_rows(dataset: Annotated[Dataset, Depends(dataset_or_404)], settings: Conf,
+             offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 50):
+    return RowsOut(offset=offset, limit=limit, total=dataset.num_rows,
+                   rows=service.rows(settings, dataset, offset=offset, limit=limit))
+
+
+@router.delete("/{dataset_id}", status_code=204)
+def delete_dataset(dataset: Annotated[Dataset, Depends(dataset_or_404)], session: DB, settings: Conf):
+    used_by = service.runs_using(session, dataset_id=dataset.id)
+    if used_by:
+        shown = ", ".join(str(i) for i in used_by[:10])
+        raise HTTPException(409, f"Runs {shown} use this dataset; delete them first.")
+    service.delete(session, settings=settings, dataset=dataset)
+
+
+@pages.get("/datasets")
+def datasets_page(request: Request):
+    return render(request, "datasets/list.html", "Datasets")
+
+
+@pages.get("/datasets/{dataset_id}")
+def dataset_page(request: Request, dataset: Annotated[Dataset, Depends(dataset_or_404)]):
+    return render(request, "datasets/detail.html", dataset.name, dataset_id=dataset.id)

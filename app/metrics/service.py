@@ -1,0 +1,50 @@
+"""Metric points: write (idempotent) and read (series, downsampled; live-stream cursors)."""
+import time as _time
+from collections.abc import Iterable
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.metrics.models import MetricPoint
+
+
+def record_points(session: Session, run_id: int, points: Iterable[tuple[str, int, float] | tuple[str, int, float, float]]) -> int:
+    """Insert points (name, step, value[, time]); ones already there are ignored, not duplicated."""
+    now = _time.time()
+    rows = [
+        {"run_id": run_id, "name": p[0], "step": int(p[1]), "value": float(p[2]), "time": float(p[3]) if len(p) > 3 else now}
+        for p in points
+    ]
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    res = session.execute(insert(MetricPoint).values(rows).on_conflict_do_nothing(index_elements=["run_id", "name", "step"]))
+    session.commit()
+    return res.rowcount or 0
+
+
+def series_names(session: Session, run_id: int) -> list[str]:
+    return list(session.scalars(select(MetricPoint.name).where(MetricPoint.run_id == run_id).distinct().order_by(MetricPoint.name)))
+
+
+def points_after(session: Session, run_id: int, cursor: int, limit: int = 5000) -> list[MetricPoint]:
+    """Points with id > cursor, oldest first: what a live stream has not sent yet."""
+    return list(session.scalars(
+        select(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.id > cursor).order_by(MetricPoint.id).limit(limit)
+    ))
+
+
+def latest_cursor(session: Session, run_id: int) -> int:
+    return session.scalar(select(func.max(MetricPoint.id)).where(MetricPoint.run_id == run_id)) or 0
+
+
+def series(session: Session, run_id: int, names: list[str] | None) -> dict[str, list[tuple[int, float]]]:
+    query = select(MetricPoint.name, MetricPoint.step, MetricPoint.value).where(MetricPoint.run_id == run_id)
+    if names:
+        query = query.where(MetricPoint.name.in_(names))
+    out: dict[str, list[tuple[int, float]]] = {}
+    for name, step, value in session.execute(query.order_by(MetricPoint.name, MetricPoint.step)):
+        out.setdefault(name, []).append((step, value))
+    return out

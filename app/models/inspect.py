@@ -1,0 +1,69 @@
+"""Reading a model directory's facts without torch: config.json and safetensors headers."""
+import json
+import struct
+from pathlib import Path
+
+# config.json keys differ by architecture (GPT-2 says n_embd / n_layer).
+_ALIASES = {
+    "hidden_size": ("hidden_size", "n_embd", "d_model"),
+    "num_layers": ("num_hidden_layers", "n_layer", "num_layers"),
+    "num_heads": ("num_attention_heads", "n_head"),
+    "vocab_size": ("vocab_size",),
+    "intermediate_size": ("intermediate_size", "n_inner"),
+}
+
+
+class ModelSourceError(ValueError):
+    pass
+
+
+def read_config(model_dir: Path) -> dict:
+    path = model_dir / "config.json"
+    if not path.is_file():
+        raise ModelSourceError(f"{model_dir} has no config.json; is it a transformers model directory?")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelSourceError(f"{path} is not valid JSON: {e}") from None
+
+
+def safetensors_files(model_dir: Path) -> list[Path]:
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        names = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        return [model_dir / n for n in sorted(names)]
+    single = model_dir / "model.safetensors"
+    return [single] if single.is_file() else []
+
+
+def count_parameters(files: list[Path]) -> int:
+    """Sum of tensor sizes from the safetensors headers (8-byte length + JSON), no weights read."""
+    total = 0
+    for path in files:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > 100_000_000:
+                raise ModelSourceError(f"{path.name} has an implausible safetensors header.")
+            header = json.loads(f.read(length))
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            n = 1
+            for dim in info["shape"]:
+                n *= dim
+            total += n
+    return total
+
+
+def model_facts(model_dir: Path) -> dict:
+    config = read_config(model_dir)
+    files = safetensors_files(model_dir)
+    if not files:
+        raise ModelSourceError(f"{model_dir} has no model.safetensors; peftlab loads safetensors weights only (never pickle).")
+    facts = {"model_type": config.get("model_type")}
+    for key, names in _ALIASES.items():
+        facts[key] = next((config[n] for n in names if isinstance(config.get(n), int)), None)
+    archs = config.get("architectures") or []
+    facts["architecture"] = archs[0] if archs else config.get("model_type")
+    facts["num_parameters"] = count_parameters(files)
+    return facts

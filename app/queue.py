@@ -1,0 +1,49 @@
+"""The Celery client both sides share. The server only sends task names; it never imports workers/.
+
+Embedded default: kombu's filesystem transport in data_dir/broker (no server needed).
+At scale: PEFTLAB_BROKER_URL=redis://…
+"""
+from functools import lru_cache
+
+from celery import Celery
+
+from app.config import Settings, get_settings
+
+TRAIN_TASK = "peftlab.train_run"
+
+
+def make_celery(settings: Settings) -> Celery:
+    celery = Celery("peftlab", broker=settings.resolved_broker_url)
+    conf: dict = dict(
+        task_default_queue=settings.train_queue,
+        task_ignore_result=True,          # the database is the source of truth, not a result backend
+        task_acks_late=True,              # a worker that dies mid-run leaves its message for another
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,     # one run at a time per worker: no run waits behind a long one
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+    )
+    if settings.resolved_broker_url.startswith("filesystem://"):
+        folder = settings.broker_dir / "messages"
+        folder.mkdir(parents=True, exist_ok=True)
+        (settings.broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+        conf["broker_transport_options"] = {
+            "data_folder_in": str(folder), "data_folder_out": str(folder),
+            "processed_folder": str(settings.broker_dir / "processed"), "store_processed": False,
+            "polling_interval": 0.5,
+        }
+    elif settings.resolved_broker_url.startswith("redis"):
+        # A run can take hours: the message must not be redelivered while its worker is alive
+        # (the lease and the reaper handle dead workers).
+        conf["broker_transport_options"] = {"visibility_timeout": 7 * 24 * 3600}
+    celery.conf.update(conf)
+    return celery
+
+
+@lru_cache
+def get_celery() -> Celery:
+    return make_celery(get_settings())
+
+
+def send_train(run_id: int) -> None:
+    get_celery().send_task(TRAIN_TASK, args=[run_id], queue=get_settings().train_queue)

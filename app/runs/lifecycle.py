@@ -1,0 +1,128 @@
+"""The run state machine: queued → running → succeeded | failed | cancelled.
+
+Every transition is one guarded UPDATE (WHERE status = … AND worker = …), so two workers,
+a reaper and a cancel can race without corrupting a run. Used by workers and the server.
+"""
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, update
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.runs.models import Run
+
+
+def _lease(seconds: float) -> datetime:
+    return utcnow() + timedelta(seconds=seconds)
+
+
+def claim(session: Session, run_id: int, worker: str, lease_seconds: float) -> bool:
+    """queued → running for this worker. False when the run is not queued (taken, cancelled, gone)."""
+    now = utcnow()
+    res = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "queued")
+        .values(status="running", worker=worker, lease_expires_at=_lease(lease_seconds), started_at=now,
+                attempts=Run.attempts + 1, progress=0.0, error=None, traceback=None,
+                state_version=Run.state_version + 1)
+    )
+    session.commit()
+    return res.rowcount == 1
+
+
+def heartbeat(session: Session, run_id: int, worker: str, lease_seconds: float) -> bool | None:
+    """Renew the lease. Returns cancel_requested, or None when this worker no longer holds the run."""
+    res = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "running", Run.worker == worker)
+        .values(lease_expires_at=_lease(lease_seconds))
+        .returning(Run.cancel_requested)
+    )
+    row = res.first()
+    session.commit()
+    return None if row is None else bool(row[0])
+
+
+def set_progress(session: Session, run_id: int, worker: str, progress: float) -> bool:
+    res = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "running", Run.worker == worker)
+        .values(progress=max(0.0, min(1.0, progress)), state_version=Run.state_version + 1)
+    )
+    session.commit()
+    return res.rowcount == 1
+
+
+def finish(session: Session, run_id: int, worker: str, status: str, *, summary: dict | None = None,
+           error: str | None = None, traceback: str | None = None) -> bool:
+    """running → succeeded | failed | cancelled, only by the worker that holds the run."""
+    assert status in ("succeeded", "failed", "cancelled")
+    values = dict(status=status, finished_at=utcnow(), lease_expires_at=None, error=error,
+                  traceback=traceback, state_version=Run.state_version + 1)
+    if status == "succeeded":
+        values["progress"] = 1.0
+    if summary is not None:
+        values["summary"] = summary
+    res = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "running", Run.worker == worker).values(**values)
+    )
+    session.commit()
+    return res.rowcount == 1
+
+
+def request_cancel(session: Session, run_id: int) -> str | None:
+    """A queued run is cancelled at once; a running one is flagged and its worker stops it.
+
+    Returns the status after the request, or None if the run had already ended.
+    """
+    res = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status == "queued")
+        .values(status="cancelled", finished_at=utcnow(), cancel_requested=True,
+                state_version=Run.state_version + 1)
+    )
+    if res.rowcount == 1:
+        session.commit()
+        return "cancelled"
+    res = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "running")
+        .values(cancel_requested=True, state_version=Run.state_version + 1)
+    )
+    session.commit()
+    return "running" if res.rowcount == 1 else None
+
+
+def mark_enqueued(session: Session, run_id: int) -> None:
+    session.execute(update(Run).where(Run.id == run_id).values(enqueued_at=utcnow()))
+    session.commit()
+
+
+def recover_expired(session: Session, max_attempts: int) -> list[int]:
+    """Runs whose worker stopped heartbeating: back to queued (to be re-sent), or failed after max_attempts.
+
+    Returns the ids put back in the queue.
+    """
+    now = utcnow()
+    expired = and_(Run.status == "running", Run.lease_expires_at < now)
+    session.execute(
+        update(Run).where(expired, Run.attempts >= max_attempts)
+        .values(status="failed", finished_at=now, lease_expires_at=None, state_version=Run.state_version + 1,
+                error=f"the worker stopped responding {max_attempts} times; giving up")
+    )
+    requeued = session.execute(
+        update(Run).where(expired, Run.attempts < max_attempts)
+        .values(status="queued", worker=None, lease_expires_at=None, enqueued_at=None, progress=0.0,
+                state_version=Run.state_version + 1)
+        .returning(Run.id)
+    ).scalars().all()
+    session.commit()
+    return list(requeued)
+
+
+def stale_queued(session: Session, older_than: timedelta) -> list[int]:
+    """Queued runs never sent, or sent long ago and still not picked up (a lost broker message)."""
+    cutoff = utcnow() - older_than
+    return list(session.scalars(
+        Run.__table__.select().with_only_columns(Run.id).where(
+            Run.status == "queued", or_(Run.enqueued_at.is_(None), Run.enqueued_at < cutoff))
+    ).all())

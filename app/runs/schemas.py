@@ -1,0 +1,117 @@
+"""Run configuration and responses. Validated by the server, parsed again by the worker."""
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoraMethod(_Strict):
+    """LoRA (Hu et al. 2021): trainable low-rank A·B beside frozen linear layers, B = 0 at init."""
+
+    type: Literal["lora"]
+    r: int = Field(8, ge=1, le=1024, description="Rank of the update matrices.")
+    alpha: float = Field(16, gt=0, le=4096, description="Scaling numerator: the update is scaled by alpha / r.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
+    target_modules: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        None, max_length=64,
+        description="Module names to adapt; null = the default for the architecture (BERT: query, value; "
+        "GPT-2: c_attn; Llama: q_proj, v_proj).",
+    )
+
+
+class FullMethod(_Strict):
+    """Full fine-tuning: every weight trains. The baseline every comparison needs."""
+
+    type: Literal["full"]
+
+
+Method = Annotated[LoraMethod | FullMethod, Field(discriminator="type")]
+
+
+class Columns(_Strict):
+    text: str | None = Field(None, max_length=200)
+    text_pair: str | None = Field(None, max_length=200)
+    label: str | None = Field(None, max_length=200)
+    prompt: str | None = Field(None, max_length=200)
+    response: str | None = Field(None, max_length=200)
+
+
+class Training(_Strict):
+    learning_rate: float = Field(5e-4, gt=0, le=1)
+    epochs: float = Field(1, gt=0, le=1000)
+    max_steps: int | None = Field(None, ge=1, le=10_000_000)
+    batch_size: int = Field(32, ge=1, le=4096)
+    max_length: int = Field(128, ge=8, le=32768)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    eval_every: int = Field(100, ge=1, le=10_000_000, description="Evaluate every this many optimizer steps.")
+    warmup_ratio: float = Field(0.0, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    gradient_accumulation: int = Field(1, ge=1, le=1024)
+
+
+class RunCreate(_Strict):
+    name: str | None = Field(None, max_length=200)
+    dataset_id: int
+    eval_dataset_id: int | None = None
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="Held-out share of the dataset when no eval dataset is given.")
+    base_model: str = Field("minilm-l6", min_length=1, max_length=64)
+    task: Literal["classification", "causal_lm"] = "classification"
+    columns: Columns
+    method: Method
+    training: Training = Field(default_factory=Training)
+
+    @model_validator(mode="after")
+    def _columns_fit_task(self) -> "RunCreate":
+        c = self.columns
+        if self.task == "classification":
+            if not c.text or not c.label:
+                raise ValueError("classification needs columns.text and columns.label")
+        elif not (c.text or (c.prompt and c.response)):
+            raise ValueError("causal_lm needs columns.prompt and columns.response, or columns.text")
+        return self
+
+
+class EvalSummary(BaseModel):
+    accuracy: float | None = None
+    f1: float | None = None
+    loss: float | None = None
+    perplexity: float | None = None
+
+
+class RunSummary(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    trainable_params: int | None = None
+    total_params: int | None = None
+    adapter_bytes: int | None = None
+    peak_memory_bytes: int | None = None
+    train_samples_per_s: float | None = None
+    train_tokens_per_s: float | None = None
+    eval: EvalSummary = Field(default_factory=EvalSummary)
+
+
+class RunOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    status: str
+    progress: float
+    error: str | None
+    traceback: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    dataset_id: int
+    eval_dataset_id: int | None
+    base_model: str
+    method: str
+    task: str
+    attempts: int
+    cancel_requested: bool
+    config: dict
+    summary: RunSummary

@@ -1,0 +1,117 @@
+"""Runs: create (validated against datasets and models), list, get, cancel, delete."""
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.datasets.models import Dataset
+from app.models import service as models_service
+from app.queue import send_train
+from app.runs import lifecycle
+from app.runs.models import Run
+from app.runs.schemas import RunCreate
+
+log = logging.getLogger(__name__)
+
+
+class FieldErrors(ValueError):
+    """Problems with specific fields of a run config, in FastAPI's 422 detail shape."""
+
+    def __init__(self, errors: list[dict]):
+        super().__init__("; ".join(e["msg"] for e in errors))
+        self.errors = errors
+
+
+def _err(loc: tuple, msg: str) -> dict:
+    return {"loc": ["body", *loc], "msg": msg, "type": "value_error"}
+
+
+def validate_references(session: Session, body: RunCreate) -> tuple[Dataset, Dataset | None]:
+    """Check what pydantic cannot: the datasets, columns and base model exist."""
+    errors: list[dict] = []
+    dataset = session.get(Dataset, body.dataset_id)
+    if dataset is None:
+        errors.append(_err(("dataset_id",), f"Dataset {body.dataset_id} does not exist."))
+    eval_dataset = None
+    if body.eval_dataset_id is not None:
+        eval_dataset = session.get(Dataset, body.eval_dataset_id)
+        if eval_dataset is None:
+            errors.append(_err(("eval_dataset_id",), f"Dataset {body.eval_dataset_id} does not exist."))
+    models_service.ensure_bundled(session)
+    if models_service.get(session, model_id=body.base_model) is None:
+        errors.append(_err(("base_model",), f"Base model {body.base_model!r} is not registered; see /api/models."))
+    for ds, label in ((dataset, "the dataset"), (eval_dataset, "the eval dataset")):
+        if ds is None:
+            continue
+        names = {c["name"] for c in ds.columns}
+        for role, column in body.columns.model_dump().items():
+            if column is not None and column not in names:
+                errors.append(_err(("columns", role), f"Column {column!r} is not in {label} (it has: {', '.join(sorted(names)[:20])})."))
+    if dataset is not None and body.eval_dataset_id is None and body.eval_fraction > 0:
+        if round(dataset.num_rows * body.eval_fraction) < 1:
+            errors.append(_err(("eval_fraction",), f"{body.eval_fraction} of {dataset.num_rows} rows leaves no eval rows."))
+        elif dataset.num_rows - round(dataset.num_rows * body.eval_fraction) < 1:
+            errors.append(_err(("eval_fraction",), "No training rows would be left."))
+    if errors:
+        raise FieldErrors(errors)
+    return dataset, eval_dataset
+
+
+def create(session: Session, *, body: RunCreate) -> Run:
+    dataset, _ = validate_references(session, body)
+    name = (body.name or "").strip() or f"{body.method.type} on {dataset.name}"
+    run = Run(name=name[:200], status="queued", config=body.model_dump(mode="json"), summary={},
+              dataset_id=body.dataset_id, eval_dataset_id=body.eval_dataset_id, base_model=body.base_model,
+              method=body.method.type, task=body.task)
+    session.add(run)
+    session.commit()
+    enqueue(session, run.id)
+    return run
+
+
+def enqueue(session: Session, run_id: int) -> bool:
+    """Send the run to the broker. If the broker is down the run stays queued and the reaper retries."""
+    try:
+        send_train(run_id)
+    except Exception:  # noqa: BLE001 — any broker failure: the run is safe in SQL
+        log.exception("could not enqueue run %s; the reaper will retry", run_id)
+        return False
+    lifecycle.mark_enqueued(session, run_id)
+    return True
+
+
+def get(session: Session, *, run_id: int) -> Run | None:
+    return session.get(Run, run_id)
+
+
+def get_all(session: Session, *, status: str | None = None, method: str | None = None,
+            dataset_id: int | None = None, limit: int = 500) -> list[Run]:
+    query = select(Run).order_by(Run.id.desc()).limit(limit)
+    if status:
+        query = query.where(Run.status == status)
+    if method:
+        query = query.where(Run.method == method)
+    if dataset_id is not None:
+        query = query.where(Run.dataset_id == dataset_id)
+    return list(session.scalars(query))
+
+
+def delete(session: Session, *, settings: Settings, run: Run) -> None:
+    from app.artifacts import service as artifacts_service
+
+    run_id = run.id
+    session.delete(run)
+    session.commit()
+    artifacts_service.delete_for_run(session, settings=settings, run_id=run_id)
+
+
+def reap(session: Session, settings: Settings) -> list[int]:
+    """Recover runs whose worker died and re-send queued runs whose message may be lost."""
+    lifecycle.recover_expired(session, settings.max_attempts)
+    resent = []
+    for run_id in lifecycle.stale_queued(session, timedelta(seconds=settings.requeue_after_seconds)):
+        if enqueue(session, run_id):
+            resent.append(run_id)
+    return resent

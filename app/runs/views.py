@@ -1,0 +1,83 @@
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import RedirectResponse
+from sqlalchemy.orm import Session
+
+from app.config import Settings, get_settings
+from app.db import get_db
+from app.runs import lifecycle, service
+from app.runs.models import Run
+from app.runs.schemas import RunCreate, RunOut
+from app.templating import render
+
+router = APIRouter(prefix="/api/runs", tags=["runs"])
+pages = APIRouter(include_in_schema=False)
+DB = Annotated[Session, Depends(get_db)]
+
+
+def run_or_404(run_id: int, session: DB) -> Run:
+    run = service.get(session, run_id=run_id)
+    if run is None:
+        raise HTTPException(404, f"Run {run_id} not found.")
+    return run
+
+
+RunDep = Annotated[Run, Depends(run_or_404)]
+
+
+@router.post("", status_code=201, response_model=RunOut)
+def create_run(body: RunCreate, session: DB):
+    """Queue a fine-tuning run; a worker picks it up as soon as one is free."""
+    try:
+        return service.create(session, body=body)
+    except service.FieldErrors as e:
+        raise HTTPException(422, e.errors) from None
+
+
+@router.get("", response_model=list[RunOut])
+def list_runs(session: DB,
+              status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
+              method: str | None = Query(None, max_length=32), dataset_id: int | None = None):
+    return service.get_all(session, status=status, method=method, dataset_id=dataset_id)
+
+
+@router.get("/{run_id}", response_model=RunOut)
+def get_run(run: RunDep):
+    return run
+
+
+@router.post("/{run_id}/cancel", response_model=RunOut)
+def cancel_run(run: RunDep, session: DB):
+    """Cancel a queued run at once, or ask a running one's worker to stop (it does within a few steps)."""
+    if lifecycle.request_cancel(session, run.id) is None:
+        raise HTTPException(409, f"Run {run.id} has already ended ({run.status}).")
+    session.refresh(run)
+    return run
+
+
+@router.delete("/{run_id}", status_code=204)
+def delete_run(run: RunDep, session: DB, settings: Annotated[Settings, Depends(get_settings)]):
+    if run.status == "running":
+        raise HTTPException(409, f"Run {run.id} is running; cancel it first.")
+    service.delete(session, settings=settings, run=run)
+
+
+@pages.get("/")
+def home():
+    return RedirectResponse("/runs", status_code=303)
+
+
+@pages.get("/runs")
+def runs_page(request: Request):
+    return render(request, "runs/list.html", "Runs")
+
+
+@pages.get("/runs/new")
+def new_run_page(request: Request, dataset_id: int | None = None):
+    return render(request, "runs/new.html", "New run", dataset_id=dataset_id)
+
+
+@pages.get("/runs/{run_id}")
+def run_page(request: Request, run: RunDep):
+    return render(request, "runs/detail.html", run.name, run_id=run.id)

@@ -1,0 +1,12 @@
+"""The Jinja2 environment every domain's page routes render with (autoescaping on)."""
+from pathlib import Path
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+
+ROOT = Path(__file__).resolve().parent.parent
+templates = Jinja2Templates(directory=str(ROOT / "templates"))
+
+
+def render(request: Request, name: str, title: str, http_status: int = 200, **context):
+    return templates.TemplateResponse(request, name, {"title": title, **context}, status_code=http_status)
