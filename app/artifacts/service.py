@@ -79,3 +79,16 @@ def delete_for_run(session: Session, *, settings: Settings, run_id: int) -> None
     session.execute(sql_delete(Artifact).where(Artifact.run_id == run_id))
     session.commit()
     shutil.rmtree(run_dir(settings, run_id), ignore_errors=True)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """A JSON-lines artifact (a file, or the one .jsonl file in a directory)."""
+    import json
+
+    if path.is_dir():
+        files = sorted(path.glob("*.jsonl"))
+        if not files:
+            return []
+        path = files[0]
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -38,3 +38,16 @@ def download_adapter(run: RunDep, session: DB, settings: Conf):
     archive = service.zip_to_tempfile(settings, source)
     return FileResponse(archive, media_type="application/zip", filename=f"peftlab-run-{run.id}-adapter.zip",
                         background=BackgroundTask(archive.unlink, missing_ok=True))
+
+
+class PredictionsOut(BaseModel):
+    rows: list[dict]
+
+
+@router.get("/{run_id}/predictions", response_model=PredictionsOut)
+def get_predictions(run: RunDep, session: DB, settings: Conf):
+    """The final evaluation's per-row predictions (classification): row index, label, prediction, probabilities."""
+    artifact = service.get(session, run_id=run.id, kind="predictions")
+    if artifact is None:
+        raise HTTPException(404, f"Run {run.id} has no predictions (status: {run.status}).")
+    return PredictionsOut(rows=service.read_jsonl(service.absolute_path(settings, artifact)))

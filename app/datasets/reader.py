@@ -64,6 +64,8 @@ class _LineStream(io.TextIOBase):
         return line + "\n"
 
     def read(self, size: int = -1) -> str:
+        if size == 0:  # a probe for the stream's type (ijson does this); consume nothing
+            return ""
         try:
             return next(self)
         except StopIteration:
@@ -83,8 +85,15 @@ def _iter_jsonl(path: Path) -> Iterator[dict]:
         yield row
 
 
+class _Utf8Stream(_LineStream):
+    """The same checked lines as bytes: ijson parses bytes natively (text costs a conversion)."""
+
+    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+        return super().read(size).encode("utf-8")
+
+
 def _iter_json(path: Path) -> Iterator[dict]:
-    stream = _LineStream(path)
+    stream = _Utf8Stream(path)
     first = _first_char(path)
     if first != "[":
         raise DatasetError("A JSON dataset must be an array of objects: [{...}, {...}].")

@@ -20,9 +20,10 @@ def record_points(session: Session, run_id: int, points: Iterable[tuple[str, int
         return 0
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    res = session.execute(insert(MetricPoint).values(rows).on_conflict_do_nothing(index_elements=["run_id", "name", "step"]))
+    stmt = insert(MetricPoint).values(rows).on_conflict_do_nothing(index_elements=["run_id", "name", "step"])
+    inserted = len(session.execute(stmt.returning(MetricPoint.id)).all())  # rowcount is -1 on psycopg
     session.commit()
-    return res.rowcount or 0
+    return inserted
 
 
 def series_names(session: Session, run_id: int) -> list[str]:

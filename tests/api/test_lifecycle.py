@@ -1,0 +1,76 @@
+"""The run state machine's guarded transitions, straight against the database."""
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from app.db import session_scope, utcnow
+from app.metrics.downsample import min_max_buckets
+from app.metrics.service import record_points, series
+from app.runs import lifecycle
+from app.runs.models import Run
+
+
+@pytest.fixture
+def run_id(client):
+    csv = "t,l\n" + "a,1\nb,2\n" * 5
+    ds = client.post("/api/datasets", files={"file": ("x.csv", csv.encode())}).json()
+    with session_scope() as s:
+        run = Run(name="lifecycle", config={}, summary={}, dataset_id=ds["id"], base_model="minilm-l6",
+                  method="lora", task="classification")
+        s.add(run)
+        s.flush()
+        rid = run.id
+    yield rid
+    client.delete(f"/api/runs/{rid}")
+
+
+def _status(run_id):
+    with session_scope() as s:
+        return s.get(Run, run_id).status
+
+
+def test_only_one_worker_claims(run_id):
+    with session_scope() as s:
+        assert lifecycle.claim(s, run_id, "w1", 30) is True
+        assert lifecycle.claim(s, run_id, "w2", 30) is False
+        assert lifecycle.heartbeat(s, run_id, "w2", 30) is None
+        assert lifecycle.heartbeat(s, run_id, "w1", 30) is False
+        assert lifecycle.finish(s, run_id, "w2", "succeeded") is False
+        assert lifecycle.finish(s, run_id, "w1", "succeeded", summary={"x": 1}) is True
+        assert lifecycle.finish(s, run_id, "w1", "failed") is False  # terminal states stay
+    assert _status(run_id) == "succeeded"
+
+
+def test_expired_lease_is_requeued_then_failed_after_max_attempts(run_id):
+    for attempt in range(1, 4):
+        with session_scope() as s:
+            assert lifecycle.claim(s, run_id, f"w{attempt}", 30)
+            s.execute(update(Run).where(Run.id == run_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+            s.commit()
+            requeued = lifecycle.recover_expired(s, max_attempts=3)
+        if attempt < 3:
+            assert requeued == [run_id] and _status(run_id) == "queued"
+            with session_scope() as s:
+                assert run_id in lifecycle.stale_queued(s, timedelta(seconds=60))
+        else:
+            assert requeued == [] and _status(run_id) == "failed"
+
+
+def test_metric_points_are_idempotent_and_ordered(run_id):
+    with session_scope() as s:
+        assert record_points(s, run_id, [("train/loss", 1, 2.0), ("train/loss", 2, 1.5)]) == 2
+        assert record_points(s, run_id, [("train/loss", 2, 9.9), ("train/loss", 3, 1.0)]) == 1
+        assert series(s, run_id, ["train/loss"]) == {"train/loss": [(1, 2.0), (2, 1.5), (3, 1.0)]}
+
+
+def test_downsampling_keeps_spikes_and_ends():
+    points = [(i, 1.0) for i in range(100_000)]
+    points[54_321] = (54_321, 50.0)
+    points[77_777] = (77_777, -3.0)
+    out = min_max_buckets(points, 2000)
+    assert len(out) <= 2000
+    assert (54_321, 50.0) in out and (77_777, -3.0) in out
+    assert out[0] == (0, 1.0) and out[-1] == (99_999, 1.0)
+    assert [p[0] for p in out] == sorted(p[0] for p in out)
+    assert min_max_buckets(points[:50], 2000) == points[:50]

@@ -1,0 +1,200 @@
+"""Shared fixtures: a fresh data dir and database per test session, real worker and server processes.
+
+Backends: SQLite + the embedded filesystem transport by default. Set PEFTLAB_TEST_DATABASE_URL
+(postgresql+psycopg://…) and PEFTLAB_TEST_BROKER_URL (redis://…) to run on PostgreSQL and Redis;
+each test session then gets its own database and queue name.
+"""
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests import tests.tiny_models
+
+_SESSION_TAG = uuid.uuid4().hex[:10]
+
+
+def _unavailable(message: str) -> None:
+    """Skip when a backend is missing, unless CI asked for it explicitly (then it is a failure)."""
+    if os.environ.get("PEFTLAB_TEST_STRICT"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _postgres_database(url: str) -> tuple[str, callable]:
+    """Create a throwaway database on the server of `url`; return its URL and a dropper."""
+    import sqlalchemy as sa
+
+    name = f"peftlab_test_{_SESSION_TAG}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as e:
+        _unavailable(f"PostgreSQL at {url} is not reachable: {e.orig}")
+
+    def drop() -> None:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return str(sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)), drop
+
+
+def _check_redis(url: str) -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.exceptions.ConnectionError as e:
+        _unavailable(f"Redis at {url} is not reachable: {e}")
+
+
+@pytest.fixture(scope="session")
+def peftlab_env(tmp_path_factory):
+    """PEFTLAB_* settings for this test session (in-process app and child processes alike), migrated."""
+    data_dir = tmp_path_factory.mktemp("peftlab-data")
+    env = {"PEFTLAB_DATA_DIR": str(data_dir), "PEFTLAB_TRAIN_QUEUE": f"peftlab.test.{_SESSION_TAG}",
+           "PEFTLAB_HEARTBEAT_SECONDS": "1", "PEFTLAB_LEASE_SECONDS": "20", "PEFTLAB_SSE_POLL_SECONDS": "0.2",
+           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    drop = None
+    if url := os.environ.get("PEFTLAB_TEST_DATABASE_URL"):
+        env["PEFTLAB_DATABASE_URL"], drop = _postgres_database(url)
+    if broker := os.environ.get("PEFTLAB_TEST_BROKER_URL"):
+        _check_redis(broker)
+        env["PEFTLAB_BROKER_URL"] = broker
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from app.db import reset_caches
+    from app.migrate import upgrade
+
+    reset_caches()
+    upgrade()
+    yield env
+    from app.db import get_engine
+
+    get_engine().dispose()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    reset_caches()
+    if drop:
+        drop()
+
+
+@pytest.fixture(scope="session")
+def settings(peftlab_env):
+    from app.config import get_settings
+
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def app(peftlab_env):
+    from app.main import create_app
+
+    return create_app()
+
+
+@pytest.fixture
+def client(app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as c:
+        yield c
+    app.dependency_overrides.clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_source(tmp_path_factory) -> str:
+    from tests.tiny_models import make_tiny_bert
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    make_tiny_bert(path)
+    return str(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+    out = open(log, "wb")
+    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=dict(os.environ),
+                            stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def worker_process(peftlab_env, tmp_path_factory):
+    """One real Celery worker process (`peftlab worker`) for the whole session."""
+    log = tmp_path_factory.mktemp("logs") / "worker.log"
+    proc = _spawn(["worker", "--loglevel", "INFO"], log)
+    time.sleep(1)
+    if proc.poll() is not None:
+        pytest.fail(f"the worker did not start:\n{log.read_text(errors='replace')}")
+    yield proc
+    _stop(proc)
+    print(f"\n--- worker log tail ---\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@dataclass
+class LiveStack:
+    url: str
+    worker: subprocess.Popen
+    server: subprocess.Popen
+
+
+@pytest.fixture(scope="session")
+def live_stack(peftlab_env, worker_process, tmp_path_factory) -> LiveStack:
+    """A real server process (`peftlab serve`) beside the real worker: what a browser talks to."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("logs") / "server.log"
+    proc = _spawn(["serve", "--port", str(port)], log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the server exited:\n{log.read_text(errors='replace')}")
+        try:
+            if httpx.get(f"{url}/api/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        pytest.fail(f"the server did not come up:\n{log.read_text(errors='replace')}")
+    yield LiveStack(url=url, worker=worker_process, server=proc)
+    _stop(proc)
+
+
+def wait_for_status(get_run, statuses: tuple[str, ...], timeout: float = 180.0) -> dict:
+    """Poll a run (get_run() → dict) until its status is one of `statuses`."""
+    deadline = time.time() + timeout
+    run = get_run()
+    while run["status"] not in statuses:
+        if time.time() > deadline:
+            raise AssertionError(f"run stayed {run['status']} for {timeout}s: {run}")
+        time.sleep(0.5)
+        run = get_run()
+    return run
