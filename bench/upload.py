@@ -7,10 +7,7 @@ Starts its own `peftlab serve` on a temporary data dir, so it measures only that
 """
 import argparse
 import json
-import os
 import random
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -20,7 +17,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack import peftlab  # noqa: E402
+
 WORDS = "the a movie film story plot was very good bad great awful boring fine and it this really".split()
 
 
@@ -36,12 +35,6 @@ def make_jsonl(path: Path, target_bytes: int) -> int:
     return rows
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=int, default=1024)
@@ -50,20 +43,7 @@ def main() -> None:
         tmp = Path(tmp)
         data = tmp / "big.jsonl"
         rows = make_jsonl(data, args.mb * 1024 * 1024)
-        port = free_port()
-        env = {**os.environ, "PEFTLAB_DATA_DIR": str(tmp / "data"), "PEFTLAB_PORT": str(port)}
-        subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], env=env, cwd=ROOT, check=True,
-                       capture_output=True)
-        server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env, cwd=ROOT,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            for _ in range(100):
-                try:
-                    httpx.get(f"{url}/api/datasets", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.2)
+        with peftlab(tmp / "data", "serve") as (url, server):
             proc = psutil.Process(server.pid)
             baseline = proc.memory_info().rss
             peak = baseline
@@ -91,9 +71,6 @@ def main() -> None:
                 "server_rss_baseline_mb": round(baseline / 2**20, 1), "server_rss_peak_mb": round(peak / 2**20, 1),
                 "rss_growth_mb": round((peak - baseline) / 2**20, 1), "goal_rss_growth_mb": 100,
             }))
-        finally:
-            server.terminate()
-            server.wait(timeout=20)
 
 
 if __name__ == "__main__":

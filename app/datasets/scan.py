@@ -43,7 +43,12 @@ def detect_format(path: Path, filename: str | None, declared: str | None) -> str
 
 
 def sniff_header(path: Path, fmt: str) -> bool:
-    """csv.Sniffer's guess on the first lines; a user can override it with has_header."""
+    """Guess whether the first row names the columns; a user can override it with has_header.
+
+    csv.Sniffer alone misses text datasets (every column a string), so a first row is also taken
+    as a header when its fields are distinct, short, non-numeric labels and some column's values
+    are clearly different: numbers below a word, or sentences below a name.
+    """
     sample_lines = []
     for _, line in _text_lines(path):
         sample_lines.append(line)
@@ -53,9 +58,26 @@ def sniff_header(path: Path, fmt: str) -> bool:
     if not sample.strip():
         return True
     try:
-        return csv.Sniffer().has_header(sample)
+        if csv.Sniffer().has_header(sample):
+            return True
     except csv.Error:
-        return True
+        pass
+    rows = [r for r in csv.reader(sample_lines, delimiter="," if fmt == "csv" else "\t") if r]
+    if len(rows) < 2:
+        return False
+    first, rest = rows[0], rows[1:]
+    if len(set(first)) != len(first) or any(not f.strip() or len(f) > 64 or _dtype_of(f) in ("int", "float") for f in first):
+        return False
+    for i, name in enumerate(first):
+        values = [r[i] for r in rest if i < len(r) and r[i] != ""]
+        if not values:
+            continue
+        if all(_dtype_of(v) in ("int", "float") for v in values):
+            return True
+        lengths = sorted(len(v) for v in values)
+        if len(name) * 3 < lengths[len(lengths) // 2]:
+            return True
+    return False
 
 
 def _dtype_of(value: object) -> str:

@@ -124,3 +124,15 @@ def test_get_missing_and_delete(client, settings):
     assert client.delete(f"/api/datasets/{ds['id']}").status_code == 204
     assert client.get(f"/api/datasets/{ds['id']}").status_code == 404
     assert len([p for p in settings.upload_dir.iterdir() if p.name.endswith(".csv")]) == len(stored) - 1
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"text,label\n" + b"".join(b"a rather long sentence about the news number %d,World\n" % i for i in range(10)), True),
+    (b"name,score\n" + b"".join(b"item%d,%d\n" % (i, i) for i in range(10)), True),
+    (b"".join(b'"3","Wall St. Bears Claw Back Into the Black %d","Reuters - short-sellers are back"\n' % i for i in range(10)), False),
+    (b"".join(b"%d,%d\n" % (i, i * 2) for i in range(10)), False),
+])
+def test_header_detection_on_text_datasets(client, content, expected):
+    res = _upload(client, "sniff.csv", content)
+    assert res.status_code == 201, res.text
+    assert res.json()["has_header"] is expected

@@ -1,0 +1,42 @@
+"""Starting a throwaway peftlab (server, or server + workers) for a benchmark."""
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def peftlab(data_dir: Path, command: str = "up", extra_env: dict | None = None):
+    """Yield (base url, process) of `peftlab up` (server + 1 worker) or `peftlab serve` on data_dir."""
+    port = free_port()
+    env = {**os.environ, "PEFTLAB_DATA_DIR": str(data_dir), "PEFTLAB_PORT": str(port), "HF_HUB_OFFLINE": "1",
+           **(extra_env or {})}
+    subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True)
+    log = open(data_dir.parent / f"{command}.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", command], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                httpx.get(f"{url}/api/models", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        yield url, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
