@@ -26,10 +26,12 @@ def make_celery(settings: Settings) -> Celery:
     if settings.resolved_broker_url.startswith("filesystem://"):
         folder = settings.broker_dir / "messages"
         folder.mkdir(parents=True, exist_ok=True)
-        (settings.broker_dir / "processed").mkdir(parents=True, exist_ok=True)
+        for sub in ("processed", "control"):
+            (settings.broker_dir / sub).mkdir(parents=True, exist_ok=True)
         conf["broker_transport_options"] = {
             "data_folder_in": str(folder), "data_folder_out": str(folder),
             "processed_folder": str(settings.broker_dir / "processed"), "store_processed": False,
+            "control_folder": str(settings.broker_dir / "control"),  # default is ./control in the cwd
             "polling_interval": 0.5,
         }
     elif settings.resolved_broker_url.startswith("redis"):

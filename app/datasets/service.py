@@ -2,6 +2,7 @@
 import itertools
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -10,15 +11,17 @@ from app.config import Settings
 from app.datasets.models import Dataset
 from app.datasets.reader import iter_rows
 from app.datasets.scan import _jsonable, scan
-from app.datasets.upload import ReceivedUpload
 from app.runs.models import Run
+
+if TYPE_CHECKING:  # workers import this module; they need no web stack
+    from app.datasets.upload import ReceivedUpload
 
 
 def dataset_file(settings: Settings, dataset: Dataset) -> Path:
     return settings.upload_dir / dataset.storage_name
 
 
-def create_from_upload(session: Session, *, settings: Settings, upload: ReceivedUpload, name: str | None,
+def create_from_upload(session: Session, *, settings: Settings, upload: "ReceivedUpload", name: str | None,
                        declared_format: str | None, has_header: bool | None) -> Dataset:
     """Scan the received file; keep it and add the row only if everything is fine (else nothing is left)."""
     assert upload.path is not None

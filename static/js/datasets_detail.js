@@ -1,0 +1,106 @@
+// /datasets/{id}: facts, columns, paged rows, delete.
+import { $, api, el, emptyRow, fmtBytes, fmtDate, fmtInt, showAlert } from "./common.js";
+
+const PAGE = 20;
+const root = $("#dataset-page");
+const id = root.dataset.datasetId;
+let dataset = null;
+let offset = 0;
+
+// Cells hold anything JSON can: show objects as JSON, keep strings verbatim (as text, never HTML).
+function cellText(value) {
+  if (value === null || value === undefined) return null;
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+function renderRows(rows) {
+  const cols = dataset.columns.map((c) => c.name);
+  $("#rows-head").replaceChildren(el("tr", {}, el("th", { class: "num rownum" }, "#"), cols.map((c) => el("th", {}, c))));
+  const body = $("#rows-body");
+  if (!rows.length) {
+    body.replaceChildren(emptyRow(cols.length + 1, "No rows."));
+    return;
+  }
+  body.replaceChildren(...rows.map((row, i) => el("tr", {},
+    el("td", { class: "num rownum" }, fmtInt(offset + i + 1)),
+    cols.map((c) => {
+      const text = cellText(row[c]);
+      return text === null
+        ? el("td", { class: "null" }, "null")
+        : el("td", { title: text.length > 80 ? text : null }, text);
+    }),
+  )));
+}
+
+function renderPager(shown) {
+  const total = dataset.num_rows;
+  $("#pager-text").textContent = total
+    ? `Rows ${fmtInt(offset + 1)}–${fmtInt(offset + shown)} of ${fmtInt(total)}`
+    : "";
+  $("#pager-prev").disabled = offset <= 0;
+  $("#pager-next").disabled = offset + PAGE >= total;
+}
+
+async function loadPage(newOffset) {
+  const errorBox = $("#rows-error");
+  showAlert(errorBox, "");
+  try {
+    const data = await api(`/api/datasets/${encodeURIComponent(id)}/rows?offset=${newOffset}&limit=${PAGE}`);
+    // Accept a bare list or an envelope like {rows: [...]}.
+    const rows = Array.isArray(data) ? data : (data.rows || data.items || []);
+    offset = newOffset;
+    renderRows(rows);
+    renderPager(rows.length);
+  } catch (err) {
+    showAlert(errorBox, `Could not load rows: ${err.message}`);
+  }
+}
+
+function renderFacts() {
+  document.title = `${dataset.name} · peftlab`;
+  $("#dataset-name").textContent = dataset.name;
+  $("#crumb-name").textContent = dataset.name;
+  $("#dataset-created").textContent = `Uploaded ${fmtDate(dataset.created_at)}`;
+  $("#stat-rows").textContent = fmtInt(dataset.num_rows);
+  $("#stat-format").textContent = dataset.format;
+  $("#stat-size").textContent = fmtBytes(dataset.size_bytes);
+  $("#stat-sha").textContent = dataset.sha256 || "—";
+  $("#columns-list").replaceChildren(...dataset.columns.map((c) => el("li", { class: "column-chip" },
+    el("span", { class: "column-name" }, c.name), el("span", { class: "column-dtype" }, c.dtype))));
+}
+
+async function load() {
+  try {
+    dataset = await api(`/api/datasets/${encodeURIComponent(id)}`);
+  } catch (err) {
+    showAlert($("#dataset-error"), err.status === 404 ? "This dataset does not exist or was deleted." : err.message);
+    $("#rows-body").replaceChildren();
+    return;
+  }
+  renderFacts();
+  // The detail response already carries the first rows; the pager fetches the rest.
+  const preview = (dataset.preview || []).slice(0, PAGE);
+  renderRows(preview);
+  renderPager(preview.length);
+}
+
+$("#pager-prev").addEventListener("click", () => loadPage(Math.max(0, offset - PAGE)));
+$("#pager-next").addEventListener("click", () => loadPage(offset + PAGE));
+
+$("#delete-dataset").addEventListener("click", async (e) => {
+  const name = dataset ? dataset.name : `#${id}`;
+  if (!window.confirm(`Delete dataset "${name}"? This cannot be undone.`)) return;
+  const button = e.currentTarget;
+  button.disabled = true;
+  try {
+    await api(`/api/datasets/${encodeURIComponent(id)}`, { method: "DELETE" });
+    window.location.assign("/datasets");
+  } catch (err) {
+    // 409: runs still use it — the server's message says which.
+    showAlert($("#dataset-error"), err.message);
+    button.disabled = false;
+  }
+});
+
+load();

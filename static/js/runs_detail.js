@@ -1,0 +1,241 @@
+// /runs/{id}: status, progress with ETA, summary, config and live charts fed by SSE.
+import { LiveChart } from "./charts.js";
+import {
+  $, api, badge, el, fmtBytes, fmtCount, fmtDate, fmtDuration, fmtInt, fmtNumber, fmtPercent,
+  methodLabel, runDuration, setProgress, showAlert, TERMINAL,
+} from "./common.js";
+
+const root = $("#run-page");
+const runId = root.dataset.runId;
+const base = `/api/runs/${encodeURIComponent(runId)}`;
+let run = null;
+let status = null;
+let progress = 0;
+let stream = null;
+
+const expFormat = (v) => (v === 0 ? "0" : v.toExponential(1));
+const charts = {
+  loss: new LiveChart($("#chart-loss"), {
+    series: [
+      { name: "train/loss", label: "train loss", color: "#2563eb" },
+      { name: "eval/loss", label: "eval loss", color: "#ea580c" },
+    ],
+  }),
+  eval: new LiveChart($("#chart-eval"), {
+    series: [
+      { name: "eval/accuracy", label: "accuracy", color: "#16a34a", scale: "frac" },
+      { name: "eval/f1", label: "F1", color: "#9333ea", scale: "frac" },
+      { name: "eval/perplexity", label: "perplexity", color: "#dc2626", scale: "ppl" },
+    ],
+    scales: { frac: { range: [0, 1] }, ppl: { side: "right" } },
+  }),
+  lr: new LiveChart($("#chart-lr"), {
+    series: [{ name: "train/lr", label: "learning rate", color: "#0891b2" }],
+    scales: { y: { format: expFormat } },
+  }),
+};
+
+function addMetric(m) {
+  for (const chart of Object.values(charts)) {
+    if (chart.has(m.name)) chart.add(m.name, Number(m.step), Number(m.value));
+  }
+}
+
+// ---- header, progress, ETA -----------------------------------------------------------------
+
+function renderStatus() {
+  $("#run-status").replaceChildren(badge(status));
+  const active = !TERMINAL.has(status);
+  const cancel = $("#cancel-run");
+  cancel.hidden = !active;
+  if (run && run.cancel_requested && active) { cancel.disabled = true; cancel.textContent = "Cancelling…"; }
+  $("#download-adapter").hidden = status !== "succeeded";
+  setProgress($("#run-progress"), status === "succeeded" ? 1 : progress);
+  $("#run-progress").classList.toggle("progress-done", status === "succeeded");
+  $("#run-progress").classList.toggle("progress-stopped", status === "failed" || status === "cancelled");
+  $("#progress-pct").textContent = fmtPercent(status === "succeeded" ? 1 : progress, 0);
+  renderEta();
+}
+
+// ETA: assume the rest goes at the average pace so far (progress per second since started_at).
+function renderEta() {
+  const node = $("#progress-eta");
+  if (!run) return;
+  const elapsed = runDuration(run);
+  if (status === "queued") node.textContent = "Waiting for a worker…";
+  else if (status === "running") {
+    const eta = progress > 0.01 && elapsed ? elapsed * (1 - progress) / progress : null;
+    node.textContent = `Elapsed ${fmtDuration(elapsed)}${eta != null ? ` · about ${fmtDuration(eta)} left` : " · estimating time left…"}`;
+  } else if (elapsed != null) node.textContent = `${status === "succeeded" ? "Finished" : "Stopped"} after ${fmtDuration(elapsed)}`;
+  else node.textContent = status === "cancelled" ? "Cancelled before it started" : "";
+}
+setInterval(() => { if (status === "running") renderEta(); }, 1000);
+
+function renderHeader() {
+  const cfg = run.config || {};
+  const name = run.name || `Run #${run.id}`;
+  document.title = `${name} · peftlab`;
+  $("#run-name").textContent = name;
+  const parts = [methodLabel(run.method || (cfg.method && cfg.method.type)), `on ${run.base_model || cfg.base_model || "?"}`,
+    `created ${fmtDate(run.created_at)}`];
+  if (run.attempts > 1) parts.push(`attempt ${run.attempts}`);
+  $("#run-subtitle").textContent = parts.join(" · ");
+}
+
+function renderFailure() {
+  const failed = status === "failed" && (run.error || run.traceback);
+  $("#failure").hidden = !failed;
+  if (!failed) return;
+  $("#failure-message").textContent = run.error || "The run failed without a message.";
+  $("#failure-trace-wrap").hidden = !run.traceback;
+  $("#failure-trace").textContent = run.traceback || "";
+}
+
+// ---- summary and config tables --------------------------------------------------------------
+
+function kv(label, value, extraClass) {
+  return el("tr", {}, el("th", { scope: "row" }, label), el("td", { class: extraClass }, value == null || value === "" ? "—" : value));
+}
+
+function renderSummary() {
+  const s = run.summary || {};
+  const ev = s.eval || {};
+  const hasAny = Object.entries(s).some(([k, v]) => k !== "eval" && v != null) || Object.values(ev).some((v) => v != null);
+  const body = $("#summary-body");
+  if (!hasAny) {
+    body.replaceChildren(el("tr", { class: "empty" }, el("td", { colspan: 2 },
+      TERMINAL.has(status) ? "No figures were recorded for this run." : "Figures appear when the run finishes.")));
+    return;
+  }
+  const share = s.trainable_params != null && s.total_params ? ` (${fmtPercent(s.trainable_params / s.total_params, 2)} of total)` : "";
+  const rows = [
+    kv("Trainable parameters", s.trainable_params == null ? null : `${fmtInt(s.trainable_params)}${share}`),
+    kv("Total parameters", s.total_params == null ? null : `${fmtInt(s.total_params)} (${fmtCount(s.total_params)})`),
+    kv("Adapter size", s.adapter_bytes == null ? null : fmtBytes(s.adapter_bytes)),
+    kv("Peak memory", s.peak_memory_bytes == null ? null : fmtBytes(s.peak_memory_bytes)),
+    kv("Samples / s", s.train_samples_per_s == null ? null : fmtNumber(s.train_samples_per_s, 4)),
+    kv("Tokens / s", s.train_tokens_per_s == null ? null : fmtNumber(s.train_tokens_per_s, 4)),
+  ];
+  const evalRows = [["accuracy", "Eval accuracy"], ["f1", "Eval F1"], ["loss", "Eval loss"], ["perplexity", "Eval perplexity"]];
+  for (const [key, label] of evalRows) if (ev[key] != null) rows.push(kv(label, fmtNumber(ev[key], 4), "strong"));
+  // Figures the worker adds beyond the contract still deserve a line.
+  const known = new Set(["trainable_params", "total_params", "adapter_bytes", "peak_memory_bytes", "train_samples_per_s", "train_tokens_per_s", "eval"]);
+  for (const [key, value] of Object.entries(s)) {
+    if (known.has(key) || value == null || typeof value === "object") continue;
+    const label = key.replaceAll("_", " ");
+    rows.push(kv(label.charAt(0).toUpperCase() + label.slice(1), typeof value === "number" ? fmtNumber(value) : String(value)));
+  }
+  body.replaceChildren(...rows);
+}
+
+function describeMethod(m) {
+  if (!m) return null;
+  const params = Object.entries(m).filter(([k]) => k !== "type").map(([k, v]) => {
+    if (k === "target_modules") return `target modules ${v && v.length ? v.join(", ") : "default"}`;
+    return `${k.replaceAll("_", " ")} ${Array.isArray(v) ? v.join(", ") : v}`;
+  });
+  return [methodLabel(m.type), ...params].join(" · ");
+}
+
+async function renderConfig() {
+  const cfg = run.config || {};
+  const t = cfg.training || {};
+  const cols = Object.entries(cfg.columns || {}).filter(([, v]) => v).map(([k, v]) => `${k} ← ${v}`).join(", ");
+  const datasetId = cfg.dataset_id ?? run.dataset_id;
+  const dsLink = datasetId == null ? null : el("a", { href: `/datasets/${encodeURIComponent(datasetId)}`, id: "config-dataset" }, `#${datasetId}`);
+  const evalText = cfg.eval_dataset_id != null ? `dataset #${cfg.eval_dataset_id}` : cfg.eval_fraction != null ? `${fmtPercent(cfg.eval_fraction, 0)} held out` : null;
+  const rows = [
+    kv("Dataset", dsLink), kv("Evaluation", evalText), kv("Base model", run.base_model || cfg.base_model),
+    kv("Task", (run.task || cfg.task || "").replace("_", " ")), kv("Columns", cols), kv("Method", describeMethod(cfg.method)),
+  ];
+  const trainingLabels = [["learning_rate", "Learning rate"], ["epochs", "Epochs"], ["max_steps", "Max steps"], ["batch_size", "Batch size"],
+    ["max_length", "Max length"], ["seed", "Seed"], ["eval_every", "Evaluate every"], ["warmup_ratio", "Warmup ratio"],
+    ["weight_decay", "Weight decay"], ["gradient_accumulation", "Gradient accumulation"]];
+  for (const [key, label] of trainingLabels) if (key in t) rows.push(kv(label, t[key] == null ? "no limit" : String(t[key])));
+  $("#config-body").replaceChildren(...rows);
+  if (dsLink) {
+    try { dsLink.textContent = (await api(`/api/datasets/${encodeURIComponent(datasetId)}`)).name; } catch { /* keep the id */ }
+  }
+}
+
+// ---- data loading --------------------------------------------------------------------------
+
+async function fetchRun() {
+  run = await api(base);
+  status = run.status;
+  progress = run.progress || 0;
+  renderHeader();
+  renderStatus();
+  renderFailure();
+  renderSummary();
+}
+
+function openStream() {
+  stream = new EventSource(`${base}/events`);
+  // On (re)connect the server replays every event after Last-Event-ID, so the stream alone
+  // draws the whole curve so far.
+  stream.addEventListener("metric", (e) => {
+    const data = JSON.parse(e.data);
+    for (const m of Array.isArray(data) ? data : [data]) addMetric(m);
+  });
+  stream.addEventListener("status", (e) => {
+    const data = JSON.parse(e.data);
+    const changed = data.status && data.status !== status;
+    if (data.progress != null) progress = data.progress;
+    if (data.status) status = data.status;
+    renderStatus();
+    if (TERMINAL.has(status)) {
+      stream.close();
+      fetchRun().catch((err) => showAlert($("#run-alert"), err.message));
+    } else if (changed) {
+      fetchRun().catch(() => {}); // picks up started_at for the ETA
+    }
+  });
+  stream.addEventListener("error", () => {
+    // A finished run's stream may simply end: don't let EventSource reconnect forever.
+    if (TERMINAL.has(status)) stream.close();
+  });
+}
+
+// Finished runs: one downsampled request is cheaper than replaying every event.
+async function loadFinishedCurves() {
+  const names = ["train/loss", "eval/loss", "eval/accuracy", "eval/f1", "eval/perplexity", "train/lr"];
+  const data = await api(`${base}/metrics?names=${encodeURIComponent(names.join(","))}&max_points=2000`);
+  for (const [name, points] of Object.entries(data.series || {})) {
+    for (const [step, value] of points) addMetric({ name, step, value });
+  }
+}
+
+$("#cancel-run").addEventListener("click", async (e) => {
+  const button = e.currentTarget;
+  button.disabled = true;
+  button.textContent = "Cancelling…";
+  try {
+    await api(`${base}/cancel`, { method: "POST" });
+    await fetchRun();
+  } catch (err) {
+    showAlert($("#run-alert"), `Could not cancel: ${err.message}`);
+    button.disabled = false;
+    button.textContent = "Cancel run";
+  }
+});
+
+async function start() {
+  try {
+    await fetchRun();
+  } catch (err) {
+    showAlert($("#run-alert"), err.status === 404 ? "This run does not exist or was deleted." : err.message);
+    return;
+  }
+  renderConfig();
+  if (TERMINAL.has(status)) {
+    try {
+      await loadFinishedCurves();
+      for (const chart of Object.values(charts)) chart.setEmptyText("No points were recorded.");
+      return;
+    } catch { /* fall back to the stream's replay */ }
+  }
+  openStream();
+}
+
+start();

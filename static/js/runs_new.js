@@ -1,0 +1,232 @@
+// /runs/new: build the POST /api/runs body from the form and show 422 errors beside their fields.
+import { $, $$, api, el, fmtCount, fmtInt } from "./common.js";
+
+const form = $("#run-form");
+const datasetSelect = $("#run-dataset");
+const evalSelect = $("#run-eval-dataset");
+const modelSelect = $("#run-model");
+const taskSelect = $("#run-task");
+const summary = $("#form-summary");
+const submit = $("#run-submit");
+const DEFAULT_MODEL = "minilm-l6";
+const datasets = new Map();
+const models = new Map();
+
+// Likely column names per role, so a typical dataset needs no clicks.
+const GUESSES = {
+  text: ["text", "sentence", "content", "review", "document", "input", "question", "title"],
+  text_pair: ["text_pair", "sentence2", "hypothesis", "premise2"],
+  label: ["label", "labels", "class", "category", "target", "y"],
+  prompt: ["prompt", "instruction", "question", "input"],
+  response: ["response", "output", "answer", "completion", "target"],
+};
+
+const visible = (node) => !node.closest("[hidden]");
+
+function lmMode() {
+  return $("input[name=lm-mode]:checked").value;
+}
+
+function methodType() {
+  return $("input[name=method]:checked").value;
+}
+
+// Show only the inputs that belong to the chosen task, LM mode and method.
+function syncVisibility() {
+  const task = taskSelect.value;
+  $("#lm-mode-field").hidden = task !== "causal_lm";
+  for (const field of $$("#column-fields .field")) {
+    field.hidden = field.dataset.task !== task || (field.dataset.lmMode && field.dataset.lmMode !== lmMode());
+  }
+  $("#lora-fields").hidden = methodType() !== "lora";
+  $("#eval-fraction-field").hidden = evalSelect.value !== "";
+}
+
+function fillColumnSelects() {
+  const ds = datasets.get(Number(datasetSelect.value));
+  const columns = ds ? ds.columns : [];
+  for (const select of $$("#column-fields select")) {
+    const role = select.dataset.column;
+    const optional = select.hasAttribute("data-optional");
+    const previous = select.value;
+    const options = columns.map((c) => el("option", { value: c.name }, `${c.name} (${c.dtype})`));
+    select.replaceChildren(...(optional || !columns.length ? [el("option", { value: "" }, columns.length ? "— none —" : "— pick a dataset —")] : []), ...options);
+    const names = columns.map((c) => c.name);
+    const guess = names.includes(previous) ? previous
+      : (GUESSES[role] || []).find((g) => names.includes(g))
+        ?? names.find((n) => (GUESSES[role] || []).includes(n.toLowerCase()));
+    if (guess) select.value = guess;
+    else if (!optional && names.length) select.value = role === "label" ? names[names.length - 1] : names[0];
+  }
+  $("#dataset-hint").textContent = ds ? `${fmtInt(ds.num_rows)} rows · ${ds.columns.length} columns · ${ds.format}` : "";
+}
+
+async function loadChoices() {
+  const preselect = form.dataset.datasetId;
+  try {
+    const [dsList, modelData] = await Promise.all([api("/api/datasets"), api("/api/models")]);
+    const list = Array.isArray(dsList) ? dsList : dsList.items || [];
+    for (const d of list) datasets.set(d.id, d);
+    if (!list.length) {
+      datasetSelect.replaceChildren(el("option", { value: "" }, "No datasets yet"));
+      showSummary(["Upload a dataset first: "], el("a", { href: "/datasets" }, "go to Datasets"));
+    } else {
+      datasetSelect.replaceChildren(el("option", { value: "" }, "Choose a dataset…"),
+        ...list.map((d) => el("option", { value: d.id }, `${d.name} (${fmtInt(d.num_rows)} rows)`)));
+    }
+    evalSelect.replaceChildren(el("option", { value: "" }, "Hold out a share of the dataset"),
+      ...list.map((d) => el("option", { value: d.id }, d.name)));
+    if (preselect && datasets.has(Number(preselect))) datasetSelect.value = preselect;
+    else if (list.length === 1) datasetSelect.value = String(list[0].id);
+
+    const modelList = Array.isArray(modelData) ? modelData : modelData.items || [];
+    for (const m of modelList) models.set(String(m.id), m);
+    modelSelect.replaceChildren(...modelList.map((m) => el("option", { value: m.id }, m.name)));
+    if (models.has(DEFAULT_MODEL)) modelSelect.value = DEFAULT_MODEL;
+  } catch (err) {
+    showSummary([`Could not load datasets and models: ${err.message}`]);
+  }
+  fillColumnSelects();
+  describeModel();
+  syncVisibility();
+}
+
+function describeModel() {
+  const m = models.get(modelSelect.value);
+  $("#model-hint").textContent = m
+    ? [m.architecture, m.num_parameters ? `${fmtCount(m.num_parameters)} parameters` : null].filter(Boolean).join(" · ")
+    : "";
+}
+
+// Empty → null; otherwise a number (or NaN text left as-is so the server names the problem).
+function numberOrNull(input) {
+  const raw = input.value.trim();
+  if (raw === "") return null;
+  const n = Number(raw);
+  return Number.isFinite(n) ? n : raw;
+}
+
+function buildBody() {
+  const columns = {};
+  for (const select of $$("#column-fields select")) {
+    if (visible(select) && select.value) columns[select.dataset.column] = select.value;
+  }
+  const method = { type: methodType() };
+  if (method.type === "lora") {
+    const targets = $("#lora-targets").value.split(",").map((s) => s.trim()).filter(Boolean);
+    Object.assign(method, {
+      r: numberOrNull($("#lora-r")),
+      alpha: numberOrNull($("#lora-alpha")),
+      dropout: numberOrNull($("#lora-dropout")),
+      target_modules: targets.length ? targets : null,
+    });
+  }
+  const training = {};
+  for (const input of $$("[data-loc^='training.']")) training[input.dataset.loc.slice(9)] = numberOrNull(input);
+  const evalId = evalSelect.value ? Number(evalSelect.value) : null;
+  return {
+    name: $("#run-name").value.trim() || null,
+    dataset_id: datasetSelect.value ? Number(datasetSelect.value) : null,
+    eval_dataset_id: evalId,
+    eval_fraction: evalId == null ? numberOrNull($("#run-eval-fraction")) : 0.1,
+    base_model: modelSelect.value || null,
+    task: taskSelect.value,
+    columns,
+    method,
+    training,
+  };
+}
+
+// ---- errors --------------------------------------------------------------------------------
+
+function clearErrors() {
+  summary.hidden = true;
+  summary.replaceChildren();
+  for (const node of $$(".field-error", form)) node.remove();
+  for (const node of $$("[aria-invalid]", form)) node.removeAttribute("aria-invalid");
+  for (const node of $$(".field.invalid", form)) node.classList.remove("invalid");
+}
+
+function showSummary(lines, extra) {
+  summary.hidden = false;
+  summary.replaceChildren(
+    el("strong", {}, lines.length > 1 ? "Please fix these problems:" : "Could not start the run."),
+    lines.length > 1 ? el("ul", {}, lines.map((l) => el("li", {}, l))) : el("p", {}, lines[0] || "", extra || null),
+  );
+}
+
+// loc like ["body","method","lora","r"] → the visible input whose data-loc is "method.r".
+function inputForLoc(loc) {
+  const path = (loc || []).filter((p) => p !== "body").map(String);
+  const candidates = [path];
+  if (path[0] === "method" && path.length > 2) candidates.push([path[0], ...path.slice(2)]); // drop the union tag
+  for (const cand of candidates) {
+    for (let n = cand.length; n > 0; n--) {
+      const key = cand.slice(0, n).join(".");
+      const input = $$(`[data-loc="${CSS.escape(key)}"]`, form).find(visible);
+      if (input) return input;
+    }
+  }
+  return null;
+}
+
+function labelFor(input) {
+  const label = input && $(`label[for="${CSS.escape(input.id)}"]`);
+  return label ? label.firstChild.textContent.trim() : "";
+}
+
+function showErrors(detail) {
+  const items = Array.isArray(detail) ? detail : [{ loc: [], msg: String(detail) }];
+  const lines = [];
+  let first = null;
+  for (const item of items) {
+    const msg = String(item.msg || "Invalid value").replace(/^Value error, /, "");
+    const input = inputForLoc(item.loc);
+    if (input) {
+      const field = input.closest(".field");
+      field.classList.add("invalid");
+      input.setAttribute("aria-invalid", "true");
+      const note = el("p", { class: "field-error", "data-error-for": input.dataset.loc }, msg);
+      field.append(note);
+      first = first || input;
+      lines.push(`${labelFor(input)}: ${msg}`);
+    } else {
+      lines.push(msg);
+    }
+  }
+  showSummary(lines);
+  summary.focus();
+  if (first) first.scrollIntoView({ block: "center", behavior: "smooth" });
+}
+
+// ---- wiring --------------------------------------------------------------------------------
+
+datasetSelect.addEventListener("change", fillColumnSelects);
+modelSelect.addEventListener("change", describeModel);
+evalSelect.addEventListener("change", syncVisibility);
+taskSelect.addEventListener("change", syncVisibility);
+for (const radio of $$("input[name=lm-mode], input[name=method]")) radio.addEventListener("change", syncVisibility);
+
+form.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  clearErrors();
+  // The two choices the server can only call "not an integer/string" get plain words here.
+  const missing = [];
+  if (!datasetSelect.value) missing.push({ loc: ["body", "dataset_id"], msg: "Choose a dataset." });
+  if (!modelSelect.value) missing.push({ loc: ["body", "base_model"], msg: "Choose a base model." });
+  if (missing.length) { showErrors(missing); return; }
+  submit.disabled = true;
+  submit.textContent = "Launching…";
+  try {
+    const run = await api("/api/runs", { method: "POST", json: buildBody() });
+    window.location.assign(`/runs/${encodeURIComponent(run.id)}`);
+    return;
+  } catch (err) {
+    showErrors(err.detail != null ? err.detail : err.message);
+  }
+  submit.disabled = false;
+  submit.textContent = "Launch run";
+});
+
+syncVisibility();
+loadChoices();

@@ -1,0 +1,165 @@
+"""The training task: claim a run, keep its lease alive, fine-tune, store the results, finish.
+
+Wiring only: the engine lives in workers/training and workers/methods. Every way a run can
+end lands in one guarded `finish` (succeeded, cancelled, failed with a one-line reason and the
+traceback), except a lost lease: then the run belongs to someone else and is left alone.
+"""
+import logging
+import os
+import socket
+import threading
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from app.artifacts.service import record_artifact, run_artifact_dir
+from app.config import Settings, get_settings
+from app.datasets.models import Dataset
+from app.datasets.reader import iter_rows
+from app.datasets.service import dataset_file
+from app.db import session_scope
+from app.models.service import resolve_source
+from app.queue import TRAIN_TASK
+from app.runs.lifecycle import claim, finish, heartbeat
+from app.runs.models import Run
+from app.runs.schemas import EvalSummary, RunCreate, RunSummary
+from workers.celery_app import celery
+from workers.methods import get_method, total_parameters
+from workers.model_loading import load_base_model, load_tokenizer
+from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
+from workers.training.data import prepare_data
+from workers.training.loop import seed_everything, train
+from workers.training.reporting import Reporter, SqlReporter
+
+log = logging.getLogger(__name__)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"  # per call: prefork children have their own pid
+
+
+@celery.task(name=TRAIN_TASK)
+def train_run(run_id: int) -> None:
+    settings, worker = get_settings(), worker_id()
+    with session_scope() as session:
+        if not claim(session, run_id, worker, settings.lease_seconds):
+            log.info("run %s is not queued (taken, cancelled or deleted); ignoring this message", run_id)
+            return
+    stop, lease_lost, done = threading.Event(), threading.Event(), threading.Event()
+    beat = threading.Thread(target=_keep_lease, args=(run_id, worker, settings, stop, lease_lost, done),
+                            name=f"heartbeat-{run_id}", daemon=True)
+    beat.start()
+    try:
+        reporter = SqlReporter(run_id, worker, stop)
+        summary = _run(run_id, settings, reporter)
+        reporter.close()
+        if lease_lost.is_set():
+            log.warning("run %s: lease lost (another worker may own it now); not finishing it", run_id)
+            return
+        with session_scope() as session:
+            if summary is None:
+                finish(session, run_id, worker, "cancelled")
+            else:
+                finish(session, run_id, worker, "succeeded", summary=summary)
+    except Exception as e:
+        log.exception("run %s failed", run_id)
+        with session_scope() as session:
+            finish(session, run_id, worker, "failed", error=failure_reason(e), traceback=traceback.format_exc())
+    finally:
+        done.set()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the next run in this process gets the whole GPU
+
+
+def _keep_lease(run_id: int, worker: str, settings: Settings, stop: threading.Event,
+                lease_lost: threading.Event, done: threading.Event) -> None:
+    """Renew the lease every heartbeat_seconds; a cancel request or a lost lease sets `stop`."""
+    while not done.wait(settings.heartbeat_seconds):
+        try:
+            with session_scope() as session:
+                cancel = heartbeat(session, run_id, worker, settings.lease_seconds)
+        except Exception:  # a database hiccup: the lease has slack, try again next beat
+            log.warning("run %s: heartbeat failed", run_id, exc_info=True)
+            continue
+        if cancel is None:  # the reaper gave the run away: stop, and leave it to its new owner
+            lease_lost.set()
+            stop.set()
+            return
+        if cancel:
+            stop.set()
+
+
+def _run(run_id: int, settings: Settings, reporter: Reporter) -> dict | None:
+    """Load what the run needs from SQL and disk, fine-tune, record the artifacts. None = stopped."""
+    with session_scope() as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise LookupError(f"run {run_id} was deleted")
+        config = RunCreate.model_validate(run.config)
+        source = resolve_source(session, config.base_model)
+        files = [_dataset_location(session, settings, config.dataset_id)]
+        if config.eval_dataset_id is not None:
+            files.append(_dataset_location(session, settings, config.eval_dataset_id))
+    rows = [list(iter_rows(*f)) for f in files]
+    outcome = fine_tune(config, rows[0], rows[1] if len(rows) > 1 else None, source, reporter,
+                        artifact_dir=lambda kind: run_artifact_dir(settings, run_id, kind))
+    if outcome is None:
+        return None
+    summary, artifacts = outcome
+    with session_scope() as session:
+        for kind, path in artifacts.items():
+            record_artifact(session, run_id, kind, path)
+    return summary
+
+
+def _dataset_location(session, settings: Settings, dataset_id: int) -> tuple[Path, str, bool | None]:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise LookupError(f"dataset {dataset_id} no longer exists")
+    return dataset_file(settings, dataset), dataset.format, dataset.has_header
+
+
+def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None, source: str, reporter: Reporter,
+              artifact_dir: Callable[[str], Path]) -> tuple[dict, dict[str, Path]] | None:
+    """The whole run without SQL: returns (summary, {artifact kind: path}), or None when stopped."""
+    t = config.training
+    tokenizer = load_tokenizer(source)
+    data = prepare_data(rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer,
+                        max_length=t.max_length, eval_fraction=config.eval_fraction, seed=t.seed)
+    seed_everything(t.seed)  # the new head and the method's weights initialise the same every time
+    method = get_method(config.method.type)
+    model = method.build(load_base_model(source, config.task, data.labels, tokenizer), config.method, config.task)
+    result = train(model, data, task=config.task, training=t, pad_id=tokenizer.pad_token_id, reporter=reporter)
+    if result.stopped:
+        return None
+
+    adapter_dir = artifact_dir("adapter")
+    adapter_bytes = save_adapter(model, method, tokenizer, adapter_dir, task=config.task,
+                                 base_model=config.base_model, method_config=config.method.model_dump(),
+                                 labels=data.labels, columns=config.columns.model_dump(exclude_none=True),
+                                 max_length=t.max_length)
+    artifacts = {"adapter": adapter_dir}
+    if result.eval is not None and result.eval.predictions is not None:
+        path = artifact_dir("predictions") / PREDICTIONS_FILE
+        write_predictions(path, result.eval.predictions, data.labels)
+        artifacts["predictions"] = path
+    summary = RunSummary(
+        trainable_params=method.trainable_parameters(model), total_params=total_parameters(model),
+        adapter_bytes=adapter_bytes, peak_memory_bytes=result.peak_memory_bytes,
+        train_samples_per_s=result.train_samples_per_s, train_tokens_per_s=result.train_tokens_per_s,
+        eval=EvalSummary(**(result.eval.metrics if result.eval else {})),
+        steps=result.steps, train_examples=len(data.train), eval_examples=len(data.eval),
+    )
+    return summary.model_dump(mode="json"), artifacts
+
+
+def failure_reason(e: BaseException) -> str:
+    """One line a person can act on. Our own checks raise ValueError / LookupError with such a line."""
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return "out of GPU memory: try a smaller batch_size or max_length, or gradient_accumulation"
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, (ValueError, LookupError)) and text:
+        return text[:500]
+    return f"{type(e).__name__}: {text}"[:500] if text else type(e).__name__
