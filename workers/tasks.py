@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from app.artifacts.service import record_artifact, run_artifact_dir
+from app.artifacts.service import absolute_path, record_artifact, run_artifact_dir
+from app.artifacts.service import get as get_artifact
 from app.config import Settings, get_settings
 from app.datasets.models import Dataset
 from app.datasets.reader import iter_rows
@@ -27,6 +28,7 @@ from app.runs.models import Run
 from app.runs.schemas import EvalSummary, RunCreate, RunSummary
 from workers.celery_app import celery
 from workers.methods import get_method, total_parameters
+from workers.methods.base import BuildContext
 from workers.model_loading import load_base_model, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
 from workers.training.data import prepare_data
@@ -104,7 +106,8 @@ def _run(run_id: int, settings: Settings, reporter: Reporter) -> dict | None:
             files.append(_dataset_location(session, settings, config.eval_dataset_id))
     rows = [list(iter_rows(*f)) for f in files]
     outcome = fine_tune(config, rows[0], rows[1] if len(rows) > 1 else None, source, reporter,
-                        artifact_dir=lambda kind: run_artifact_dir(settings, run_id, kind))
+                        artifact_dir=lambda kind: run_artifact_dir(settings, run_id, kind),
+                        find_adapter=lambda other: _adapter_location(settings, other))
     if outcome is None:
         return None
     summary, artifacts = outcome
@@ -112,6 +115,15 @@ def _run(run_id: int, settings: Settings, reporter: Reporter) -> dict | None:
         for kind, path in artifacts.items():
             record_artifact(session, run_id, kind, path)
     return summary
+
+
+def _adapter_location(settings: Settings, run_id: int) -> Path:
+    """Another run's saved adapter directory, from the artifacts table."""
+    with session_scope() as session:
+        artifact = get_artifact(session, run_id=run_id, kind="adapter")
+        if artifact is None:
+            raise LookupError(f"run {run_id} has no saved adapter")
+        return absolute_path(settings, artifact)
 
 
 def _dataset_location(session, settings: Settings, dataset_id: int) -> tuple[Path, str, bool | None]:
@@ -122,15 +134,20 @@ def _dataset_location(session, settings: Settings, dataset_id: int) -> tuple[Pat
 
 
 def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None, source: str, reporter: Reporter,
-              artifact_dir: Callable[[str], Path]) -> tuple[dict, dict[str, Path]] | None:
-    """The whole run without SQL: returns (summary, {artifact kind: path}), or None when stopped."""
+              artifact_dir: Callable[[str], Path],
+              find_adapter: Callable[[int], Path] | None = None) -> tuple[dict, dict[str, Path]] | None:
+    """The whole run without SQL: returns (summary, {artifact kind: path}), or None when stopped.
+
+    find_adapter(run_id) finds another run's saved adapter (AdapterFusion builds on them)."""
     t = config.training
     tokenizer = load_tokenizer(source)
     data = prepare_data(rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer,
                         max_length=t.max_length, eval_fraction=config.eval_fraction, seed=t.seed)
     seed_everything(t.seed)  # the new head and the method's weights initialise the same every time
     method = get_method(config.method.type)
-    model = method.build(load_base_model(source, config.task, data.labels, tokenizer), config.method, config.task)
+    context = BuildContext(source=source, tokenizer=tokenizer, adapter_dir=find_adapter or BuildContext().adapter_dir)
+    model = method.build(load_base_model(source, config.task, data.labels, tokenizer), config.method, config.task,
+                         context)
     result = train(model, data, task=config.task, training=t, pad_id=tokenizer.pad_token_id, reporter=reporter)
     if result.stopped:
         return None
@@ -140,7 +157,7 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
                                  base_model=config.base_model, method_config=config.method.model_dump(),
                                  labels=data.labels, columns=config.columns.model_dump(exclude_none=True),
                                  max_length=t.max_length)
-    artifacts = {"adapter": adapter_dir}
+    artifacts = {"adapter": adapter_dir, **method.extra_artifacts(model, artifact_dir)}
     if result.eval is not None and result.eval.predictions is not None:
         path = artifact_dir("predictions") / PREDICTIONS_FILE
         write_predictions(path, result.eval.predictions, data.labels)

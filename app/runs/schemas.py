@@ -23,13 +23,75 @@ class LoraMethod(_Strict):
     )
 
 
+class AdapterMethod(_Strict):
+    """Bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2021): down-projection → non-linearity →
+    up-projection + residual, after the attention and FFN sublayers (houlsby) or after the FFN only (pfeiffer)."""
+
+    type: Literal["adapter"]
+    variant: Literal["houlsby", "pfeiffer"] = Field("houlsby", description="Where adapters sit: houlsby = after attention and FFN; pfeiffer = after the FFN only.")
+    reduction_factor: int = Field(16, ge=1, le=1024, description="Bottleneck size m = hidden_size // reduction_factor.")
+    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = Field("relu", description="Activation between the projections.")
+
+
+class AdapterFusionMethod(_Strict):
+    """AdapterFusion (Pfeiffer et al. 2021): per-layer attention over the outputs of already trained,
+    frozen adapters; only the fusion layers (query, key, value) and the head train."""
+
+    type: Literal["adapter_fusion"]
+    adapter_run_ids: list[int] = Field(min_length=2, max_length=16, description="Two or more succeeded Adapter runs on the same base model.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "AdapterFusionMethod":
+        if len(set(self.adapter_run_ids)) != len(self.adapter_run_ids):
+            raise ValueError("adapter_run_ids must not repeat a run")
+        return self
+
+
+class PrefixMethod(_Strict):
+    """Prefix-tuning (Li & Liang 2021): trainable key/value prefixes in every layer's attention;
+    without projection it is P-tuning v2."""
+
+    type: Literal["prefix"]
+    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Prefix length per layer.")
+    projection: bool = Field(False, description="Reparameterise the prefixes through an MLP (the paper's setup).")
+    encoder_hidden_size: int = Field(512, ge=1, le=16384, description="Hidden size of that MLP.")
+
+
+class PTuningMethod(_Strict):
+    """P-tuning (Liu et al. 2021): virtual-token embeddings produced by a prompt encoder (MLP or LSTM)."""
+
+    type: Literal["ptuning"]
+    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Number of virtual tokens.")
+    encoder: Literal["mlp", "lstm"] = Field("mlp", description="The prompt encoder.")
+    encoder_hidden_size: int = Field(128, ge=1, le=16384, description="Hidden size of the prompt encoder.")
+
+
+class PromptMethod(_Strict):
+    """Prompt-tuning (Lester et al. 2021): trainable virtual-token embeddings prepended to the input."""
+
+    type: Literal["prompt"]
+    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Number of virtual tokens.")
+    init: Literal["random", "text", "vocab"] = Field("random", description="Initialise from random values, the embeddings of init_text, or sampled vocabulary embeddings.")
+    init_text: str | None = Field(None, max_length=2000, description="Text whose token embeddings initialise the prompt (init = text).")
+
+    @model_validator(mode="after")
+    def _text_needs_text(self) -> "PromptMethod":
+        if self.init == "text" and not (self.init_text or "").strip():
+            raise ValueError("init = text needs init_text")
+        return self
+
+
 class FullMethod(_Strict):
     """Full fine-tuning: every weight trains. The baseline every comparison needs."""
 
     type: Literal["full"]
 
 
-Method = Annotated[LoraMethod | FullMethod, Field(discriminator="type")]
+Method = Annotated[
+    LoraMethod | AdapterMethod | AdapterFusionMethod | PrefixMethod | PTuningMethod | PromptMethod | FullMethod,
+    Field(discriminator="type"),
+]
+METHOD_TYPES = ("lora", "adapter", "adapter_fusion", "prefix", "ptuning", "prompt", "full")
 
 
 class Columns(_Strict):

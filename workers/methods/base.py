@@ -5,6 +5,8 @@ freezes, keeping the classification head trainable), saves what it trained in it
 format, and loads that back beside a base model for inference.
 """
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -13,11 +15,26 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 
+def _no_adapters(run_id: int) -> Path:
+    raise LookupError(f"run {run_id}'s adapter is not available here")
+
+
+@dataclass
+class BuildContext:
+    """What a method may need beyond the base model: the base model's source (path or hub id),
+    the tokenizer, and where other runs' saved adapters are (AdapterFusion reads them)."""
+
+    source: str = ""
+    tokenizer: object | None = None
+    adapter_dir: Callable[[int], Path] = field(default=_no_adapters)
+
+
 class Method(ABC):
     name: ClassVar[str]  # the `method.type` of a run config
 
     @abstractmethod
-    def build(self, base_model: nn.Module, method_config: BaseModel, task: str) -> nn.Module:
+    def build(self, base_model: nn.Module, method_config: BaseModel, task: str,
+              context: BuildContext | None = None) -> nn.Module:
         """The trainable model for `task` ("classification" | "causal_lm")."""
 
     @abstractmethod
@@ -27,6 +44,10 @@ class Method(ABC):
     @abstractmethod
     def load(self, base_model: nn.Module, saved_dir: Path) -> nn.Module:
         """`base_model` with what `save` wrote applied, in eval mode."""
+
+    def extra_artifacts(self, model: nn.Module, artifact_dir: Callable[[str], Path]) -> dict[str, Path]:
+        """Further downloads besides the adapter ({kind: path}), e.g. LoRA's merged model."""
+        return {}
 
     def trainable_parameters(self, model: nn.Module) -> int:
         return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -4,13 +4,14 @@ from pathlib import Path
 from pydantic import BaseModel
 from torch import nn
 
-from workers.methods.base import Method
+from workers.methods.base import BuildContext, Method
 
 
 class FullFineTuning(Method):
     name = "full"
 
-    def build(self, base_model: nn.Module, method_config: BaseModel, task: str) -> nn.Module:
+    def build(self, base_model: nn.Module, method_config: BaseModel, task: str,
+              context: BuildContext | None = None) -> nn.Module:
         for p in base_model.parameters():
             p.requires_grad_(True)
         return base_model

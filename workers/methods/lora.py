@@ -8,7 +8,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from app.runs.schemas import LoraMethod
-from workers.methods.base import Method, linear_module_names
+from workers.methods.base import BuildContext, Method, linear_module_names
 
 _TASK_TYPES = {"classification": TaskType.SEQ_CLS, "causal_lm": TaskType.CAUSAL_LM}
 
@@ -16,7 +16,8 @@ _TASK_TYPES = {"classification": TaskType.SEQ_CLS, "causal_lm": TaskType.CAUSAL_
 class Lora(Method):
     name = "lora"
 
-    def build(self, base_model: nn.Module, method_config: LoraMethod, task: str) -> nn.Module:
+    def build(self, base_model: nn.Module, method_config: LoraMethod, task: str,
+              context: BuildContext | None = None) -> nn.Module:
         if method_config.target_modules is not None:
             check_target_modules(base_model, method_config.target_modules)
         config = LoraConfig(task_type=_TASK_TYPES[task], r=method_config.r, lora_alpha=method_config.alpha,
