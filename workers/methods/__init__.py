@@ -1,9 +1,14 @@
 """Fine-tuning methods behind one interface (workers.methods.base.Method), looked up by `method.type`."""
-from workers.methods.base import Method, linear_module_names, total_parameters
+from workers.methods.base import BuildContext, Method, linear_module_names, total_parameters
 from workers.methods.full import FullFineTuning
 from workers.methods.lora import Lora
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Lora, FullFineTuning)}
+# One line per method module.
+_ALL: tuple[type[Method], ...] = (
+    Lora,
+    FullFineTuning,
+)
+METHODS: dict[str, type[Method]] = {m.name: m for m in _ALL}
 
 
 def get_method(type_name: str) -> Method:
@@ -13,4 +18,4 @@ def get_method(type_name: str) -> Method:
         raise ValueError(f"unknown method {type_name!r}; this worker knows: {', '.join(sorted(METHODS))}") from None
 
 
-__all__ = ["METHODS", "Method", "get_method", "linear_module_names", "total_parameters"]
+__all__ = ["METHODS", "BuildContext", "Method", "get_method", "linear_module_names", "total_parameters"]
