@@ -31,6 +31,47 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_create(args: argparse.Namespace) -> int:
+    _apply(args)
+    from app.auth import service
+    from app.db import session_scope
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        import getpass
+
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("the passwords differ", file=sys.stderr)
+            return 2
+    with session_scope() as session:
+        try:
+            user = service.create_user(session, username=args.username, password=password, is_admin=args.admin)
+        except service.AuthError as e:
+            print(e, file=sys.stderr)
+            return 2
+        print(f"created {'admin ' if user.is_admin else ''}user {user.username}")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    """Print a new API token (only its hash is stored) for --user, or for the first admin."""
+    _apply(args)
+    from app.auth import service
+    from app.db import session_scope
+
+    with session_scope() as session:
+        user = service.get_user_by_name(session, username=args.user) if args.user else service.first_admin(session)
+        if user is None:
+            print(f"no such user: {args.user}" if args.user else "there is no admin yet: run `peftlab users create --admin`",
+                  file=sys.stderr)
+            return 2
+        token, _ = service.create_token(session, user=user, name=args.name)
+    print(token)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     _apply(args)
     import uvicorn
@@ -42,6 +83,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
                 log_level="info", timeout_graceful_shutdown=3)
     return 0
+
+
+QUEUE_KINDS = ("train", "predict")
+
+
+def worker_queues(kinds: str, settings) -> list[str]:
+    """'train,predict' → the Celery queue names those kinds have in the settings."""
+    chosen = [k.strip() for k in kinds.split(",") if k.strip()]
+    unknown = [k for k in chosen if k not in QUEUE_KINDS]
+    if unknown or not chosen:
+        raise SystemExit(f"--queues takes a comma-separated list of {', '.join(QUEUE_KINDS)}; got {kinds!r}")
+    names = {"train": settings.train_queue, "predict": settings.predict_queue}
+    return [names[k] for k in dict.fromkeys(chosen)]
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -56,11 +110,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings.ensure_dirs()
     from workers.celery_app import celery
 
+    queues = worker_queues(args.queues, settings)
     name = f"peftlab-{os.getpid()}@%h"
-    argv = ["worker", "--pool", "solo", "--concurrency", "1", "-Q", settings.train_queue, "-n", name,
+    argv = ["worker", "--pool", "solo", "--concurrency", "1", "-Q", ",".join(queues), "-n", name,
             "--without-gossip", "--without-mingle", "--loglevel", args.loglevel]
     celery.worker_main(argv=argv)
     return 0
+
+
+def _no_users() -> bool:
+    from app.auth import service
+    from app.db import session_scope
+
+    with session_scope() as session:
+        return service.count_users(session) == 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -76,14 +139,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     workers: list[subprocess.Popen] = []
 
     def start_worker(i: int) -> subprocess.Popen:
-        cmd = [sys.executable, "-m", "app.cli", "worker"]
+        # Workers 0..N-1 train; worker N answers predictions only, so they never wait behind a run.
+        queues = "train" if i < args.workers else "predict"
+        cmd = [sys.executable, "-m", "app.cli", "worker", "--queues", queues]
         if args.gpus:
             cmd += ["--gpus", args.gpus.split(",")[i % len(args.gpus.split(","))]]
         return subprocess.Popen(cmd, env=env)
 
-    workers = [start_worker(i) for i in range(args.workers)]
+    workers = [start_worker(i) for i in range(args.workers + 1)]
     server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env)
     print(f"peftlab is up: http://{settings.host}:{settings.port}  (data in {settings.data_dir.resolve()})", flush=True)
+    if _no_users():
+        print(f"first start: open http://{settings.host}:{settings.port}/setup to create the admin account "
+              "(or run `peftlab users create --admin --username NAME`)", flush=True)
     stopping = False
 
     def stop(*_):
@@ -122,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     up.add_argument("--port", type=int, default=None, help="port (default 8000)")
     up.add_argument("--data-dir", default=None, help="where data lives (default ./peftlab-data)")
-    up.add_argument("--workers", type=int, default=1, help="number of training workers")
+    up.add_argument("--workers", type=int, default=1,
+                    help="number of training workers (one more worker answers predictions)")
     up.add_argument("--gpus", default=None, help="comma-separated GPU indices, one per worker in turn")
     up.set_defaults(func=cmd_up)
 
@@ -132,11 +201,30 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", default=None)
     serve.set_defaults(func=cmd_serve)
 
-    worker = sub.add_parser("worker", help="run one training worker (one per GPU)")
+    worker = sub.add_parser("worker", help="run one worker (one per GPU)")
     worker.add_argument("--gpus", default=None, help="the GPU index this worker uses")
+    worker.add_argument("--queues", default="train,predict",
+                        help="what it works on: train, predict or both (default train,predict)")
     worker.add_argument("--data-dir", default=None)
     worker.add_argument("--loglevel", default="INFO")
     worker.set_defaults(func=cmd_worker)
+
+    users = sub.add_parser("users", help="user accounts")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    users_create = users_sub.add_parser("create", help="create a user (asks for the password)")
+    users_create.add_argument("--username", required=True)
+    users_create.add_argument("--admin", action="store_true", help="may see everything and register base models")
+    users_create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    users_create.add_argument("--data-dir", default=None)
+    users_create.set_defaults(func=cmd_users_create)
+
+    token = sub.add_parser("token", help="API tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    token_create = token_sub.add_parser("create", help="print a new API token")
+    token_create.add_argument("--user", default=None, help="whose token (default: the first admin)")
+    token_create.add_argument("--name", default="cli", help="a label to tell tokens apart")
+    token_create.add_argument("--data-dir", default=None)
+    token_create.set_defaults(func=cmd_token_create)
 
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)

@@ -20,12 +20,14 @@ class Settings(BaseSettings):
     port: int = Field(8000, description="Port the server listens on.")
     max_upload_bytes: int = Field(2 * 1024**3, description="Largest dataset file accepted.")
     train_queue: str = Field("peftlab.train", description="Celery queue for training runs.")
+    predict_queue: str = Field("peftlab.predict", description="Celery queue for predictions (short tasks, kept apart from training).")
     lease_seconds: int = Field(60, description="A running run whose worker has not heartbeated for this long is recovered.")
     heartbeat_seconds: float = Field(5.0, description="How often a worker renews its lease.")
     requeue_after_seconds: int = Field(600, description="A queued run not picked up for this long is sent to the broker again.")
     reaper_interval_seconds: float = Field(15.0, description="How often the server looks for lost runs.")
     max_attempts: int = Field(3, description="How often a run whose worker died is retried before it fails.")
     sse_poll_seconds: float = Field(0.5, description="How often a live event stream looks for new points.")
+    model_dirs: list[Path] = Field(default_factory=list, description="Directories admins may register local base models from (JSON list); data_dir/models is always allowed.")
     gpus: str | None = Field(None, description="Worker: the GPU index to use (CUDA_VISIBLE_DEVICES); none = auto.")
 
     @property
@@ -49,6 +51,10 @@ class Settings(BaseSettings):
     @property
     def upload_dir(self) -> Path:
         return (self.data_dir / "datasets").resolve()
+
+    @property
+    def allowed_model_dirs(self) -> list[Path]:
+        return [p.resolve() for p in [self.data_dir / "models", *self.model_dirs]]
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.resolved_artifact_dir, self.upload_dir, self.broker_dir):

@@ -3,23 +3,28 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager, suppress
 
-from fastapi import FastAPI, Request
+from urllib.parse import urlencode
+
+from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import HTTPException as FastAPIHTTPException
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.artifacts import views as artifacts_views
+from app.auth import views as auth_views
+from app.auth.deps import LoginRequired, viewer
 from app.config import get_settings
 from app.datasets import views as datasets_views
 from app.db import get_sessionmaker
+from app.inference import views as inference_views
 from app.metrics import views as metrics_views
 from app.models import service as models_service
 from app.models import views as models_views
 from app.runs import service as runs_service
 from app.runs import views as runs_views
-from app.templating import ROOT, render
+from app.security_headers import SecurityHeaders
+from app.templating import ROOT, render, templates
 
 log = logging.getLogger("peftlab")
 
@@ -58,20 +63,49 @@ async def lifespan(app: FastAPI):
         await task
 
 
+def _openapi_with_bearer(app: FastAPI) -> dict:
+    """The schema, telling clients (and Swagger's Authorize button) that API routes take a Bearer token."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "An API token: `peftlab token create` or Settings → API tokens."}}
+        schema["security"] = [{"bearer": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
 def create_app() -> FastAPI:
-    app = FastAPI(title="peftlab", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="peftlab", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Parameter-efficient fine-tuning experiments: datasets, runs, live metrics, adapters.")
-    for module in (datasets_views, runs_views, models_views):
-        app.include_router(module.router)
-        app.include_router(module.pages)
-    app.include_router(metrics_views.router)
-    app.include_router(artifacts_views.router)
+    # Every API route and page needs a signed-in viewer; only the sign-in pages do not.
+    signed_in = [Depends(viewer)]
+    for router in (datasets_views.router, runs_views.router, models_views.router, metrics_views.router,
+                   artifacts_views.router, inference_views.router, auth_views.router):
+        app.include_router(router, dependencies=signed_in)
+    for router in (datasets_views.pages, runs_views.pages, models_views.pages, auth_views.pages):
+        app.include_router(router, dependencies=signed_in)
+    app.include_router(auth_views.public_pages)
+    app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
-    uplot = ROOT / "node_modules" / "uplot" / "dist"
-    if uplot.is_dir():
-        app.mount("/vendor/uplot", StaticFiles(directory=uplot), name="uplot")
-    else:
-        log.warning("node_modules/uplot is missing: run `npm ci` for the charts")
+    for url, package in (("/vendor/uplot", "uplot/dist"), ("/vendor/swagger-ui", "swagger-ui-dist")):
+        folder = ROOT / "node_modules" / package
+        if folder.is_dir():
+            app.mount(url, StaticFiles(directory=folder), name=url.rsplit("/", 1)[-1])
+        else:
+            log.warning("node_modules/%s is missing: run `npm ci`", package)
+
+    @app.get("/docs", include_in_schema=False)
+    def api_docs(request: Request):
+        return templates.TemplateResponse(request, "docs.html", {})
+
+    app.openapi = lambda: _openapi_with_bearer(app)
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired):
+        target = "/login?" + urlencode({"next": exc.next_url})
+        return RedirectResponse(target, status_code=303)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

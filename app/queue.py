@@ -10,6 +10,7 @@ from celery import Celery
 from app.config import Settings, get_settings
 
 TRAIN_TASK = "peftlab.train_run"
+PREDICT_TASK = "peftlab.predict"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -49,3 +50,8 @@ def get_celery() -> Celery:
 
 def send_train(run_id: int) -> None:
     get_celery().send_task(TRAIN_TASK, args=[run_id], queue=get_settings().train_queue)
+
+
+def send_predict(request_id: int) -> None:
+    """A prediction request (a row of inference_requests) for the predict queue's workers."""
+    get_celery().send_task(PREDICT_TASK, args=[request_id], queue=get_settings().predict_queue)

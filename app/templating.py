@@ -9,4 +9,7 @@ templates = Jinja2Templates(directory=str(ROOT / "templates"))
 
 
 def render(request: Request, name: str, title: str, http_status: int = 200, **context):
-    return templates.TemplateResponse(request, name, {"title": title, **context}, status_code=http_status)
+    """A page; the layout also gets the signed-in user and the CSRF token its scripts send on writes."""
+    base = {"title": title, "current_user": getattr(request.state, "user", None),
+            "csrf_token": getattr(request.state, "csrf_token", None)}
+    return templates.TemplateResponse(request, name, {**base, **context}, status_code=http_status)

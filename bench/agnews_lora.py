@@ -40,8 +40,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--method", default="lora")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, peftlab(Path(tmp) / "data") as (url, _):
-        api = httpx.Client(base_url=url, timeout=60)
+    with tempfile.TemporaryDirectory() as tmp, peftlab(Path(tmp) / "data") as (url, _, headers):
+        api = httpx.Client(base_url=url, headers=headers, timeout=60)
         train = api.post("/api/datasets", files={"file": ("ag_news_train.csv", agnews_csv(SHARED_DATASETS / "ag_news_train.csv"))}).json()
         test = api.post("/api/datasets", files={"file": ("ag_news_test.csv", agnews_csv(SHARED_DATASETS / "ag_news_test.csv"))}).json()
         method = {"type": "lora", "r": args.r, "alpha": 2 * args.r, "dropout": 0.1} if args.method == "lora" else {"type": args.method}

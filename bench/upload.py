@@ -43,7 +43,7 @@ def main() -> None:
         tmp = Path(tmp)
         data = tmp / "big.jsonl"
         rows = make_jsonl(data, args.mb * 1024 * 1024)
-        with peftlab(tmp / "data", "serve") as (url, server):
+        with peftlab(tmp / "data", "serve") as (url, server, headers):
             proc = psutil.Process(server.pid)
             baseline = proc.memory_info().rss
             peak = baseline
@@ -59,7 +59,7 @@ def main() -> None:
             sampler.start()
             start = time.perf_counter()
             with open(data, "rb") as f:  # httpx streams a file object in chunks
-                res = httpx.post(f"{url}/api/datasets", files={"file": ("big.jsonl", f)}, timeout=3600)
+                res = httpx.post(f"{url}/api/datasets", files={"file": ("big.jsonl", f)}, headers=headers, timeout=3600)
             seconds = time.perf_counter() - start
             done.set()
             sampler.join()

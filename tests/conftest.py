@@ -4,6 +4,7 @@ Backends: SQLite + the embedded filesystem transport by default. Set PEFTLAB_TES
 (postgresql+psycopg://…) and PEFTLAB_TEST_BROKER_URL (redis://…) to run on PostgreSQL and Redis;
 each test session then gets its own database and queue name.
 """
+import json
 import os
 import socket
 import subprocess
@@ -63,8 +64,11 @@ def peftlab_env(tmp_path_factory):
     """PEFTLAB_* settings for this test session (in-process app and child processes alike), migrated."""
     data_dir = tmp_path_factory.mktemp("peftlab-data")
     env = {"PEFTLAB_DATA_DIR": str(data_dir), "PEFTLAB_TRAIN_QUEUE": f"peftlab.test.{_SESSION_TAG}",
+           "PEFTLAB_PREDICT_QUEUE": f"peftlab.test.predict.{_SESSION_TAG}",
            "PEFTLAB_HEARTBEAT_SECONDS": "1", "PEFTLAB_LEASE_SECONDS": "20", "PEFTLAB_SSE_POLL_SECONDS": "0.2",
-           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           # Tests register tiny models they build under pytest's temp dir.
+           "PEFTLAB_MODEL_DIRS": json.dumps([str(tmp_path_factory.getbasetemp())])}
     drop = None
     if url := os.environ.get("PEFTLAB_TEST_DATABASE_URL"):
         env["PEFTLAB_DATABASE_URL"], drop = _postgres_database(url)
@@ -106,13 +110,62 @@ def app(peftlab_env):
     return create_app()
 
 
+@dataclass
+class Account:
+    username: str
+    user_id: int
+    token: str
+
+    @property
+    def headers(self) -> dict:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def make_account(username: str, *, admin: bool = False) -> Account:
+    """A user (created once per session) with a fresh API token."""
+    from app.auth import service
+    from app.db import session_scope
+
+    with session_scope() as session:
+        user = service.get_user_by_name(session, username=username)
+        if user is None:
+            user = service.create_user(session, username=username, password="correct horse battery", is_admin=admin)
+        token, _ = service.create_token(session, user=user, name="tests")
+        return Account(username=username, user_id=user.id, token=token)
+
+
+@pytest.fixture(scope="session")
+def admin_account(peftlab_env) -> Account:
+    return make_account("admin", admin=True)
+
+
 @pytest.fixture
-def client(app):
+def client(app, admin_account):
+    """A TestClient signed in as the admin (Bearer token)."""
     from fastapi.testclient import TestClient
 
-    with TestClient(app) as c:
+    with TestClient(app, headers=admin_account.headers) as c:
         yield c
     app.dependency_overrides.clear()
+
+
+@pytest.fixture
+def client_as(app, admin_account):
+    """client_as("alice") → a TestClient signed in as that (non-admin) user; client_as(None) → anonymous."""
+    from fastapi.testclient import TestClient
+
+    opened = []
+
+    def open_client(username: str | None, admin: bool = False):
+        headers = make_account(username, admin=admin).headers if username else {}
+        c = TestClient(app, headers=headers)
+        c.__enter__()
+        opened.append(c)
+        return c
+
+    yield open_client
+    for c in opened:
+        c.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")
@@ -164,10 +217,22 @@ class LiveStack:
     url: str
     worker: subprocess.Popen
     server: subprocess.Popen
+    headers: dict  # the admin's Bearer token, for httpx
+    cookies: list  # the admin's browser session, for Playwright's context.add_cookies
+
+
+def browser_session_cookie(username: str, url: str) -> list[dict]:
+    from app.auth import service
+    from app.auth.deps import SESSION_COOKIE
+    from app.db import session_scope
+
+    with session_scope() as session:
+        cookie, _ = service.start_session(session, user=service.get_user_by_name(session, username=username))
+    return [{"name": SESSION_COOKIE, "value": cookie, "url": url, "httpOnly": True, "sameSite": "Lax"}]
 
 
 @pytest.fixture(scope="session")
-def live_stack(peftlab_env, worker_process, tmp_path_factory) -> LiveStack:
+def live_stack(peftlab_env, worker_process, admin_account, tmp_path_factory) -> LiveStack:
     """A real server process (`peftlab serve`) beside the real worker: what a browser talks to."""
     port = _free_port()
     log = tmp_path_factory.mktemp("logs") / "server.log"
@@ -178,13 +243,14 @@ def live_stack(peftlab_env, worker_process, tmp_path_factory) -> LiveStack:
         if proc.poll() is not None:
             pytest.fail(f"the server exited:\n{log.read_text(errors='replace')}")
         try:
-            if httpx.get(f"{url}/api/models", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:
                 break
         except httpx.HTTPError:
             time.sleep(0.3)
     else:
         pytest.fail(f"the server did not come up:\n{log.read_text(errors='replace')}")
-    yield LiveStack(url=url, worker=worker_process, server=proc)
+    yield LiveStack(url=url, worker=worker_process, server=proc, headers=admin_account.headers,
+                    cookies=browser_session_cookie(admin_account.username, url))
     _stop(proc)
 
 

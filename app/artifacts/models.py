@@ -5,7 +5,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
 
-KINDS = ("adapter", "predictions")
+KINDS = ("adapter", "predictions", "merged")  # merged: LoRA weights folded into the base model
 
 
 class Artifact(Base):

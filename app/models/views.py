@@ -3,10 +3,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
+from app.auth.deps import Admin, Visible
+from app.config import Settings, get_settings
 from app.db import get_db
 from app.models import service
 from app.models.inspect import ModelSourceError
-from app.models.schemas import BaseModelCreate, BaseModelOut
+from app.models.param_count import EstimateError
+from app.models.schemas import BaseModelCreate, BaseModelOut, EstimateOut, EstimateRequest
 from app.templating import render
 
 router = APIRouter(prefix="/api/models", tags=["models"])
@@ -21,11 +24,29 @@ def list_models(session: DB):
 
 
 @router.post("", status_code=201, response_model=BaseModelOut)
-def register_model(body: BaseModelCreate, session: DB):
+def register_model(body: BaseModelCreate, session: DB, admin: Admin,
+                   settings: Annotated[Settings, Depends(get_settings)]):
+    """Admins only: a local directory inside PEFTLAB_MODEL_DIRS, or a hub id."""
     try:
-        return service.create(session, name=body.name, source=body.source)
+        return service.create(session, name=body.name, source=body.source, allowed=settings.allowed_model_dirs)
     except ModelSourceError as e:
         raise HTTPException(422, str(e)) from None
+
+
+@router.post("/{model_id}/estimate", response_model=EstimateOut)
+def estimate_parameters(model_id: str, body: EstimateRequest, session: DB, visible: Visible):
+    """How many parameters a method config would train on this model, from its config alone."""
+    service.ensure_bundled(session)
+    model = service.get(session, model_id=model_id)
+    if model is None:
+        raise HTTPException(404, f"Base model {model_id!r} is not registered; see /api/models.")
+    try:
+        result = service.estimate(session, model=model, task=body.task, num_labels=body.num_labels,
+                                  method=body.method.model_dump(), visible_projects=visible)
+    except EstimateError as e:
+        raise HTTPException(422, str(e)) from None
+    return EstimateOut(trainable_params=result.trainable_params, total_params=result.total_params,
+                       percent=result.percent, exact=result.exact, note=result.note)
 
 
 @pages.get("/models")

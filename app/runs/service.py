@@ -28,15 +28,22 @@ def _err(loc: tuple, msg: str) -> dict:
     return {"loc": ["body", *loc], "msg": msg, "type": "value_error"}
 
 
-def validate_references(session: Session, body: RunCreate) -> tuple[Dataset, Dataset | None]:
-    """Check what pydantic cannot: the datasets, columns and base model exist."""
+def _visible_dataset(session: Session, dataset_id: int, visible: set[int] | None) -> Dataset | None:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None or (visible is not None and dataset.project_id not in visible):
+        return None  # someone else's dataset reads exactly like a missing one
+    return dataset
+
+
+def validate_references(session: Session, body: RunCreate, visible: set[int] | None = None) -> tuple[Dataset, Dataset | None]:
+    """Check what pydantic cannot: the datasets (visible to the viewer), columns and base model exist."""
     errors: list[dict] = []
-    dataset = session.get(Dataset, body.dataset_id)
+    dataset = _visible_dataset(session, body.dataset_id, visible)
     if dataset is None:
         errors.append(_err(("dataset_id",), f"Dataset {body.dataset_id} does not exist."))
     eval_dataset = None
     if body.eval_dataset_id is not None:
-        eval_dataset = session.get(Dataset, body.eval_dataset_id)
+        eval_dataset = _visible_dataset(session, body.eval_dataset_id, visible)
         if eval_dataset is None:
             errors.append(_err(("eval_dataset_id",), f"Dataset {body.eval_dataset_id} does not exist."))
     models_service.ensure_bundled(session)
@@ -54,17 +61,51 @@ def validate_references(session: Session, body: RunCreate) -> tuple[Dataset, Dat
             errors.append(_err(("eval_fraction",), f"{body.eval_fraction} of {dataset.num_rows} rows leaves no eval rows."))
         elif dataset.num_rows - round(dataset.num_rows * body.eval_fraction) < 1:
             errors.append(_err(("eval_fraction",), "No training rows would be left."))
+    if body.method.type == "adapter_fusion":
+        errors += _fusion_errors(session, body, visible)
     if errors:
         raise FieldErrors(errors)
     return dataset, eval_dataset
 
 
-def create(session: Session, *, body: RunCreate) -> Run:
-    dataset, _ = validate_references(session, body)
+FUSION_LOC = ("method", "adapter_fusion", "adapter_run_ids")
+
+
+def _fusion_errors(session: Session, body: RunCreate, visible: set[int] | None) -> list[dict]:
+    """AdapterFusion fuses trained adapters: each id must be a succeeded Adapter run on the same
+    base model and task as the new run, and all of one variant (they must sit at the same places)."""
+    errors, variants = [], {}
+    for run_id in body.method.adapter_run_ids:
+        run = session.get(Run, run_id)
+        if run is None or (visible is not None and run.project_id not in visible):
+            errors.append(_err(FUSION_LOC, f"Run {run_id} does not exist."))
+            continue
+        problems = []
+        if run.method != "adapter":
+            problems.append(f"it is a {run.method} run, not an Adapter run")
+        if run.status != "succeeded":
+            problems.append(f"it has not succeeded (status: {run.status}), so it has no trained adapter")
+        if run.base_model != body.base_model:
+            problems.append(f"it was trained on base model {run.base_model!r}, not {body.base_model!r}")
+        if run.task != body.task:
+            problems.append(f"it was trained for {run.task}, not {body.task}")
+        if problems:
+            errors.append(_err(FUSION_LOC, f"Run {run_id} ({run.name}) cannot be fused: {'; '.join(problems)}."))
+        else:
+            variants[run_id] = (run.config.get("method") or {}).get("variant", "houlsby")
+    if len(set(variants.values())) > 1:
+        listed = ", ".join(f"run {i}: {v}" for i, v in variants.items())
+        errors.append(_err(FUSION_LOC, f"The adapters must be of one variant to be fused ({listed})."))
+    return errors
+
+
+def create(session: Session, *, body: RunCreate, owner_id: int | None = None, visible: set[int] | None = None) -> Run:
+    """A queued run in its dataset's project, so whoever shares the data sees the run too."""
+    dataset, _ = validate_references(session, body, visible)
     name = (body.name or "").strip() or f"{body.method.type} on {dataset.name}"
     run = Run(name=name[:200], status="queued", config=body.model_dump(mode="json"), summary={},
               dataset_id=body.dataset_id, eval_dataset_id=body.eval_dataset_id, base_model=body.base_model,
-              method=body.method.type, task=body.task)
+              method=body.method.type, task=body.task, project_id=dataset.project_id, owner_id=owner_id)
     session.add(run)
     session.commit()
     enqueue(session, run.id)
@@ -87,8 +128,10 @@ def get(session: Session, *, run_id: int) -> Run | None:
 
 
 def get_all(session: Session, *, status: str | None = None, method: str | None = None,
-            dataset_id: int | None = None, limit: int = 500) -> list[Run]:
+            dataset_id: int | None = None, visible: set[int] | None = None, limit: int = 500) -> list[Run]:
     query = select(Run).order_by(Run.id.desc()).limit(limit)
+    if visible is not None:
+        query = query.where(Run.project_id.in_(visible))
     if status:
         query = query.where(Run.status == status)
     if method:

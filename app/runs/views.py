@@ -4,6 +4,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import RedirectResponse
 from sqlalchemy.orm import Session
 
+from app.auth.deps import Viewer, Visible, can_see
 from app.config import Settings, get_settings
 from app.db import get_db
 from app.runs import lifecycle, service
@@ -16,9 +17,10 @@ pages = APIRouter(include_in_schema=False)
 DB = Annotated[Session, Depends(get_db)]
 
 
-def run_or_404(run_id: int, session: DB) -> Run:
+def run_or_404(run_id: int, session: DB, visible: Visible) -> Run:
+    """The run, if the viewer may see it; someone else's answers exactly like a missing one."""
     run = service.get(session, run_id=run_id)
-    if run is None:
+    if run is None or not can_see(visible, run.project_id):
         raise HTTPException(404, f"Run {run_id} not found.")
     return run
 
@@ -27,19 +29,19 @@ RunDep = Annotated[Run, Depends(run_or_404)]
 
 
 @router.post("", status_code=201, response_model=RunOut)
-def create_run(body: RunCreate, session: DB):
+def create_run(body: RunCreate, session: DB, user: Viewer, visible: Visible):
     """Queue a fine-tuning run; a worker picks it up as soon as one is free."""
     try:
-        return service.create(session, body=body)
+        return service.create(session, body=body, owner_id=user.id, visible=visible)
     except service.FieldErrors as e:
         raise HTTPException(422, e.errors) from None
 
 
 @router.get("", response_model=list[RunOut])
-def list_runs(session: DB,
+def list_runs(session: DB, visible: Visible,
               status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
               method: str | None = Query(None, max_length=32), dataset_id: int | None = None):
-    return service.get_all(session, status=status, method=method, dataset_id=dataset_id)
+    return service.get_all(session, status=status, method=method, dataset_id=dataset_id, visible=visible)
 
 
 @router.get("/{run_id}", response_model=RunOut)

@@ -24,9 +24,16 @@ export function detailMessage(detail) {
   return JSON.stringify(detail);
 }
 
+// The session's CSRF token (from the layout's meta tag): every write from a page sends it.
+export function csrfToken() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta ? meta.content : "";
+}
+
 // fetch() wrapper: sends/parses JSON and throws ApiError with a readable message on 4xx/5xx.
 export async function api(path, { method = "GET", json, signal } = {}) {
   const opts = { method, signal, headers: { Accept: "application/json" } };
+  if (method !== "GET" && method !== "HEAD") opts.headers["X-CSRF-Token"] = csrfToken();
   if (json !== undefined) {
     opts.headers["Content-Type"] = "application/json";
     opts.body = JSON.stringify(json);

@@ -1,5 +1,5 @@
 // /datasets: list of datasets and the drag-and-drop upload.
-import { $, api, detailMessage, el, emptyRow, fmtBytes, fmtDate, fmtInt, showAlert } from "./common.js";
+import { $, api, csrfToken, detailMessage, el, emptyRow, fmtBytes, fmtDate, fmtInt, showAlert } from "./common.js";
 
 const form = $("#upload-form");
 const fileInput = $("#upload-file");
@@ -77,6 +77,7 @@ function upload() {
   const xhr = new XMLHttpRequest();
   xhr.open("POST", "/api/datasets");
   xhr.setRequestHeader("Accept", "application/json");
+  xhr.setRequestHeader("X-CSRF-Token", csrfToken());
   xhr.upload.addEventListener("progress", (e) => {
     if (!e.lengthComputable) return;
     const f = e.loaded / e.total;

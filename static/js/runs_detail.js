@@ -1,5 +1,6 @@
 // /runs/{id}: status, progress with ETA, summary, config and live charts fed by SSE.
 import { LiveChart } from "./charts.js";
+import { setupTryIt, showMergedLink } from "./try_it.js";
 import {
   $, api, badge, el, fmtBytes, fmtCount, fmtDate, fmtDuration, fmtInt, fmtNumber, fmtPercent,
   methodLabel, runDuration, setProgress, showAlert, TERMINAL,
@@ -168,6 +169,10 @@ async function fetchRun() {
   renderStatus();
   renderFailure();
   renderSummary();
+  if (status === "succeeded") {
+    setupTryIt(run);
+    showMergedLink(run);
+  }
 }
 
 function openStream() {

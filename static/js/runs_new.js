@@ -1,5 +1,5 @@
 // /runs/new: build the POST /api/runs body from the form and show 422 errors beside their fields.
-import { $, $$, api, el, fmtCount, fmtInt } from "./common.js";
+import { $, $$, api, el, fmtCount, fmtInt, fmtPercent } from "./common.js";
 
 const form = $("#run-form");
 const datasetSelect = $("#run-dataset");
@@ -38,8 +38,12 @@ function syncVisibility() {
   for (const field of $$("#column-fields .field")) {
     field.hidden = field.dataset.task !== task || (field.dataset.lmMode && field.dataset.lmMode !== lmMode());
   }
-  $("#lora-fields").hidden = methodType() !== "lora";
+  const method = methodType();
+  for (const group of $$(".method-fields")) group.hidden = group.dataset.method !== method;
+  $("#prompt-init-text-field").hidden = $("#prompt-init").value !== "text";
   $("#eval-fraction-field").hidden = evalSelect.value !== "";
+  if (method === "adapter_fusion") loadFusionRuns();
+  scheduleEstimate();
 }
 
 function fillColumnSelects() {
@@ -111,16 +115,6 @@ function buildBody() {
   for (const select of $$("#column-fields select")) {
     if (visible(select) && select.value) columns[select.dataset.column] = select.value;
   }
-  const method = { type: methodType() };
-  if (method.type === "lora") {
-    const targets = $("#lora-targets").value.split(",").map((s) => s.trim()).filter(Boolean);
-    Object.assign(method, {
-      r: numberOrNull($("#lora-r")),
-      alpha: numberOrNull($("#lora-alpha")),
-      dropout: numberOrNull($("#lora-dropout")),
-      target_modules: targets.length ? targets : null,
-    });
-  }
   const training = {};
   for (const input of $$("[data-loc^='training.']")) training[input.dataset.loc.slice(9)] = numberOrNull(input);
   const evalId = evalSelect.value ? Number(evalSelect.value) : null;
@@ -132,9 +126,104 @@ function buildBody() {
     base_model: modelSelect.value || null,
     task: taskSelect.value,
     columns,
-    method,
+    method: buildMethod(),
     training,
   };
+}
+
+// The chosen method's settings, read from its visible group: data-loc "method.<field>".
+function buildMethod() {
+  const method = { type: methodType() };
+  if (method.type === "adapter_fusion") {
+    method.adapter_run_ids = $$("#fusion-runs input:checked").map((box) => Number(box.value));
+    return method;
+  }
+  const group = $(`.method-fields[data-method="${CSS.escape(method.type)}"]`);
+  for (const input of $$("[data-loc^='method.']", group)) {
+    if (!visible(input)) continue;
+    const key = input.dataset.loc.slice("method.".length);
+    if (key === "target_modules") {
+      const targets = input.value.split(",").map((t) => t.trim()).filter(Boolean);
+      method[key] = targets.length ? targets : null;
+    } else if (input.type === "checkbox") method[key] = input.checked;
+    else if (input.type === "number") method[key] = numberOrNull(input);
+    else method[key] = input.value.trim() === "" && input.tagName === "INPUT" ? null : input.value;
+  }
+  return method;
+}
+
+// ---- AdapterFusion: pick succeeded Adapter runs on the chosen base model and task ----------
+
+let fusionKey = null;
+
+async function loadFusionRuns() {
+  const key = `${modelSelect.value}|${taskSelect.value}`;
+  if (key === fusionKey) return;
+  fusionKey = key;
+  const box = $("#fusion-runs");
+  const checked = new Set($$("input:checked", box).map((i) => i.value));
+  try {
+    const runs = (await api("/api/runs?status=succeeded&method=adapter"))
+      .filter((r) => r.base_model === modelSelect.value && r.task === taskSelect.value);
+    if (key !== fusionKey) return; // the model or task changed meanwhile
+    if (!runs.length) {
+      box.replaceChildren(el("p", { class: "hint" },
+        "No succeeded Adapter runs on this base model and task yet: train two Adapter runs first."));
+    } else {
+      box.replaceChildren(...runs.map((r) => {
+        const variant = (r.config.method || {}).variant || "houlsby";
+        return el("label", { class: "check" },
+          el("input", { type: "checkbox", value: r.id, checked: checked.has(String(r.id)) }),
+          ` ${r.name} `, el("span", { class: "muted" }, `#${r.id} · ${variant}`));
+      }));
+    }
+  } catch (err) {
+    fusionKey = null;
+    box.replaceChildren(el("p", { class: "hint" }, `Could not load Adapter runs: ${err.message}`));
+  }
+  scheduleEstimate();
+}
+
+// ---- live trainable-parameter count (POST /api/models/{id}/estimate) ------------------------
+
+let estimateTimer = null;
+let estimateAbort = null;
+
+function numLabels() {
+  // Distinct labels in the dataset's preview rows: a guess, good enough for the head's size.
+  const ds = datasets.get(Number(datasetSelect.value));
+  const column = $("#col-label").value;
+  const values = new Set((ds && ds.preview ? ds.preview : []).map((row) => row[column]).filter((v) => v != null));
+  return Math.max(2, values.size);
+}
+
+function scheduleEstimate() {
+  clearTimeout(estimateTimer);
+  estimateTimer = setTimeout(showEstimate, 250);
+}
+
+async function showEstimate() {
+  const line = $("#param-estimate");
+  if (!modelSelect.value) { line.textContent = ""; return; }
+  if (estimateAbort) estimateAbort.abort();
+  estimateAbort = new AbortController();
+  const body = { task: taskSelect.value, num_labels: numLabels(), method: buildMethod() };
+  try {
+    const est = await api(`/api/models/${encodeURIComponent(modelSelect.value)}/estimate`,
+      { method: "POST", json: body, signal: estimateAbort.signal });
+    line.classList.remove("muted");
+    line.dataset.trainable = String(est.trainable_params);
+    line.textContent = `Trainable parameters: ${est.exact ? "" : "≈ "}${fmtInt(est.trainable_params)} `
+      + `(${fmtPercent(est.percent / 100, est.percent < 1 ? 3 : 1)} of the model)`;
+    line.title = est.note || "";
+  } catch (err) {
+    if (err.name === "AbortError") return;
+    delete line.dataset.trainable;
+    line.classList.add("muted");
+    line.title = "";
+    line.textContent = `Trainable parameters: — (${err.status === 422 && typeof err.detail !== "string"
+      ? "check the method's settings" : err.message})`;
+  }
 }
 
 // ---- errors --------------------------------------------------------------------------------
@@ -171,8 +260,11 @@ function inputForLoc(loc) {
 }
 
 function labelFor(input) {
-  const label = input && $(`label[for="${CSS.escape(input.id)}"]`);
-  return label ? label.firstChild.textContent.trim() : "";
+  if (!input) return "";
+  if (input.dataset.label) return input.dataset.label;
+  const label = $(`label[for="${CSS.escape(input.id)}"]`);
+  const text = label && Array.from(label.childNodes).find((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim());
+  return text ? text.textContent.trim() : "";
 }
 
 function showErrors(detail) {
@@ -201,11 +293,18 @@ function showErrors(detail) {
 
 // ---- wiring --------------------------------------------------------------------------------
 
-datasetSelect.addEventListener("change", fillColumnSelects);
-modelSelect.addEventListener("change", describeModel);
+datasetSelect.addEventListener("change", () => { fillColumnSelects(); scheduleEstimate(); });
+modelSelect.addEventListener("change", () => { describeModel(); syncVisibility(); });
 evalSelect.addEventListener("change", syncVisibility);
 taskSelect.addEventListener("change", syncVisibility);
 for (const radio of $$("input[name=lm-mode], input[name=method]")) radio.addEventListener("change", syncVisibility);
+$("#prompt-init").addEventListener("change", syncVisibility);
+// Any method setting (including the fusion checkboxes) changes the count.
+for (const group of $$(".method-fields")) {
+  group.addEventListener("input", scheduleEstimate);
+  group.addEventListener("change", scheduleEstimate);
+}
+$("#col-label").addEventListener("change", scheduleEstimate);
 
 form.addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -214,6 +313,10 @@ form.addEventListener("submit", async (e) => {
   const missing = [];
   if (!datasetSelect.value) missing.push({ loc: ["body", "dataset_id"], msg: "Choose a dataset." });
   if (!modelSelect.value) missing.push({ loc: ["body", "base_model"], msg: "Choose a base model." });
+  // The server's "init = text needs init_text" names the method, not the field: say it at the field.
+  if (methodType() === "prompt" && $("#prompt-init").value === "text" && !$("#prompt-init_text").value.trim()) {
+    missing.push({ loc: ["body", "method", "prompt", "init_text"], msg: "Give the text whose embeddings initialise the prompt." });
+  }
   if (missing.length) { showErrors(missing); return; }
   submit.disabled = true;
   submit.textContent = "Launching…";

@@ -1,11 +1,10 @@
 """Browser tests of the pages, in headless Chromium against the real stack.
 
-Fixtures from tests/conftest.py: `live_stack` (a running server + one Celery worker; `.url`)
-and `tiny_bert_source` (a directory with a tiny BERT + tokenizer).
+Fixtures from tests/conftest.py: `live_stack` (a running server + one Celery worker; `.url`,
+`.headers`) and `tiny_bert_source`; `page` (signed in) from tests/e2e/conftest.py.
 """
 import csv
 import io
-import os
 import re
 import uuid
 
@@ -17,9 +16,6 @@ pytestmark = pytest.mark.e2e
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
-CHROMIUM = os.environ.get("PEFTLAB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 # A cell that would run code if any page inserted data as HTML.
 XSS_CELL = '<img src=x onerror="window.__pwned=1"> bad film'
 
@@ -37,29 +33,6 @@ def review_csv(rows: int = 60) -> bytes:
         else:
             w.writerow([f"{good[i % 5]} number {i}", "pos"])
     return out.getvalue().encode()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser, live_stack):
-    context = browser.new_context(base_url=live_stack.url, viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    problems = []
-    # Uncaught exceptions and CSP violations are bugs; 4xx "failed to load" console lines are not.
-    pg.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    pg.on("console", lambda msg: problems.append(msg.text) if "Content Security Policy" in msg.text else None)
-    yield pg
-    context.close()
-    assert not problems, problems
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,10 @@ def sentiment_csv(n: int, seed: int = 0) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def tiny_model_id(app, tiny_bert_source):
+def tiny_model_id(app, tiny_bert_source, admin_account):
     from fastapi.testclient import TestClient
 
-    with TestClient(app) as c:
+    with TestClient(app, headers=admin_account.headers) as c:
         res = c.post("/api/models", json={"name": "tiny bert e2e", "source": tiny_bert_source})
         assert res.status_code == 201, res.text
         assert res.json()["architecture"] == "BertModel" and res.json()["num_parameters"] > 0

@@ -52,7 +52,7 @@ def test_fine_tune_classification_writes_a_self_describing_adapter(tasks, tmp_pa
     outcome = tasks.fine_tune(_config(), rows, None, source, MemoryReporter(),
                               artifact_dir=lambda kind: (tmp_path / "out" / kind))
     summary, artifacts = outcome
-    assert set(artifacts) == {"adapter", "predictions"}
+    assert set(artifacts) == {"adapter", "predictions", "merged"}  # merged: LoRA folded into the base
     assert summary["trainable_params"] == 2 * 2 * 2 * 32 * 8 + 32 * 2 + 2
     assert summary["total_params"] > summary["trainable_params"] and summary["adapter_bytes"] > 0
     assert summary["train_samples_per_s"] > 0 and summary["train_tokens_per_s"] > summary["train_samples_per_s"]
@@ -97,7 +97,7 @@ def test_fine_tune_causal_lm_with_a_separate_eval_dataset(tasks, tmp_path):
                      training={"learning_rate": 0.03, "max_steps": 12, "batch_size": 8, "eval_every": 6})
     summary, artifacts = tasks.fine_tune(config, opposite_rows(40), opposite_rows(10, seed=1), source,
                                          MemoryReporter(), artifact_dir=lambda kind: (tmp_path / "out" / kind))
-    assert set(artifacts) == {"adapter"}
+    assert set(artifacts) == {"adapter", "merged"}
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in artifacts["adapter"].iterdir()}
     assert summary["eval"]["perplexity"] > 1 and summary["eval"]["accuracy"] is None
     assert summary["eval_examples"] == 10 and summary["train_examples"] == 40

@@ -1,6 +1,8 @@
 """LoRA (Hu et al. 2021) through peft: frozen base, trainable low-rank A·B (B = 0 at init) beside
 the target linear layers, update scaled by alpha / r. For classification peft also trains the
 head (SEQ_CLS puts `classifier` / `score` in modules_to_save)."""
+import copy
+from collections.abc import Callable
 from pathlib import Path
 
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
@@ -35,6 +37,15 @@ class Lora(Method):
 
     def load(self, base_model: nn.Module, saved_dir: Path) -> nn.Module:
         return PeftModel.from_pretrained(base_model, str(saved_dir)).eval()
+
+    def extra_artifacts(self, model: nn.Module, artifact_dir: Callable[[str], Path]) -> dict[str, Path]:
+        """The base model with W + (alpha/r)·B·A folded into its weights: a plain transformers
+        checkpoint (safetensors) that loads and runs without peft. Merged on a deep copy, so the
+        trained adapter model is left as it was."""
+        out = artifact_dir("merged")
+        merged = copy.deepcopy(model).merge_and_unload()
+        merged.save_pretrained(str(out), safe_serialization=True)
+        return {"merged": out}
 
 
 def check_target_modules(model: nn.Module, targets: list[str]) -> None:

@@ -1,0 +1,36 @@
+from fastapi import APIRouter, HTTPException
+from fastapi.concurrency import run_in_threadpool
+
+from app.artifacts import service as artifacts_service
+from app.config import get_settings
+from app.inference import service
+from app.inference.schemas import PredictRequest, PredictResponse
+from app.runs.views import DB, RunDep
+
+router = APIRouter(prefix="/api/runs", tags=["inference"])
+
+
+@router.post("/{run_id}/predict", response_model=PredictResponse,
+             responses={409: {"description": "the run has not succeeded"},
+                        504: {"description": "no predict worker answered in time"}})
+async def predict(body: PredictRequest, run: RunDep, session: DB):
+    """Run the trained model (base + adapter) on a few texts. Classification: a label and class
+    probabilities per input; causal LM: the text generated after each input. `compare_base` also
+    answers with the base model alone."""
+    if run.status != "succeeded":
+        raise HTTPException(409, f"Run {run.id} has not succeeded (status: {run.status}); only a trained run can predict.")
+    adapter = await run_in_threadpool(artifacts_service.get, session, run_id=run.id, kind="adapter")
+    if adapter is None:
+        raise HTTPException(409, f"Run {run.id} has no saved adapter to predict with.")
+    try:
+        request_id = await run_in_threadpool(service.create, session, run_id=run.id, body=body)
+    except service.BrokerUnavailable as e:
+        raise HTTPException(503, str(e)) from None
+    final = await service.wait_for_answer(request_id, timeout=service.TIMEOUT_SECONDS)
+    if final is None:
+        queue = get_settings().predict_queue
+        raise HTTPException(504, f"No prediction worker answered within {service.TIMEOUT_SECONDS:.0f} s. "
+                                 f"Is a worker consuming the queue {queue!r} running (`peftlab worker --queues predict`)?")
+    if final["status"] == "failed":
+        raise HTTPException(500, f"The prediction failed on the worker: {final['error']}")
+    return PredictResponse(outputs=final["outputs"], base_outputs=final["base_outputs"])

@@ -1,0 +1,48 @@
+"""Headless Chromium for the browser tests: `browser`, `page` (signed in as the admin), `anon_page`."""
+import os
+
+import pytest
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = os.environ.get("PEFTLAB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package 'chromium')")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _page(browser, live_stack, cookies):
+    context = browser.new_context(base_url=live_stack.url, viewport={"width": 1280, "height": 900})
+    if cookies:
+        context.add_cookies(cookies)
+    pg = context.new_page()
+    problems: list[str] = []
+    # Uncaught exceptions and CSP violations are bugs; 4xx "failed to load" console lines are not.
+    pg.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    pg.on("console", lambda msg: problems.append(msg.text) if "Content Security Policy" in msg.text else None)
+    return context, pg, problems
+
+
+@pytest.fixture
+def page(browser, live_stack):
+    context, pg, problems = _page(browser, live_stack, live_stack.cookies)
+    yield pg
+    context.close()
+    assert not problems, problems
+
+
+@pytest.fixture
+def anon_page(browser, live_stack):
+    context, pg, problems = _page(browser, live_stack, None)
+    yield pg
+    context.close()
+    assert not problems, problems
