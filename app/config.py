@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, description="How often a run whose worker died is retried before it fails.")
     sse_poll_seconds: float = Field(0.5, description="How often a live event stream looks for new points.")
     model_dirs: list[Path] = Field(default_factory=list, description="Directories admins may register local base models from (JSON list); data_dir/models is always allowed.")
+    secret_key: str | None = Field(None, description="Signs task messages so workers act only on the server's; default: a random key kept in data_dir/secret_key (set the same value on every host at scale).")
     gpus: str | None = Field(None, description="Worker: the GPU index to use (CUDA_VISIBLE_DEVICES); none = auto.")
 
     @property
@@ -51,6 +52,28 @@ class Settings(BaseSettings):
     @property
     def upload_dir(self) -> Path:
         return (self.data_dir / "datasets").resolve()
+
+    @property
+    def resolved_secret_key(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if not path.exists():
+            import os
+            import secrets
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.data_dir / f".secret_key.{os.getpid()}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+            try:  # link() is atomic and refuses an existing name: processes starting together agree
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_text().strip()
 
     @property
     def allowed_model_dirs(self) -> list[Path]:

@@ -3,6 +3,9 @@
 Embedded default: kombu's filesystem transport in data_dir/broker (no server needed).
 At scale: PEFTLAB_BROKER_URL=redis://…
 """
+import hashlib
+import hmac
+import json
 from functools import lru_cache
 
 from celery import Celery
@@ -48,10 +51,28 @@ def get_celery() -> Celery:
     return make_celery(get_settings())
 
 
+# Workers act only on messages signed with the shared secret: whoever can write to the broker
+# but does not hold PEFTLAB_SECRET_KEY cannot make a worker do anything.
+SIGNATURE_HEADER = "peftlab_signature"
+
+
+def sign(task: str, args: list) -> str:
+    message = json.dumps([task, args], separators=(",", ":")).encode()
+    return hmac.new(get_settings().resolved_secret_key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signature_ok(task: str, args: list, signature: str | None) -> bool:
+    return bool(signature) and hmac.compare_digest(signature, sign(task, args))
+
+
+def _send(task: str, args: list, queue: str) -> None:
+    get_celery().send_task(task, args=args, queue=queue, headers={SIGNATURE_HEADER: sign(task, args)})
+
+
 def send_train(run_id: int) -> None:
-    get_celery().send_task(TRAIN_TASK, args=[run_id], queue=get_settings().train_queue)
+    _send(TRAIN_TASK, [run_id], get_settings().train_queue)
 
 
 def send_predict(request_id: int) -> None:
     """A prediction request (a row of inference_requests) for the predict queue's workers."""
-    get_celery().send_task(PREDICT_TASK, args=[request_id], queue=get_settings().predict_queue)
+    _send(PREDICT_TASK, [request_id], get_settings().predict_queue)

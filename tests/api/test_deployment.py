@@ -28,15 +28,17 @@ def test_every_peftlab_command_in_compose_parses_with_the_cli():
 
 def test_services_are_wired_for_scale_out():
     services = _compose()["services"]
-    assert {"postgres", "redis", "server", "worker-gpu0"} <= set(services)
-    for name in ("postgres", "redis", "server", "worker-gpu0"):
+    assert {"postgres", "redis", "server", "worker-gpu0", "worker-predict"} <= set(services)
+    for name in ("postgres", "redis", "server", "worker-gpu0", "worker-predict"):
         assert "healthcheck" in services[name], f"{name} has no health check"
-    for name in ("server", "worker-gpu0"):
+    for name in ("server", "worker-gpu0", "worker-predict"):
         env = services[name]["environment"]
+        assert env["PEFTLAB_SECRET_KEY"].startswith("${PEFTLAB_SECRET_KEY")  # shared by all, never a default
         assert env["PEFTLAB_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert env["PEFTLAB_BROKER_URL"].startswith("redis://")
         assert any(v.startswith("artifacts:") for v in services[name]["volumes"])
     gpu = services["worker-gpu0"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["capabilities"] == ["gpu"] and gpu["device_ids"] == ["0"]
-    assert services["worker-gpu0"]["command"][-2:] == ["--gpus", "0"]
+    assert services["worker-gpu0"]["command"][2:] == ["--gpus", "0", "--queues", "train"]
+    assert services["worker-predict"]["command"][2:] == ["--queues", "predict"]
     assert services["server"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
