@@ -37,11 +37,19 @@ def peftlab(data_dir: Path, command: str = "up", extra_env: dict | None = None):
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
+            if proc.poll() is not None:
+                break
             try:
                 httpx.get(f"{url}/openapi.json", timeout=1).raise_for_status()
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)
+        else:
+            proc.poll()
+        if proc.returncode is not None:
+            log.flush()
+            tail = (data_dir.parent / f"{command}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"peftlab {command} exited with {proc.returncode}:\n{tail}")
         yield url, proc, {"Authorization": f"Bearer {token}"}
     finally:
         proc.terminate()

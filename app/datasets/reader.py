@@ -5,8 +5,10 @@ so it imports neither FastAPI nor torch.
 """
 import codecs
 import csv
+import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,28 +24,60 @@ class DatasetError(ValueError):
     """A problem with a dataset file, worded for the person who uploaded it."""
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+# A gzip file may expand to at most this many times its size (and at least to 256 MB): real text
+# compresses 3–20×; a "zip bomb" expands thousands of times.
+MAX_GZIP_RATIO = 50
+MIN_GZIP_ALLOWANCE = 256 * 1024 * 1024
+
+
+def is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
+
+
+def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
+    """The file's bytes, decompressed if it is gzip — refusing to expand past the allowance."""
+    if not is_gzip(path):
+        with open(path, "rb") as f:
+            while chunk := f.read(size):
+                yield chunk
+        return
+    allowance = max(MIN_GZIP_ALLOWANCE, MAX_GZIP_RATIO * path.stat().st_size)
+    total = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while chunk := f.read(size):
+                total += len(chunk)
+                if total > allowance:
+                    raise DatasetError(f"This gzip file expands to more than {allowance:,} bytes "
+                                       f"({MAX_GZIP_RATIO}× its size); refused.")
+                yield chunk
+    except (OSError, EOFError, zlib.error) as e:
+        raise DatasetError(f"The gzip file is damaged: {e}.") from None
+
+
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line) of a UTF-8 file (a BOM is allowed); wrong encodings say where they are."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
     line_no = 0
     pending = ""
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            if b"\x00" in chunk:
-                raise DatasetError("This looks like a binary file (it contains NUL bytes), not text.")
-            try:
-                text = pending + decoder.decode(chunk)
-            except UnicodeDecodeError:
-                raise DatasetError(f"The file is not valid UTF-8 text (near line {line_no + pending.count(chr(10)) + 1}). "
-                                   "Save it as UTF-8 and upload it again.") from None
-            lines = text.split("\n")
-            pending = lines.pop()
-            for line in lines:
-                line_no += 1
-                yield line_no, line
-        tail = pending + decoder.decode(b"", final=True)
-        if tail:
-            yield line_no + 1, tail
+    for chunk in _chunks(path):
+        if b"\x00" in chunk:
+            raise DatasetError("This looks like a binary file (it contains NUL bytes), not text.")
+        try:
+            text = pending + decoder.decode(chunk)
+        except UnicodeDecodeError:
+            raise DatasetError(f"The file is not valid UTF-8 text (near line {line_no + pending.count(chr(10)) + 1}). "
+                               "Save it as UTF-8 and upload it again.") from None
+        lines = text.split("\n")
+        pending = lines.pop()
+        for line in lines:
+            line_no += 1
+            yield line_no, line
+    tail = pending + decoder.decode(b"", final=True)
+    if tail:
+        yield line_no + 1, tail
 
 
 class _LineStream(io.TextIOBase):

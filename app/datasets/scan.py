@@ -3,7 +3,7 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.datasets.reader import EXTENSIONS, FORMATS, DatasetError, _text_lines, iter_rows
+from app.datasets.reader import EXTENSIONS, FORMATS, DatasetError, _chunks, _text_lines, iter_rows
 
 PREVIEW_ROWS = 20
 MAX_COLUMNS = 1000
@@ -26,11 +26,12 @@ def detect_format(path: Path, filename: str | None, declared: str | None) -> str
         if declared not in FORMATS:
             raise DatasetError(f"Unknown format {declared!r}; use one of {', '.join(FORMATS)}.")
         return declared
-    suffix = Path(filename or "").suffix.lower()
-    if suffix in EXTENSIONS:
-        return EXTENSIONS[suffix]
-    with open(path, "rb") as f:
-        head = f.read(65536)
+    name = Path(filename or "")
+    if name.suffix.lower() == ".gz":  # data.jsonl.gz: the format is the inner suffix
+        name = name.with_suffix("")
+    if name.suffix.lower() in EXTENSIONS:
+        return EXTENSIONS[name.suffix.lower()]
+    head = next(_chunks(path, 65536), b"")
     if head.startswith(PARQUET_MAGIC):
         return "parquet"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")

@@ -9,7 +9,7 @@ from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
 import peftlab
 from app.runs.schemas import AdapterMethod, Columns, RunCreate, Training
-from tests.tiny_models import make_tiny_bert, make_tiny_gpt2, make_tiny_llama, opposite_rows, sentiment_rows
+from tests.tiny_models import make_tiny_bert, opposite_rows, sentiment_rows
 from workers.methods import get_method
 from workers.methods.adapter import CONFIG_FILE, WEIGHTS_FILE
 from workers.model_loading import load_base_model, load_tokenizer
@@ -26,22 +26,6 @@ CASES = [(arch, task, variant) for arch, task in ARCH_TASKS for variant in ("hou
 CASE_IDS = [f"{arch}-{task}-{variant}" for arch, task, variant in CASES]
 REDUCTION = 4
 HEADS = ("classifier", "score")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two cores shared with other test processes: intra-op threads only slow tiny models down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-models")
-    return {"bert": str(make_tiny_bert(root / "bert")), "gpt2": str(make_tiny_gpt2(root / "gpt2")),
-            "llama": str(make_tiny_llama(root / "llama"))}
 
 
 def base_model(source: str, task: str, seed: int = 0):

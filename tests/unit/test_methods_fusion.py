@@ -30,14 +30,6 @@ CASES = [("bert", "classification", "houlsby"), ("bert", "classification", "pfei
 CASE_IDS = [f"{arch}-{task}-{variant}" for arch, task, variant in CASES]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny-models")

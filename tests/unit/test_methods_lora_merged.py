@@ -16,14 +16,6 @@ from workers.training.reporting import MemoryReporter
 MAKERS = {"bert": make_tiny_bert, "gpt2": make_tiny_gpt2, "llama": make_tiny_llama}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("arch, task", [("bert", "classification"), ("gpt2", "causal_lm"), ("gpt2", "classification"),
                                         ("llama", "classification")])
 def test_merged_model_computes_what_the_adapter_model_does(tmp_path, arch, task):

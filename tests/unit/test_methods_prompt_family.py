@@ -38,14 +38,6 @@ CASES = [(arch, task, key) for arch, task in MODEL_TASKS for key in CONFIGS]
 LABELS = ["neg", "pos"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory):
     root = tmp_path_factory.mktemp("prompt-family-models")

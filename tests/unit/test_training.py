@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 from app.runs.schemas import Columns, FullMethod, LoraMethod, Training
-from tests.tiny_models import NEUTRAL, make_tiny_bert, make_tiny_gpt2, make_tiny_llama, opposite_rows, sentiment_rows
+from tests.tiny_models import NEUTRAL, opposite_rows, sentiment_rows
 from workers.methods import get_method
 from workers.model_loading import load_base_model, load_tokenizer
 from workers.training.checkpoints import METADATA_FILE, read_metadata, save_adapter, write_predictions
@@ -23,22 +23,6 @@ from workers.training.reporting import MemoryReporter
 API_METRICS = {"train/loss", "train/lr", "train/grad_norm", "train/tokens_per_s", "train/samples_per_s", "train/epoch",
                "eval/loss", "eval/accuracy", "eval/f1", "eval/perplexity", "system/memory_bytes"}
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two cores shared with other test processes: spinning intra-op threads only slow tiny models down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def sources(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-models")
-    return {"bert": str(make_tiny_bert(root / "bert")), "gpt2": str(make_tiny_gpt2(root / "gpt2")),
-            "llama": str(make_tiny_llama(root / "llama"))}
 
 
 def classification_setup(source: str, method_config, n_rows: int = 400):

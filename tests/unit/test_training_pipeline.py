@@ -14,14 +14,6 @@ from workers.training.evaluation import macro_f1
 from workers.training.reporting import MemoryReporter
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def tasks(peftlab_env):
     # Imported after the test settings are in place: the Celery app reads them on import.
