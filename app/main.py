@@ -14,8 +14,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.artifacts import views as artifacts_views
 from app.auth import views as auth_views
 from app.auth.deps import LoginRequired, viewer
+from app.compare import views as compare_views
 from app.config import get_settings
 from app.datasets import views as datasets_views
+from app.experiments import views as experiments_views
 from app.db import get_sessionmaker
 from app.inference import views as inference_views
 from app.metrics import views as metrics_views
@@ -23,6 +25,7 @@ from app.models import service as models_service
 from app.models import views as models_views
 from app.runs import service as runs_service
 from app.runs import views as runs_views
+from app.samples import views as samples_views
 from app.security_headers import SecurityHeaders
 from app.templating import ROOT, render, templates
 
@@ -82,10 +85,14 @@ def create_app() -> FastAPI:
     # Every API route and page needs a signed-in viewer; only the sign-in pages do not.
     signed_in = [Depends(viewer)]
     for router in (datasets_views.router, runs_views.router, models_views.router, metrics_views.router,
-                   artifacts_views.router, inference_views.router, auth_views.router):
+                   artifacts_views.router, inference_views.router, auth_views.router, experiments_views.router,
+                   experiments_views.queue_router, samples_views.router):
         app.include_router(router, dependencies=signed_in)
-    for router in (datasets_views.pages, runs_views.pages, models_views.pages, auth_views.pages):
+    for router in (datasets_views.pages, runs_views.pages, models_views.pages, auth_views.pages,
+                   experiments_views.pages, inference_views.pages, samples_views.pages):
         app.include_router(router, dependencies=signed_in)
+    app.include_router(compare_views.router, dependencies=signed_in)
+    app.include_router(compare_views.pages, dependencies=signed_in)
     app.include_router(auth_views.public_pages)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")

@@ -2,9 +2,10 @@
 from app.artifacts.models import Artifact
 from app.auth.models import ApiToken, BrowserSession, LoginFailure, Project, ProjectMember, User
 from app.datasets.models import Dataset
+from app.experiments.models import Experiment
 from app.inference.models import InferenceRequest
 from app.metrics.models import MetricPoint
 from app.models.models import BaseModel
-from app.runs.models import Run
+from app.runs.models import Run, RunTag
 
-__all__ = ["ApiToken", "Artifact", "BrowserSession", "LoginFailure", "Project", "ProjectMember", "User", "BaseModel", "Dataset", "InferenceRequest", "MetricPoint", "Run"]
+__all__ = ["ApiToken", "Artifact", "BrowserSession", "LoginFailure", "Project", "ProjectMember", "User", "BaseModel", "Dataset", "Experiment", "InferenceRequest", "MetricPoint", "Run", "RunTag"]

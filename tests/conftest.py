@@ -204,6 +204,7 @@ def worker_process(peftlab_env, tmp_path_factory):
     """One real Celery worker process (`peftlab worker`) for the whole session."""
     log = tmp_path_factory.mktemp("logs") / "worker.log"
     proc = _spawn(["worker", "--loglevel", "INFO"], log)
+    proc.log_path = log  # tests read what the worker logged
     time.sleep(1)
     if proc.poll() is not None:
         pytest.fail(f"the worker did not start:\n{log.read_text(errors='replace')}")

@@ -23,7 +23,7 @@ from app.datasets.service import dataset_file
 from app.db import session_scope
 from app.models.service import resolve_source
 from app.queue import TRAIN_TASK
-from app.runs.lifecycle import claim, finish, heartbeat
+from app.runs.lifecycle import claim_next, finish, heartbeat
 from app.runs.models import Run
 from app.runs.schemas import EvalSummary, RunCreate, RunSummary
 from workers.celery_app import celery
@@ -43,12 +43,17 @@ def worker_id() -> str:
 
 
 @celery.task(name=TRAIN_TASK)
-def train_run(run_id: int) -> None:
+def train_run(message_run_id: int) -> None:
+    """Train the run at the head of the queue. Each queued run has one message, but a message only
+    says "a run is waiting": which one starts is the queue's order (runs can be moved)."""
     settings, worker = get_settings(), worker_id()
     with session_scope() as session:
-        if not claim(session, run_id, worker, settings.lease_seconds):
-            log.info("run %s is not queued (taken, cancelled or deleted); ignoring this message", run_id)
-            return
+        run_id = claim_next(session, worker, settings.lease_seconds, hint=message_run_id)
+    if run_id is None:
+        log.info("message for run %s: no run is queued (taken, cancelled or deleted); nothing to do", message_run_id)
+        return
+    if run_id != message_run_id:
+        log.info("message for run %s: run %s is first in the queue, training it", message_run_id, run_id)
     stop, lease_lost, done = threading.Event(), threading.Event(), threading.Event()
     beat = threading.Thread(target=_keep_lease, args=(run_id, worker, settings, stop, lease_lost, done),
                             name=f"heartbeat-{run_id}", daemon=True)

@@ -1,4 +1,4 @@
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 
 from app.artifacts import service as artifacts_service
@@ -6,8 +6,10 @@ from app.config import get_settings
 from app.inference import service
 from app.inference.schemas import PredictRequest, PredictResponse
 from app.runs.views import DB, RunDep
+from app.templating import render
 
 router = APIRouter(prefix="/api/runs", tags=["inference"])
+pages = APIRouter(include_in_schema=False)
 
 
 @router.post("/{run_id}/predict", response_model=PredictResponse,
@@ -34,3 +36,9 @@ async def predict(body: PredictRequest, run: RunDep, session: DB):
     if final["status"] == "failed":
         raise HTTPException(500, f"The prediction failed on the worker: {final['error']}")
     return PredictResponse(outputs=final["outputs"], base_outputs=final["base_outputs"])
+
+
+@pages.get("/playground")
+def playground_page(request: Request, run: int | None = None):
+    """Pick a succeeded run, type inputs, read the base model's and the trained model's answers side by side."""
+    return render(request, "inference/playground.html", "Playground", run_id=run)

@@ -5,7 +5,7 @@ a reaper and a cancel can race without corrupting a run. Used by workers and the
 """
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
@@ -28,6 +28,32 @@ def claim(session: Session, run_id: int, worker: str, lease_seconds: float) -> b
     )
     session.commit()
     return res.rowcount == 1
+
+
+# The order queued runs start in: lower priority first, NULL priority counts as the run's id.
+QUEUE_ORDER = (func.coalesce(Run.priority, Run.id), Run.id)
+
+
+def claim_next(session: Session, worker: str, lease_seconds: float, *, hint: int | None = None) -> int | None:
+    """Claim the first run in queue order for this worker; its id, or None when nothing is queued.
+
+    Every queued run has one broker message, and whichever message a worker gets it takes the run at
+    the head of the queue, so reordering changes what starts next while the counts still match.
+    Only runs already sent to the broker (enqueued_at set) compete, plus `hint`, the message's own
+    run (its enqueued_at may not be committed yet): a queued row nobody sent must not take the turn
+    of a run whose message this is, or that run would wait for the reaper.
+    """
+    candidates = (select(Run.id)
+                  .where(Run.status == "queued", or_(Run.enqueued_at.is_not(None), Run.id == hint))
+                  .order_by(*QUEUE_ORDER).limit(1))
+    for _ in range(1000):  # each lost race means another worker took a run: the queue gets shorter
+        run_id = session.scalar(candidates)
+        session.commit()  # no read snapshot held into the UPDATE (SQLite WAL would refuse the upgrade)
+        if run_id is None:
+            return None
+        if claim(session, run_id, worker, lease_seconds):
+            return run_id
+    return None
 
 
 def heartbeat(session: Session, run_id: int, worker: str, lease_seconds: float) -> bool | None:

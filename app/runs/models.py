@@ -1,7 +1,7 @@
 from datetime import datetime
 
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, utcnow
 
@@ -37,6 +37,31 @@ class Run(Base):
     # Bumped by every status/progress change; live streams use it to know what they have sent.
     state_version: Mapped[int] = mapped_column(Integer, default=0)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Queue order: queued runs start by (COALESCE(priority, id), id), so NULL means "in id order";
+    # moving a run renumbers the queue 1..N (app/runs/queue_order.py).
+    priority: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The experiment (group of runs launched together) this run belongs to, if any.
+    experiment_id: Mapped[int | None] = mapped_column(ForeignKey("experiments.id", ondelete="SET NULL"),
+                                                      nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Free text the user keeps with the run (what was tried, why it matters).
+    notes: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # A table of its own, not a JSON column, so "runs tagged X" is an indexed query on every database.
+    tag_rows: Mapped[list["RunTag"]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", passive_deletes=True, lazy="selectin", order_by="RunTag.tag")
+
+    @property
+    def tags(self) -> list[str]:
+        return [row.tag for row in self.tag_rows]
+
+
+class RunTag(Base):
+    """One short label on a run (e.g. "baseline", "sweep-lr")."""
+
+    __tablename__ = "run_tags"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(40), primary_key=True, index=True)
+    run: Mapped[Run] = relationship(back_populates="tag_rows")

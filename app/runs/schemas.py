@@ -2,7 +2,7 @@
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -177,3 +177,34 @@ class RunOut(BaseModel):
     cancel_requested: bool
     config: dict
     summary: RunSummary
+    tags: list[str] = []
+    notes: str = ""
+
+
+MAX_TAGS, MAX_TAG_CHARS, MAX_NOTES_CHARS = 20, 40, 10_000
+Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]
+
+
+class RunUpdate(_Strict):
+    """PATCH /api/runs/{id}: only the fields sent change."""
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    tags: list[Tag] | None = Field(None, max_length=MAX_TAGS, description=f"Up to {MAX_TAGS} tags of up to {MAX_TAG_CHARS} characters; repeats are dropped.")
+    notes: str | None = Field(None, max_length=MAX_NOTES_CHARS)
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("the name must not be blank")
+        return value.strip() if value is not None else None
+
+    @field_validator("tags")
+    @classmethod
+    def _clean_tags(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        cleaned = [t.strip() for t in value]
+        if any(not t for t in cleaned):
+            raise ValueError("tags must not be blank")
+        return list(dict.fromkeys(cleaned))  # keeps the first of each repeat, in order

@@ -10,8 +10,8 @@ from app.datasets.models import Dataset
 from app.models import service as models_service
 from app.queue import send_train
 from app.runs import lifecycle
-from app.runs.models import Run
-from app.runs.schemas import RunCreate
+from app.runs.models import Run, RunTag
+from app.runs.schemas import RunCreate, RunUpdate
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +102,20 @@ def _fusion_errors(session: Session, body: RunCreate, visible: set[int] | None) 
 def create(session: Session, *, body: RunCreate, owner_id: int | None = None, visible: set[int] | None = None) -> Run:
     """A queued run in its dataset's project, so whoever shares the data sees the run too."""
     dataset, _ = validate_references(session, body, visible)
-    name = (body.name or "").strip() or f"{body.method.type} on {dataset.name}"
-    run = Run(name=name[:200], status="queued", config=body.model_dump(mode="json"), summary={},
-              dataset_id=body.dataset_id, eval_dataset_id=body.eval_dataset_id, base_model=body.base_model,
-              method=body.method.type, task=body.task, project_id=dataset.project_id, owner_id=owner_id)
+    run = new_run(body, dataset, owner_id=owner_id)
     session.add(run)
     session.commit()
     enqueue(session, run.id)
     return run
+
+
+def new_run(body: RunCreate, dataset: Dataset, *, owner_id: int | None, experiment_id: int | None = None) -> Run:
+    """The queued row for a validated config (not yet added): shared by POST /api/runs and experiments."""
+    name = (body.name or "").strip() or f"{body.method.type} on {dataset.name}"
+    return Run(name=name[:200], status="queued", config=body.model_dump(mode="json"), summary={},
+               dataset_id=body.dataset_id, eval_dataset_id=body.eval_dataset_id, base_model=body.base_model,
+               method=body.method.type, task=body.task, project_id=dataset.project_id, owner_id=owner_id,
+               experiment_id=experiment_id)
 
 
 def enqueue(session: Session, run_id: int) -> bool:
@@ -128,8 +134,14 @@ def get(session: Session, *, run_id: int) -> Run | None:
 
 
 def get_all(session: Session, *, status: str | None = None, method: str | None = None,
-            dataset_id: int | None = None, visible: set[int] | None = None, limit: int = 500) -> list[Run]:
+            dataset_id: int | None = None, base_model: str | None = None, tag: str | None = None,
+            visible: set[int] | None = None, limit: int = 500) -> list[Run]:
+    """The newest `limit` runs that match every filter given, newest first."""
     query = select(Run).order_by(Run.id.desc()).limit(limit)
+    if base_model:
+        query = query.where(Run.base_model == base_model)
+    if tag:
+        query = query.where(Run.id.in_(select(RunTag.run_id).where(RunTag.tag == tag)))
     if visible is not None:
         query = query.where(Run.project_id.in_(visible))
     if status:
@@ -139,6 +151,19 @@ def get_all(session: Session, *, status: str | None = None, method: str | None =
     if dataset_id is not None:
         query = query.where(Run.dataset_id == dataset_id)
     return list(session.scalars(query))
+
+
+def update(session: Session, *, run: Run, body: RunUpdate) -> Run:
+    """Rename, retag or annotate a run; fields left out of the body stay as they are."""
+    if body.name is not None:
+        run.name = body.name
+    if body.notes is not None:
+        run.notes = body.notes
+    if body.tags is not None:
+        run.tag_rows = [RunTag(tag=t) for t in body.tags]
+    session.commit()
+    session.refresh(run)
+    return run
 
 
 def delete(session: Session, *, settings: Settings, run: Run) -> None:

@@ -9,7 +9,8 @@ from app.config import Settings, get_settings
 from app.db import get_db
 from app.runs import lifecycle, service
 from app.runs.models import Run
-from app.runs.schemas import RunCreate, RunOut
+from app.runs.schemas import MAX_TAG_CHARS, RunCreate, RunOut, RunUpdate
+from app.runs.sorting import SORT_KEYS, sort_runs
 from app.templating import render
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
@@ -40,13 +41,25 @@ def create_run(body: RunCreate, session: DB, user: Viewer, visible: Visible):
 @router.get("", response_model=list[RunOut])
 def list_runs(session: DB, visible: Visible,
               status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
-              method: str | None = Query(None, max_length=32), dataset_id: int | None = None):
-    return service.get_all(session, status=status, method=method, dataset_id=dataset_id, visible=visible)
+              method: str | None = Query(None, max_length=32), dataset_id: int | None = None,
+              base_model: str | None = Query(None, max_length=64), tag: str | None = Query(None, max_length=MAX_TAG_CHARS),
+              sort: Literal[SORT_KEYS] = Query("id", description="best = accuracy (else F1, else lowest perplexity)."),
+              order: Literal["asc", "desc"] = "desc"):
+    """The newest 500 runs matching the filters, in the order asked for."""
+    runs = service.get_all(session, status=status, method=method, dataset_id=dataset_id, base_model=base_model,
+                           tag=tag, visible=visible)
+    return sort_runs(runs, sort, descending=order == "desc")
 
 
 @router.get("/{run_id}", response_model=RunOut)
 def get_run(run: RunDep):
     return run
+
+
+@router.patch("/{run_id}", response_model=RunOut)
+def update_run(run: RunDep, body: RunUpdate, session: DB):
+    """Rename a run, replace its tags or its notes."""
+    return service.update(session, run=run, body=body)
 
 
 @router.post("/{run_id}/cancel", response_model=RunOut)

@@ -1,6 +1,7 @@
 // /runs/{id}: status, progress with ETA, summary, config and live charts fed by SSE.
 import { LiveChart } from "./charts.js";
 import { setupTryIt, showMergedLink } from "./try_it.js";
+import { setupNotes } from "./run_notes.js";
 import {
   $, api, badge, el, fmtBytes, fmtCount, fmtDate, fmtDuration, fmtInt, fmtNumber, fmtPercent,
   methodLabel, runDuration, setProgress, showAlert, TERMINAL,
@@ -13,6 +14,7 @@ let run = null;
 let status = null;
 let progress = 0;
 let stream = null;
+let notes = null; // the tags and notes card, set up on the first load
 
 const expFormat = (v) => (v === 0 ? "0" : v.toExponential(1));
 const charts = {
@@ -169,6 +171,8 @@ async function fetchRun() {
   renderStatus();
   renderFailure();
   renderSummary();
+  if (notes) notes.update(run);
+  else notes = setupNotes(run, (saved) => { run = saved; });
   if (status === "succeeded") {
     setupTryIt(run);
     showMergedLink(run);

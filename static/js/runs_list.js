@@ -1,45 +1,119 @@
-// /runs: the runs table, refreshed every 2 s without reloading the page.
+// /runs: the runs table, refreshed every 2 s without reloading the page; filters and sort live in
+// the URL (bookmarkable), ticked runs are compared on /compare?runs=….
 import {
-  $, api, badge, el, emptyRow, fmtDate, fmtDuration, fmtPercent, methodLabel, progressBar,
+  $, $$, api, badge, el, emptyRow, fmtDate, fmtDuration, fmtNumber, fmtPercent, methodLabel, progressBar,
   runDuration, showAlert, TERMINAL,
 } from "./common.js";
 
 const POLL_MS = 2000;
-const statusSelect = $("#filter-status");
-const methodSelect = $("#filter-method");
+const COLUMNS = 12;
+const filters = {
+  status: $("#filter-status"), method: $("#filter-method"), dataset_id: $("#filter-dataset"),
+  base_model: $("#filter-model"), tag: $("#filter-tag"),
+};
 const body = $("#runs-body");
 const errorBox = $("#runs-error");
+const compareButton = $("#compare-selected");
+const selectAll = $("#select-all");
 const datasetNames = new Map();
+const selected = new Set(); // run ids, kept across refreshes
+const knownTags = new Set();
+let shownIds = [];
 let timer = null;
 let inflight = null;
 
-// Filters live in the page URL too, so a filtered view can be bookmarked or shared.
 const params = new URLSearchParams(window.location.search);
-statusSelect.value = params.get("status") || "";
-methodSelect.value = params.get("method") || "";
+const sort = { key: params.get("sort") || "id", order: params.get("order") || "desc" };
+for (const [name, input] of Object.entries(filters)) input.value = params.get(name) || "";
 
-function filterQuery() {
+function query() {
   const q = new URLSearchParams();
-  if (statusSelect.value) q.set("status", statusSelect.value);
-  if (methodSelect.value) q.set("method", methodSelect.value);
+  for (const [name, input] of Object.entries(filters)) if (input.value.trim()) q.set(name, input.value.trim());
+  if (sort.key !== "id" || sort.order !== "desc") { q.set("sort", sort.key); q.set("order", sort.order); }
   return q.toString();
 }
 
-for (const select of [statusSelect, methodSelect]) {
-  select.addEventListener("change", () => {
-    const qs = filterQuery();
-    window.history.replaceState(null, "", qs ? `?${qs}` : window.location.pathname);
-    refresh();
-  });
+function applyQuery() {
+  const qs = query();
+  window.history.replaceState(null, "", qs ? `?${qs}` : window.location.pathname);
+  refresh();
 }
 
-async function ensureDatasetNames(runs) {
-  if (runs.every((r) => r.dataset_id == null || datasetNames.has(r.dataset_id))) return;
-  try {
-    const list = await api("/api/datasets");
-    for (const d of (Array.isArray(list) ? list : list.items || [])) datasetNames.set(d.id, d.name);
-  } catch { /* names are cosmetic; fall back to ids */ }
+for (const input of Object.values(filters)) {
+  input.addEventListener("change", applyQuery);
 }
+let tagTimer = null;
+filters.tag.addEventListener("input", () => { clearTimeout(tagTimer); tagTimer = setTimeout(applyQuery, 300); });
+
+// ---- sorting: click a header; again to reverse ---------------------------------------------
+
+function renderSortHeaders() {
+  for (const th of $$("th[data-sort]")) {
+    const active = th.dataset.sort === sort.key;
+    if (active) th.setAttribute("aria-sort", sort.order === "asc" ? "ascending" : "descending");
+    else th.removeAttribute("aria-sort");
+  }
+}
+
+for (const th of $$("th[data-sort]")) {
+  th.tabIndex = 0;
+  const toggle = () => {
+    if (sort.key === th.dataset.sort) sort.order = sort.order === "asc" ? "desc" : "asc";
+    else { sort.key = th.dataset.sort; sort.order = ["name", "method", "status"].includes(sort.key) ? "asc" : "desc"; }
+    renderSortHeaders();
+    applyQuery();
+  };
+  th.addEventListener("click", toggle);
+  th.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); toggle(); } });
+}
+renderSortHeaders();
+
+// ---- selection and Compare ------------------------------------------------------------------
+
+function renderSelection() {
+  compareButton.disabled = selected.size < 2;
+  compareButton.textContent = selected.size ? `Compare ${selected.size}` : "Compare";
+  $("#selected-count").textContent = selected.size === 1 ? "Tick one more run to compare." : "";
+  selectAll.checked = shownIds.length > 0 && shownIds.every((id) => selected.has(id));
+}
+
+compareButton.addEventListener("click", () => {
+  window.location.assign(`/compare?runs=${Array.from(selected).sort((a, b) => a - b).join(",")}`);
+});
+
+selectAll.addEventListener("change", () => {
+  for (const id of shownIds) { if (selectAll.checked) selected.add(id); else selected.delete(id); }
+  for (const box of $$("input[data-select]", body)) box.checked = selectAll.checked;
+  renderSelection();
+});
+
+// ---- filter choices ---------------------------------------------------------------------------
+
+async function loadChoices() {
+  try {
+    const items = (x) => (Array.isArray(x) ? x : x.items || []);
+    const [datasets, models] = (await Promise.all([api("/api/datasets"), api("/api/models")])).map(items);
+    for (const d of datasets) datasetNames.set(d.id, d.name);
+    fillSelect(filters.dataset_id, datasets.map((d) => [d.id, d.name]));
+    fillSelect(filters.base_model, models.map((m) => [m.id, m.name]));
+  } catch { /* filters still work by URL; names are cosmetic */ }
+}
+
+function fillSelect(select, options) {
+  const wanted = params.get(select.name) || select.value;
+  select.replaceChildren(el("option", { value: "" }, "All"), ...options.map(([v, label]) => el("option", { value: v }, label)));
+  select.value = wanted;
+}
+
+function rememberTags(runs) {
+  const before = knownTags.size;
+  for (const r of runs) for (const t of r.tags || []) knownTags.add(t);
+  if (knownTags.size !== before) {
+    $("#known-tags").replaceChildren(...Array.from(knownTags).sort().map((t) => el("option", { value: t })));
+  }
+}
+
+// ---- rows -----------------------------------------------------------------------------------
 
 async function cancelRun(run, button) {
   button.disabled = true;
@@ -54,26 +128,38 @@ async function cancelRun(run, button) {
   }
 }
 
+function bestEval(run) {
+  const ev = (run.summary || {}).eval || {};
+  if (ev.accuracy != null) return `acc ${fmtNumber(ev.accuracy, 3)}`;
+  if (ev.f1 != null) return `F1 ${fmtNumber(ev.f1, 3)}`;
+  if (ev.perplexity != null) return `ppl ${fmtNumber(ev.perplexity, 4)}`;
+  return "—";
+}
+
 function runRow(run) {
   const href = `/runs/${encodeURIComponent(run.id)}`;
   const dsName = datasetNames.get(run.dataset_id);
-  const method = run.method || (run.config && run.config.method && run.config.method.type);
   const cancellable = !TERMINAL.has(run.status);
   const action = cancellable
     ? el("button", { type: "button", class: "btn btn-small btn-ghost-danger", "data-action": "cancel", onclick: (e) => cancelRun(run, e.currentTarget) },
       run.cancel_requested ? "Cancelling…" : "Cancel")
     : null;
   if (action && run.cancel_requested) action.disabled = true;
+  const box = el("input", { type: "checkbox", "data-select": run.id, "aria-label": `Select run ${run.id} to compare`, checked: selected.has(run.id),
+    onchange: (e) => { if (e.currentTarget.checked) selected.add(run.id); else selected.delete(run.id); renderSelection(); } });
+  const tags = (run.tags || []).length ? el("div", { class: "tag-list" }, run.tags.map((t) => el("span", { class: "tag" }, t))) : null;
   return el("tr", { "data-run-id": run.id, "data-status": run.status },
+    el("td", { class: "col-select" }, box),
     el("td", { class: "num" }, el("a", { href }, `#${run.id}`)),
-    el("td", { class: "name-cell" }, el("a", { href }, run.name || `Run ${run.id}`)),
+    el("td", { class: "name-cell" }, el("a", { href }, run.name || `Run ${run.id}`), tags),
     el("td", {}, badge(run.status)),
-    el("td", { class: "nowrap" }, methodLabel(method)),
+    el("td", { class: "nowrap" }, methodLabel(run.method)),
     el("td", {}, el("code", {}, run.base_model || "—")),
     el("td", {}, run.dataset_id == null ? "—"
       : el("a", { href: `/datasets/${encodeURIComponent(run.dataset_id)}` }, dsName || `#${run.dataset_id}`)),
     el("td", { class: "col-progress" }, el("div", { class: "progress-cell" },
       progressBar(run.progress, `Run ${run.id} progress`), el("span", { class: "muted small" }, fmtPercent(run.progress, 0)))),
+    el("td", { class: "num nowrap" }, bestEval(run)),
     el("td", { class: "nowrap" }, fmtDate(run.created_at)),
     el("td", { class: "num nowrap" }, fmtDuration(runDuration(run))),
     el("td", { class: "actions" }, action),
@@ -84,13 +170,15 @@ async function refresh() {
   clearTimeout(timer);
   if (inflight) inflight.abort();
   inflight = new AbortController();
-  const qs = filterQuery();
+  const qs = query();
   try {
-    const data = await api(`/api/runs${qs ? `?${qs}` : ""}`, { signal: inflight.signal });
-    const runs = Array.isArray(data) ? data : (data.items || []);
-    await ensureDatasetNames(runs);
+    const runs = await api(`/api/runs${qs ? `?${qs}` : ""}`, { signal: inflight.signal });
+    rememberTags(runs);
+    shownIds = runs.map((r) => r.id);
+    const filtered = Object.values(filters).some((input) => input.value.trim());
     body.replaceChildren(...(runs.length ? runs.map(runRow)
-      : [emptyRow(10, qs ? "No runs match these filters." : "No runs yet. Start one with “New run”.")]));
+      : [emptyRow(COLUMNS, filtered ? "No runs match these filters." : "No runs yet. Start one with “New run”.")]));
+    renderSelection();
     if (errorBox.textContent.startsWith("Lost contact")) showAlert(errorBox, "");
     $("#live-indicator").classList.remove("stale");
   } catch (err) {
@@ -108,4 +196,4 @@ function schedule() {
 }
 document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
 
-refresh();
+loadChoices().then(refresh);

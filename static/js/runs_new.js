@@ -155,13 +155,14 @@ function buildMethod() {
 // ---- AdapterFusion: pick succeeded Adapter runs on the chosen base model and task ----------
 
 let fusionKey = null;
+let clonedFusionIds = []; // a cloned AdapterFusion run's adapters, ticked once the list loads
 
 async function loadFusionRuns() {
   const key = `${modelSelect.value}|${taskSelect.value}`;
   if (key === fusionKey) return;
   fusionKey = key;
   const box = $("#fusion-runs");
-  const checked = new Set($$("input:checked", box).map((i) => i.value));
+  const checked = new Set([...$$("input:checked", box).map((i) => i.value), ...clonedFusionIds]);
   try {
     const runs = (await api("/api/runs?status=succeeded&method=adapter"))
       .filter((r) => r.base_model === modelSelect.value && r.task === taskSelect.value);
@@ -331,5 +332,56 @@ form.addEventListener("submit", async (e) => {
   submit.textContent = "Launch run";
 });
 
+// ---- clone: /runs/new?clone=ID prefills every field from that run's config -------------------
+
+function setValue(input, value) {
+  if (!input) return;
+  if (input.type === "checkbox") input.checked = Boolean(value);
+  else input.value = value == null ? "" : (Array.isArray(value) ? value.join(", ") : String(value));
+}
+
+async function prefillFrom(runId) {
+  let run;
+  try {
+    run = await api(`/api/runs/${encodeURIComponent(runId)}`);
+  } catch (err) {
+    showSummary([`Could not load run #${runId} to clone: ${err.message}`]);
+    return;
+  }
+  const cfg = run.config || {};
+  $(".page-head p.muted").textContent = `Prefilled from run #${run.id} (${run.name}). Change what you want to try differently.`;
+  $("#run-name").value = `${run.name} (clone)`.slice(0, 200);
+  if (datasets.has(cfg.dataset_id)) datasetSelect.value = String(cfg.dataset_id);
+  else showSummary([`The dataset of run #${run.id} is gone or not yours to use: choose another.`]);
+  evalSelect.value = cfg.eval_dataset_id != null && datasets.has(cfg.eval_dataset_id) ? String(cfg.eval_dataset_id) : "";
+  setValue($("#run-eval-fraction"), cfg.eval_fraction ?? 0.1);
+  if (models.has(String(cfg.base_model))) modelSelect.value = String(cfg.base_model);
+  taskSelect.value = cfg.task || "classification";
+  const columns = cfg.columns || {};
+  $(`input[name=lm-mode][value="${columns.prompt ? "pair" : "text"}"]`).checked = true;
+  const method = cfg.method || { type: "lora" };
+  clonedFusionIds = (method.adapter_run_ids || []).map(String);
+  const radio = $(`input[name=method][value="${CSS.escape(method.type)}"]`);
+  if (radio) radio.checked = true;
+  fillColumnSelects();
+  describeModel();
+  syncVisibility(); // shows the fields of this task and method before they are filled
+  for (const select of $$("#column-fields select")) {
+    if (visible(select) && columns[select.dataset.column] != null) select.value = columns[select.dataset.column];
+  }
+  const group = $(`.method-fields[data-method="${CSS.escape(method.type)}"]`);
+  for (const input of group ? $$("[data-loc^='method.']", group) : []) {
+    const key = input.dataset.loc.slice("method.".length);
+    if (key in method) setValue(input, method[key]);
+  }
+  for (const input of $$("[data-loc^='training.']")) {
+    const key = input.dataset.loc.slice("training.".length);
+    if (key in (cfg.training || {})) setValue(input, cfg.training[key]);
+  }
+  syncVisibility(); // prompt init = text shows its field now
+  scheduleEstimate();
+}
+
 syncVisibility();
-loadChoices();
+const cloneId = new URLSearchParams(window.location.search).get("clone");
+loadChoices().then(() => (cloneId ? prefillFrom(cloneId) : null));

@@ -1,40 +1,9 @@
 // The run page's "Try it" panel: POST /api/runs/{id}/predict and show the answers side by side
-// (classification: class probabilities as bars; causal LM: the generated text).
-// Inputs and outputs are user text: everything goes through el()/textContent.
-import { $, api, el, fmtPercent, showAlert } from "./common.js";
+// (rendered by answers.js, shared with the playground).
+import { renderAnswers } from "./answers.js";
+import { $, api, showAlert } from "./common.js";
 
 const MAX_INPUTS = 64;
-
-function probabilityBars(output) {
-  const entries = Object.entries(output.probs || {}).sort((a, b) => b[1] - a[1]);
-  return el("div", { class: "prob-list" }, entries.map(([label, p]) => {
-    const fill = el("span", { class: "prob-fill" });
-    fill.style.width = `${Math.max(0, Math.min(1, p)) * 100}%`;
-    return el("div", { class: `prob-row${label === output.label ? " prob-top" : ""}`, "data-label": label, "data-prob": p },
-      el("span", { class: "prob-label" }, label),
-      el("span", { class: "prob-bar", role: "img", "aria-label": `${label}: ${fmtPercent(p, 1)}` }, fill),
-      el("span", { class: "prob-value" }, fmtPercent(p, 1)));
-  }));
-}
-
-function answerView(output, task) {
-  if (task === "classification") return probabilityBars(output);
-  return el("pre", { class: "generated" }, output.text || "(nothing generated)");
-}
-
-function renderResults(box, inputs, data, task) {
-  box.replaceChildren(...inputs.map((input, i) => {
-    const columns = [el("div", { class: "try-answer", "data-model": "run" },
-      el("h3", {}, "This run"), answerView(data.outputs[i], task))];
-    if (data.base_outputs) {
-      columns.push(el("div", { class: "try-answer", "data-model": "base" },
-        el("h3", {}, "Base model"), answerView(data.base_outputs[i], task)));
-    }
-    return el("article", { class: "try-result" },
-      el("p", { class: "try-input" }, input),
-      el("div", { class: `try-answers${columns.length > 1 ? " try-compare" : ""}` }, columns));
-  }));
-}
 
 export function setupTryIt(run) {
   const panel = $("#try-it");
@@ -63,7 +32,7 @@ export function setupTryIt(run) {
     submit.textContent = "Predicting…";
     try {
       const data = await api(`/api/runs/${encodeURIComponent(run.id)}/predict`, { method: "POST", json: body });
-      renderResults(results, inputs, data, run.task);
+      renderAnswers(results, inputs, data, run.task);
     } catch (err) {
       showAlert(error, err.message);
     }

@@ -3,7 +3,6 @@ import pytest
 
 from app.db import session_scope
 from app.runs import lifecycle
-from app.runs.models import Run
 
 
 @pytest.fixture

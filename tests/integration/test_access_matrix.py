@@ -32,7 +32,8 @@ def world(app, worker_process, tiny_bert_source, admin_account):
     project = alice.post("/api/projects", json={"name": "matrix project"}).json()
     make_account("carol")  # someone Alice can share with
     yield {"alice": alice, "bob": bob, "anon": clients[None], "admin": admin_account, "model": model,
-           "dataset": ds, "spare": spare, "run": done, "body": body, "token": token, "project": project}
+           "dataset": ds, "spare": spare, "run": done, "body": body, "token": token, "project": project,
+           "experiment": _sql_experiment(ds["id"])}
     for c in clients.values():
         c.close()
 
@@ -54,8 +55,10 @@ def _table(w: dict) -> dict:
         ("GET", "/api/runs"): dict(url="/api/runs", bob="own"),
         ("POST", "/api/runs"): dict(url="/api/runs", json=w["body"], bob=422, cancel_after=True),  # her dataset is not his
         ("GET", "/api/runs/{run_id}"): dict(url=f"/api/runs/{run}", bob=404),
-        ("DELETE", "/api/runs/{run_id}"): dict(url="/api/runs/{fresh}", bob=404, fresh=True, last=True),
-        ("POST", "/api/runs/{run_id}/cancel"): dict(url="/api/runs/{fresh}/cancel", bob=404, fresh=True),
+        ("PATCH", "/api/runs/{run_id}"): dict(url=f"/api/runs/{run}", json={"tags": ["matrix"], "notes": "checked"}, bob=404),
+        ("GET", "/api/compare"): dict(url=f"/api/compare?runs={run}", bob=404),
+        ("DELETE", "/api/runs/{run_id}"): dict(url="/api/runs/{fresh}", bob=404, fresh="cancelled", last=True),
+        ("POST", "/api/runs/{run_id}/cancel"): dict(url="/api/runs/{fresh}/cancel", bob=404, fresh="queued"),
         ("GET", "/api/runs/{run_id}/metrics"): dict(url=f"/api/runs/{run}/metrics", bob=404),
         ("GET", "/api/runs/{run_id}/events"): dict(url=f"/api/runs/{run}/events", bob=404),
         ("GET", "/api/runs/{run_id}/artifacts"): dict(url=f"/api/runs/{run}/artifacts", bob=404),
@@ -81,6 +84,17 @@ def _table(w: dict) -> dict:
                                                              json={"username": "carol"}, bob=404),
         ("DELETE", "/api/projects/{project_id}/members/{user_id}"): dict(
             url=f"/api/projects/{w['project']['id']}/members/{{member}}", bob=404, member=True, last=True),
+        ("GET", "/api/experiments"): dict(url="/api/experiments", bob="own"),
+        ("POST", "/api/experiments"): dict(url="/api/experiments", bob=422, cleanup=_cancel_experiment_runs, json={
+            "kind": "methods", "name": "matrix", "dataset_id": ds, "base_model": w["body"]["base_model"],
+            "eval_fraction": 0.25, "columns": w["body"]["columns"], "methods": ["lora"], "training": w["body"]["training"]}),
+        ("GET", "/api/experiments/{experiment_id}"): dict(url=f"/api/experiments/{w['experiment']}", bob=404),
+        ("DELETE", "/api/experiments/{experiment_id}"): dict(url="/api/experiments/{fresh}", bob=404,
+                                                             fresh=lambda w: _sql_experiment(w["dataset"]["id"])),
+        ("POST", "/api/runs/{run_id}/move"): dict(url="/api/runs/{fresh}/move", json={"position": "top"}, bob=404,
+                                                  fresh=_unsent_queued_run, cleanup=lambda w, res: w["alice"].post(
+                                                      f"/api/runs/{res.json()['id']}/cancel")),
+        ("GET", "/api/samples"): dict(url=f"/api/samples?runs={run}", bob=404),
     }
 
 
@@ -88,10 +102,58 @@ def _call(client, method, spec, url):
     return client.request(method, url, json=spec.get("json"), files=spec.get("files"))
 
 
-def _fresh_run(w) -> int:
-    """A queued run of Alice's to cancel or delete (cancelled at once: the worker never trains it)."""
-    run = w["alice"].post("/api/runs", json={**w["body"], "training": {**w["body"]["training"], "max_steps": 1}}).json()
-    return run["id"]
+def _sql_experiment(dataset_id: int) -> int:
+    """An experiment of Alice's whose one run is already cancelled (written to SQL: no worker takes it)."""
+    from app.datasets.models import Dataset
+    from app.db import session_scope
+    from app.experiments.models import Experiment
+    from app.runs.models import Run
+
+    with session_scope() as s:
+        project = s.get(Dataset, dataset_id).project_id
+        experiment = Experiment(name="matrix experiment", kind="methods", spec={}, project_id=project)
+        s.add(experiment)
+        s.flush()
+        s.add(Run(name="matrix experiment · lora", status="cancelled", config={}, summary={}, dataset_id=dataset_id,
+                  base_model="minilm-l6", method="lora", task="classification", project_id=project,
+                  experiment_id=experiment.id))
+        return experiment.id
+
+
+def _unsent_queued_run(w) -> int:
+    """A queued run of Alice's never sent to the broker, so the worker cannot start it while it is moved."""
+    from app.db import session_scope
+    from app.runs.models import Run
+
+    with session_scope() as s:
+        run = Run(name="matrix queued", status="queued", config={}, summary={}, dataset_id=w["dataset"]["id"],
+                  base_model="minilm-l6", method="lora", task="classification",
+                  project_id=s.get(Run, w["run"]["id"]).project_id)
+        s.add(run)
+        s.flush()
+        return run.id
+
+
+def _cancel_experiment_runs(w, res) -> None:
+    for run in res.json()["runs"]:
+        w["alice"].post(f"/api/runs/{run['id']}/cancel")
+
+
+def _fresh_run(w, status: str) -> int:
+    """A run of Alice's to cancel (queued: cancelling answers 200 whether or not a worker took it)
+    or to delete (cancelled: no worker can take it). Written straight to the database."""
+    from app.db import session_scope
+    from app.runs.models import Run
+
+    with session_scope() as s:
+        template = s.get(Run, w["run"]["id"])
+        run = Run(name="fresh", config=template.config, summary={}, dataset_id=template.dataset_id,
+                  base_model=template.base_model, method=template.method, task=template.task,
+                  project_id=template.project_id, owner_id=template.owner_id, status=status)
+        s.add(run)
+        s.flush()
+        run_id = run.id
+    return run_id
 
 
 def test_every_route_is_covered(app, world):
@@ -114,7 +176,8 @@ def test_another_user_gets_404_or_403_and_the_owner_succeeds(app, world):
     for (method, path), spec in order:
         url = spec["url"]
         if spec.get("fresh"):
-            url = url.replace("{fresh}", str(_fresh_run(world)))
+            fresh = spec["fresh"](world) if callable(spec["fresh"]) else _fresh_run(world, spec["fresh"])
+            url = url.replace("{fresh}", str(fresh))
         if spec.get("member"):
             make_account("dan")
             member = alice.post(f"/api/projects/{world['project']['id']}/members", json={"username": "dan"})
@@ -135,14 +198,19 @@ def test_another_user_gets_404_or_403_and_the_owner_succeeds(app, world):
         assert 200 <= res.status_code < 300, (method, path, res.status_code, res.text)
         if spec.get("cancel_after"):
             alice.post(f"/api/runs/{res.json()['id']}/cancel")
+        if spec.get("cleanup"):
+            spec["cleanup"](world, res)
 
 
 def test_pages_redirect_anonymous_users_and_hide_other_users_objects(world):
     run, ds = world["run"]["id"], world["dataset"]["id"]
-    pages = ["/runs", "/runs/new", f"/runs/{run}", "/datasets", f"/datasets/{ds}", "/models", "/settings"]
+    experiment = world["experiment"]
+    pages = ["/runs", "/runs/new", f"/runs/{run}", "/datasets", f"/datasets/{ds}", "/models", "/settings",
+             "/experiments", f"/experiments/{experiment}", "/playground", f"/playground?run={run}", f"/samples?runs={run}",
+             f"/compare?runs={run}", f"/runs/new?clone={run}"]
     for page in pages:
         res = world["anon"].get(page, follow_redirects=False)
         assert res.status_code == 303 and res.headers["location"].startswith("/login?next="), page
         assert world["alice"].get(page).status_code == 200, page
-    for page in (f"/runs/{run}", f"/datasets/{ds}"):
+    for page in (f"/runs/{run}", f"/datasets/{ds}", f"/experiments/{experiment}"):
         assert world["bob"].get(page).status_code == 404, page

@@ -3,37 +3,29 @@ import time
 
 import pytest
 
-from app.db import session_scope
-from app.queue import TRAIN_TASK, get_celery, send_train
-from app.runs import lifecycle
-from app.runs.models import Run
-from app.runs.schemas import RunCreate
-from tests.conftest import wait_for_status
-from tests.integration.test_end_to_end import sentiment_csv, tiny_model_id  # noqa: F401 (fixture)
+from app.queue import TRAIN_TASK, get_celery, sign
 
 pytestmark = pytest.mark.integration
 
 
-def test_an_unsigned_or_forged_message_is_refused(client, worker_process, tiny_model_id, settings):  # noqa: F811
-    ds = client.post("/api/datasets", files={"file": ("signed.csv", sentiment_csv(32, seed=9))}).json()
-    config = RunCreate.model_validate({
-        "dataset_id": ds["id"], "base_model": tiny_model_id, "eval_fraction": 0.25,
-        "columns": {"text": "review", "label": "sentiment"}, "method": {"type": "lora"},
-        "training": {"max_steps": 2, "batch_size": 8, "eval_every": 2}})
-    # A queued run the server never sent (enqueued now, so its reaper leaves it alone meanwhile).
-    with session_scope() as s:
-        run = Run(name="signed only", config=config.model_dump(mode="json"), summary={}, dataset_id=ds["id"],
-                  base_model=tiny_model_id, method="lora", task="classification", project_id=ds.get("project_id"))
-        s.add(run)
-        s.flush()
-        run_id = run.id
-    with session_scope() as s:
-        lifecycle.mark_enqueued(s, run_id)
+def _wait_for_log(proc, text: str, timeout: float = 30) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if text in proc.log_path.read_text(errors="replace"):
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def test_unsigned_and_forged_messages_are_refused(worker_process, settings):
     celery = get_celery()
-    celery.send_task(TRAIN_TASK, args=[run_id], queue=settings.train_queue)  # no signature
-    celery.send_task(TRAIN_TASK, args=[run_id], queue=settings.train_queue, headers={"peftlab_signature": "0" * 64})
-    time.sleep(6)
-    assert client.get(f"/api/runs/{run_id}").json()["status"] == "queued"
-    send_train(run_id)  # the server's signed message: now it runs
-    done = wait_for_status(lambda: client.get(f"/api/runs/{run_id}").json(), ("succeeded", "failed"))
-    assert done["status"] == "succeeded", done["error"]
+    # Run ids no run has: a worker that accepted the message would only log "not queued".
+    celery.send_task(TRAIN_TASK, args=[900_000_001], queue=settings.train_queue)
+    celery.send_task(TRAIN_TASK, args=[900_000_002], queue=settings.train_queue,
+                     headers={"peftlab_signature": sign(TRAIN_TASK, [900_000_003])})  # signed for another run
+    assert _wait_for_log(worker_process, "refusing peftlab.train_run(900000001,)")
+    assert _wait_for_log(worker_process, "refusing peftlab.train_run(900000002,)")
+    celery.send_task(TRAIN_TASK, args=[900_000_004], queue=settings.train_queue,
+                     headers={"peftlab_signature": sign(TRAIN_TASK, [900_000_004])})
+    assert _wait_for_log(worker_process, "900000004")
+    assert "refusing peftlab.train_run(900000004,)" not in worker_process.log_path.read_text(errors="replace")

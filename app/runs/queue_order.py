@@ -1,0 +1,44 @@
+"""The order queued runs start in, and moving a run within it.
+
+There is one queue, shared by every project (workers serve them all). Positions count from 1 (the
+run a free worker takes next). Moving a run renumbers the queued runs' priorities 1..N in the new
+order; runs queued later keep a NULL priority, which sorts as their id, i.e. after all of them
+(an id is always larger than the number of runs queued before it).
+"""
+from typing import Literal
+
+from sqlalchemy import case, select, update
+from sqlalchemy.orm import Session
+
+from app.runs.lifecycle import QUEUE_ORDER
+from app.runs.models import Run
+
+Position = Literal["top", "bottom", "up", "down"]
+
+
+def queued_ids(session: Session) -> list[int]:
+    """Every queued run's id, in the order they will start."""
+    return list(session.scalars(select(Run.id).where(Run.status == "queued").order_by(*QUEUE_ORDER)))
+
+
+def positions(session: Session) -> dict[int, int]:
+    """run id → 1-based place in the queue, for every queued run."""
+    return {run_id: i for i, run_id in enumerate(queued_ids(session), start=1)}
+
+
+def move(session: Session, run_id: int, position: Position) -> int | None:
+    """Move a queued run to the top or bottom, or one place up or down. Returns its new position,
+    or None when the run is not queued (it started, ended or is gone)."""
+    order = queued_ids(session)
+    if run_id not in order:
+        return None
+    i = order.index(run_id)
+    order.pop(i)
+    target = {"top": 0, "bottom": len(order), "up": max(0, i - 1), "down": min(len(order), i + 1)}[position]
+    order.insert(target, run_id)
+    rank = {rid: n for n, rid in enumerate(order, start=1)}
+    # One statement; runs that started meanwhile are left alone (their place no longer matters).
+    session.execute(update(Run).where(Run.id.in_(order), Run.status == "queued")
+                    .values(priority=case(rank, value=Run.id)))
+    session.commit()
+    return target + 1

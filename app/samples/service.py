@@ -1,0 +1,114 @@
+"""Per-sample comparison of classification runs on one eval set, from each run's stored predictions
+(the `predictions` artifact: one JSON line per eval row with the row index, true and predicted label)."""
+from itertools import islice
+
+from sqlalchemy.orm import Session
+
+from app.artifacts import service as artifacts_service
+from app.config import Settings
+from app.datasets.models import Dataset
+from app.datasets.reader import iter_rows
+from app.datasets.service import dataset_file
+from app.runs.models import Run
+
+FILTERS = ("all", "disagree", "all_wrong")
+MAX_RUNS = 20
+
+
+class NotComparable(ValueError):
+    """The runs cannot be shown row by row (wrong task, no predictions, different eval sets): a 422."""
+
+
+def eval_set(run: Run) -> tuple:
+    """What decides a run's eval rows: a separate eval dataset, or the dataset's held-out split
+    (split_indices in workers/training/data.py depends on the dataset, eval_fraction and seed only)."""
+    if run.eval_dataset_id is not None:
+        return ("dataset", run.eval_dataset_id)
+    config = run.config or {}
+    return ("split", run.dataset_id, config.get("eval_fraction"), (config.get("training") or {}).get("seed"))
+
+
+def describe(key: tuple) -> str:
+    if key[0] == "dataset":
+        return f"eval dataset #{key[1]}"
+    return f"the held-out {key[2]} of dataset #{key[1]} (seed {key[3]})"
+
+
+def check_comparable(runs: list[Run]) -> None:
+    for run in runs:
+        if run.task != "classification":
+            raise NotComparable(f"Run {run.id} is a {run.task} run; the per-sample view compares classification runs.")
+    keys = {run.id: eval_set(run) for run in runs}
+    if len(set(keys.values())) > 1:
+        listed = "; ".join(f"run {i}: {describe(k)}" for i, k in keys.items())
+        raise NotComparable("These runs were evaluated on different rows, so their predictions cannot be lined up "
+                            f"(same dataset, eval_fraction and seed, or the same eval dataset, needed): {listed}.")
+
+
+def predictions(session: Session, settings: Settings, run: Run) -> dict[int, dict]:
+    """row index → {label, prediction, probs} from the run's final evaluation."""
+    artifact = artifacts_service.get(session, run_id=run.id, kind="predictions")
+    if artifact is None:
+        raise NotComparable(f"Run {run.id} has no stored predictions (status: {run.status}); only finished "
+                            "classification runs with an eval set have them.")
+    path = artifacts_service.absolute_path(settings, artifact)
+    if not path.exists():
+        raise NotComparable(f"The predictions of run {run.id} are missing from artifact storage.")
+    return {int(p["row"]): p for p in artifacts_service.read_jsonl(path)}
+
+
+def read_rows(settings: Settings, dataset: Dataset | None, wanted: set[int]) -> dict[int, dict]:
+    """Only the rows asked for, reading the file no further than the last of them."""
+    if dataset is None or not wanted:
+        return {}
+    last = max(wanted)
+    rows = iter_rows(dataset_file(settings, dataset), dataset.format, dataset.has_header)
+    return {i: row for i, row in enumerate(islice(rows, last + 1)) if i in wanted}
+
+
+def _keep(preds: list[dict | None], label: str, kind: str) -> bool:
+    made = [p["prediction"] for p in preds if p is not None]
+    if kind == "disagree":
+        return len(set(made)) > 1
+    if kind == "all_wrong":
+        return bool(made) and all(m != label for m in made)
+    return True
+
+
+def _text(row: dict | None, column: str | None) -> str | None:
+    if row is None or not column or row.get(column) is None:
+        return None
+    return str(row[column])
+
+
+def compare(session: Session, settings: Settings, runs: list[Run], *, kind: str, offset: int, limit: int) -> dict:
+    check_comparable(runs)
+    per_run = [predictions(session, settings, run) for run in runs]
+    all_rows = sorted(set().union(*per_run))
+    lined_up = []
+    for index in all_rows:
+        preds = [p.get(index) for p in per_run]
+        label = next(p["label"] for p in preds if p is not None)
+        lined_up.append((index, label, preds))
+    counts = {k: sum(_keep(preds, label, k) for _, label, preds in lined_up) for k in FILTERS}
+    chosen = [entry for entry in lined_up if _keep(entry[2], entry[1], kind)]
+    page = chosen[offset:offset + limit]
+
+    first = runs[0]
+    source = session.get(Dataset, first.eval_dataset_id or first.dataset_id)
+    columns = (first.config or {}).get("columns") or {}
+    texts = read_rows(settings, source, {index for index, _, _ in page})
+    return {
+        "runs": [{"id": run.id, "name": run.name, "method": run.method,
+                  "accuracy": (sum(p["prediction"] == p["label"] for p in preds.values()) / len(preds)) if preds else None}
+                 for run, preds in zip(runs, per_run)],
+        "eval_set": describe(eval_set(first)),
+        "counts": counts, "total": len(chosen), "offset": offset, "limit": limit,
+        "rows": [{"row": index, "label": label,
+                  "text": _text(texts.get(index), columns.get("text")),
+                  "text_pair": _text(texts.get(index), columns.get("text_pair")),
+                  "predictions": [None if p is None else {
+                      "prediction": p["prediction"], "correct": p["prediction"] == p["label"],
+                      "confidence": max(p["probs"]) if p.get("probs") else None} for p in preds]}
+                 for index, label, preds in page],
+    }

@@ -1,0 +1,48 @@
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+
+from app.auth.deps import Visible
+from app.config import Settings, get_settings
+from app.runs.views import DB, run_or_404
+from app.samples import service
+from app.samples.schemas import SamplesOut
+from app.templating import render
+
+router = APIRouter(prefix="/api/samples", tags=["samples"])
+pages = APIRouter(include_in_schema=False)
+
+
+def parse_run_ids(runs: str) -> list[int]:
+    try:
+        ids = [int(part) for part in runs.split(",") if part.strip()]
+    except ValueError:
+        raise HTTPException(422, "runs must be run ids separated by commas, e.g. runs=3,4,7.") from None
+    if not ids or len(ids) > service.MAX_RUNS:
+        raise HTTPException(422, f"Give 1 to {service.MAX_RUNS} run ids.")
+    if len(set(ids)) != len(ids):
+        raise HTTPException(422, "runs must not repeat a run.")
+    return ids
+
+
+@router.get("", response_model=SamplesOut,
+            responses={422: {"description": "not classification runs with predictions on one eval set"}})
+async def samples(session: DB, visible: Visible, settings: Annotated[Settings, Depends(get_settings)],
+                  runs: str = Query(max_length=400, description="Run ids separated by commas."),
+                  filter: Literal["all", "disagree", "all_wrong"] = "all",
+                  offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)):
+    """Each eval row of classification runs evaluated on the same rows (same dataset, eval_fraction and
+    seed, or the same eval dataset): its text, true label and every run's prediction. `filter`:
+    `disagree` keeps rows where the runs predict different labels, `all_wrong` rows every run got wrong."""
+    chosen = [run_or_404(run_id, session, visible) for run_id in parse_run_ids(runs)]
+    try:
+        return await run_in_threadpool(service.compare, session, settings, chosen, kind=filter, offset=offset,
+                                       limit=limit)
+    except service.NotComparable as e:
+        raise HTTPException(422, str(e)) from None
+
+
+@pages.get("/samples")
+def samples_page(request: Request):
+    return render(request, "samples/view.html", "Per-sample predictions")

@@ -1,0 +1,297 @@
+// A comparison of runs, embeddable in any page: renderComparison(container, runIds, options).
+// Overlaid curves per metric (x by step, epoch or wall time), an efficiency chart (best eval metric
+// against trainable parameters, log scale), a summary table and a config diff, all from one
+// GET /api/compare. Needs uPlot (global `uPlot`, /vendor/uplot/uPlot.iife.min.js + uPlot.min.css)
+// and /static/css/compare.css on the page. While a run is queued or running it polls and redraws.
+//
+// Observable state (tests, benchmarks): container.dataset.chartsReady = "1" once every chart is
+// drawn; each chart element carries data-series-count and data-points.
+import {
+  api, el, fmtBytes, fmtCount, fmtDuration, fmtInt, fmtNumber, fmtPercent, methodLabel, parseTime, TERMINAL,
+} from "./common.js";
+
+export const METRICS = [
+  { name: "train/loss", title: "Train loss" },
+  { name: "eval/loss", title: "Eval loss" },
+  { name: "eval/accuracy", title: "Eval accuracy" },
+  { name: "eval/f1", title: "Eval F1" },
+  { name: "eval/perplexity", title: "Eval perplexity" },
+];
+const X_AXES = [["step", "Step"], ["epoch", "Epoch"], ["time", "Wall time"]];
+const POLL_MS = 3000;
+const HEIGHT = 260;
+
+// A run's colour follows its id (golden-angle hues), so it is the same on every chart, table and page.
+export function runColor(id) {
+  return `hsl(${Math.round((Number(id) * 137.508) % 360)} 68% 42%)`;
+}
+
+function swatch(id) {
+  const dot = el("span", { class: "run-swatch", "aria-hidden": "true" });
+  dot.style.background = runColor(id);
+  return dot;
+}
+
+function runLabel(run) {
+  return el("span", { class: "run-label" }, swatch(run.id),
+    el("a", { href: `/runs/${encodeURIComponent(run.id)}` }, run.name || `Run ${run.id}`));
+}
+
+// uPlot wants one shared x array: the union of every run's x values, nulls where a run has no point.
+function aligned(seriesByRun) {
+  const xs = new Set();
+  for (const pts of seriesByRun) for (const [x] of pts) xs.add(x);
+  const xArr = Float64Array.from(xs).sort();
+  const index = new Map(Array.from(xArr, (x, i) => [x, i]));
+  return [xArr, ...seriesByRun.map((pts) => {
+    const ys = new Array(xArr.length).fill(null);
+    for (const [x, y] of pts) ys[index.get(x)] = y;
+    return ys;
+  })];
+}
+
+// Hovering reads each run's nearest real point, not the gap another run's x left in its column.
+function nearestPoint(u, seriesIdx, hoveredIdx) {
+  const ys = u.data[seriesIdx];
+  if (hoveredIdx == null || ys[hoveredIdx] != null) return hoveredIdx;
+  for (let d = 1; d < ys.length; d++) {
+    if (hoveredIdx - d >= 0 && ys[hoveredIdx - d] != null) return hoveredIdx - d;
+    if (hoveredIdx + d < ys.length && ys[hoveredIdx + d] != null) return hoveredIdx + d;
+  }
+  return hoveredIdx;
+}
+
+function xFormat(axis) {
+  return axis === "time" ? (v) => fmtDuration(v) : (v) => fmtNumber(v);
+}
+
+function chartWidth(node) {
+  return Math.max(260, node.clientWidth || 560);
+}
+
+function lineChart(node, runs, data, axis) {
+  const fx = xFormat(axis);
+  return new window.uPlot({
+    width: chartWidth(node),
+    height: HEIGHT,
+    scales: { x: { time: false } },
+    cursor: { drag: { x: true, y: false }, dataIdx: (u, s, i) => nearestPoint(u, s, i) },
+    axes: [{ label: X_AXES.find(([k]) => k === axis)[1].toLowerCase(), values: (u, splits) => splits.map(fx) },
+      { size: 60, values: (u, splits) => splits.map((v) => fmtNumber(v)) }],
+    series: [{ label: axis, value: (u, v) => (v == null ? "—" : fx(v)) },
+      ...runs.map((r) => ({ label: r.name || `Run ${r.id}`, stroke: runColor(r.id), width: 1.5, spanGaps: true,
+        value: (u, v) => (v == null ? "—" : fmtNumber(v)) }))],
+  }, data, node);
+}
+
+// The efficiency picture: what each run bought with how many trainable parameters.
+function headline(runs) {
+  const has = (key) => runs.some((r) => ((r.summary || {}).eval || {})[key] != null);
+  if (has("accuracy")) return { key: "accuracy", label: "best eval accuracy" };
+  if (has("perplexity")) return { key: "perplexity", label: "eval perplexity (lower is better)" };
+  if (has("f1")) return { key: "f1", label: "best eval F1" };
+  return null;
+}
+
+function efficiencyPoints(runs, metric) {
+  return runs.map((r) => ({ run: r, x: (r.summary || {}).trainable_params, y: ((r.summary || {}).eval || {})[metric.key] }))
+    .filter((p) => p.x > 0 && p.y != null);
+}
+
+function labelPlugin(points) {
+  // Run names drawn on the canvas next to their points: canvas text is never parsed as HTML.
+  return {
+    hooks: {
+      draw: (u) => {
+        const { ctx } = u;
+        ctx.save();
+        ctx.font = `${Math.round(12 * devicePixelRatio)}px system-ui, sans-serif`;
+        ctx.textBaseline = "middle";
+        for (const p of points) {
+          ctx.fillStyle = runColor(p.run.id);
+          const x = u.valToPos(p.x, "x", true) + 8 * devicePixelRatio;
+          const y = u.valToPos(p.y, "y", true);
+          ctx.fillText(p.run.name || `Run ${p.run.id}`, x, y);
+        }
+        ctx.restore();
+      },
+    },
+  };
+}
+
+function efficiencyChart(node, points, metric) {
+  const xs = Array.from(new Set(points.map((p) => p.x))).sort((a, b) => a - b);
+  const data = [xs, ...points.map((p) => xs.map((x) => (x === p.x ? p.y : null)))];
+  return new window.uPlot({
+    width: chartWidth(node),
+    height: HEIGHT + 40,
+    // Room around the points (a decade each side, a tenth of the spread above and below) for their labels.
+    scales: {
+      x: { time: false, distr: 3, range: (u, lo, hi) => [10 ** Math.floor(Math.log10(lo) - 0.5), 10 ** Math.ceil(Math.log10(hi) + 0.5)] },
+      y: { range: (u, lo, hi) => { const pad = Math.max((hi - lo) * 0.15, Math.abs(hi) * 0.02, 1e-3); return [lo - pad, hi + pad]; } },
+    },
+    cursor: { drag: { x: false, y: false }, dataIdx: (u, s, i) => nearestPoint(u, s, i) },
+    axes: [{ label: "trainable parameters (log scale)", values: (u, splits) => splits.map((v) => (v == null ? "" : fmtCount(v))) },
+      { label: metric.label, size: 60, values: (u, splits) => splits.map((v) => fmtNumber(v)) }],
+    series: [{ label: "trainable", value: (u, v) => (v == null ? "—" : fmtInt(v)) },
+      ...points.map((p) => ({ label: p.run.name || `Run ${p.run.id}`, stroke: runColor(p.run.id), fill: runColor(p.run.id),
+        paths: () => null, points: { show: true, size: 11, width: 2 }, value: (u, v) => (v == null ? "—" : fmtNumber(v)) }))],
+    plugins: [labelPlugin(points)],
+  }, data, node);
+}
+
+// ---- tables ---------------------------------------------------------------------------------
+
+function wallTime(run) {
+  const start = parseTime(run.started_at);
+  if (!start) return null;
+  return ((parseTime(run.finished_at) || new Date()) - start) / 1000;
+}
+
+const SUMMARY_COLUMNS = [
+  ["Method", (r) => methodLabel(r.method)],
+  ["Trainable params", (r, s) => (s.trainable_params == null ? "—"
+    : `${fmtCount(s.trainable_params)}${s.total_params ? ` (${fmtPercent(s.trainable_params / s.total_params, 2)})` : ""}`)],
+  ["Accuracy", (r, s) => fmtNumber((s.eval || {}).accuracy, 4)],
+  ["F1", (r, s) => fmtNumber((s.eval || {}).f1, 4)],
+  ["Eval loss", (r, s) => fmtNumber((s.eval || {}).loss, 4)],
+  ["Perplexity", (r, s) => fmtNumber((s.eval || {}).perplexity, 4)],
+  ["Adapter size", (r, s) => fmtBytes(s.adapter_bytes)],
+  ["Peak memory", (r, s) => fmtBytes(s.peak_memory_bytes)],
+  ["Samples/s", (r, s) => fmtNumber(s.train_samples_per_s, 4)],
+  ["Tokens/s", (r, s) => fmtNumber(s.train_tokens_per_s, 4)],
+  ["Wall time", (r) => fmtDuration(wallTime(r))],
+];
+const ALWAYS_SHOWN = new Set(["Method", "Trainable params"]);
+
+function summaryTable(runs) {
+  // A figure no run has (tokens/s of classification runs, say) gets no column.
+  const columns = SUMMARY_COLUMNS.filter(([title, get]) => ALWAYS_SHOWN.has(title) || runs.some((r) => get(r, r.summary || {}) !== "—"));
+  return el("table", { class: "table compare-summary" },
+    el("thead", {}, el("tr", {}, el("th", {}, "Run"), el("th", {}, "Status"),
+      columns.map(([title]) => el("th", { class: title === "Method" ? "" : "num" }, title)))),
+    el("tbody", {}, runs.map((r) => el("tr", { "data-run-id": r.id }, el("td", {}, runLabel(r)),
+      el("td", {}, el("span", { class: `badge badge-${r.status}` }, r.status)),
+      columns.map(([title, get]) => el("td", { class: title === "Method" ? "nowrap" : "num nowrap" }, get(r, r.summary || {})))))));
+}
+
+function shown(value) {
+  if (value == null) return "—";
+  return typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
+function diffTable(runs, diff) {
+  if (!diff.length) return el("p", { class: "muted" }, "These runs have the same configuration.");
+  return el("table", { class: "table compare-diff" },
+    el("thead", {}, el("tr", {}, el("th", {}, "Setting"), runs.map((r) => el("th", {}, runLabel(r))))),
+    el("tbody", {}, diff.map((row) => el("tr", { "data-key": row.key }, el("th", { scope: "row" }, el("code", {}, row.key)),
+      runs.map((r) => el("td", {}, shown(row.values[String(r.id)])))))));
+}
+
+// ---- the view -------------------------------------------------------------------------------
+
+export function renderComparison(container, runIds, { axis = "step", maxPoints = 1000, poll = true } = {}) {
+  const ids = Array.from(new Set(runIds.map(Number).filter((n) => Number.isInteger(n) && n > 0)));
+  const state = { axis, plots: new Map(), timer: null, abort: null, closed: false, key: "" };
+  const error = el("div", { class: "alert alert-error", role: "alert", hidden: true });
+  const axisSwitch = el("div", { class: "segmented compare-axis", role: "radiogroup", "aria-label": "x axis" },
+    X_AXES.map(([value, label]) => el("label", {}, el("input", {
+      type: "radio", name: `compare-x-${Math.random().toString(36).slice(2)}`, value, checked: value === axis,
+      onchange: () => { state.axis = value; state.key = ""; load(); },
+    }), ` ${label}`)));
+  const charts = el("div", { class: "charts compare-charts" });
+  const efficiency = el("div", { class: "chart compare-efficiency", "data-points": "0" });
+  const summary = el("div", { class: "table-wrap" });
+  const diff = el("div", { class: "table-wrap" });
+  container.replaceChildren(error,
+    el("div", { class: "compare-toolbar" }, el("span", { class: "label" }, "x axis"), axisSwitch,
+      el("span", { class: "live-indicator", hidden: true }, el("span", { class: "dot", "aria-hidden": "true" }), "Live")),
+    charts,
+    el("section", { class: "card" }, el("h2", {}, "Efficiency"), efficiency),
+    el("section", { class: "card" }, el("h2", {}, "Summary"), summary),
+    el("section", { class: "card" }, el("h2", {}, "Configuration differences"), diff));
+  const live = container.querySelector(".live-indicator");
+  const resize = new ResizeObserver(() => {
+    for (const [node, plot] of state.plots) plot.setSize({ width: chartWidth(node), height: plot.height });
+  });
+  resize.observe(container);
+
+  function drawCharts(body) {
+    const runs = body.runs;
+    const present = METRICS.filter((m) => runs.some((r) => (body.series[r.id] || {})[m.name]?.length));
+    // Same runs, metrics and axis: new data goes into the existing plots, keeping the user's zoom.
+    const key = `${state.axis}|${runs.map((r) => r.id)}|${present.map((m) => m.name)}`;
+    if (key !== state.key) {
+      for (const plot of state.plots.values()) plot.destroy();
+      state.plots.clear();
+      charts.replaceChildren(...(present.length ? present.map((m) => el("section", { class: "card chart-card" },
+        el("h2", {}, m.title), el("div", { class: "chart compare-chart", "data-metric": m.name })))
+        : [el("p", { class: "chart-empty" }, "No metrics recorded yet.")]));
+    }
+    for (const m of present) {
+      const node = charts.querySelector(`[data-metric="${CSS.escape(m.name)}"]`);
+      const perRun = runs.map((r) => (body.series[r.id] || {})[m.name] || []);
+      const data = aligned(perRun);
+      if (state.plots.has(node)) state.plots.get(node).setData(data);
+      else state.plots.set(node, lineChart(node, runs, data, state.axis));
+      node.dataset.seriesCount = String(perRun.filter((p) => p.length).length);
+      node.dataset.points = String(perRun.reduce((n, p) => n + p.length, 0));
+    }
+    state.key = key;
+    const metric = headline(runs);
+    const points = metric ? efficiencyPoints(runs, metric) : [];
+    if (state.plots.has(efficiency)) state.plots.get(efficiency).destroy();
+    state.plots.delete(efficiency);
+    efficiency.replaceChildren();
+    if (points.length) state.plots.set(efficiency, efficiencyChart(efficiency, points, metric));
+    else efficiency.append(el("p", { class: "chart-empty" }, "Needs finished runs with an eval metric and a parameter count."));
+    efficiency.dataset.points = String(points.length);
+  }
+
+  async function load() {
+    clearTimeout(state.timer);
+    if (state.abort) state.abort.abort();
+    state.abort = new AbortController();
+    if (!ids.length) {
+      error.hidden = false;
+      error.textContent = "No runs to compare: pick some on the Runs page.";
+      return;
+    }
+    let body;
+    try {
+      body = await api(`/api/compare?runs=${ids.join(",")}&x=${state.axis}&max_points=${maxPoints}`, { signal: state.abort.signal });
+    } catch (err) {
+      if (err.name === "AbortError") return;
+      error.hidden = false;
+      error.textContent = err.status === 404 ? "One or more of these runs do not exist or are not yours to see." : `Could not load the comparison: ${err.message}`;
+      if (err.status !== 404 && err.status !== 422) schedule(true);
+      return;
+    }
+    error.hidden = true;
+    drawCharts(body);
+    summary.replaceChildren(summaryTable(body.runs));
+    diff.replaceChildren(diffTable(body.runs, body.config_diff));
+    // uPlot paints in a microtask; the next frame is when every chart is on screen.
+    requestAnimationFrame(() => { container.dataset.chartsReady = "1"; });
+    schedule(body.runs.some((r) => !TERMINAL.has(r.status)));
+  }
+
+  // Live runs: ask again every few seconds (finished series come from the server's cache).
+  function schedule(active) {
+    live.hidden = !active;
+    if (poll && active && !state.closed) state.timer = setTimeout(load, POLL_MS);
+  }
+
+  load();
+  return {
+    refresh: load,
+    destroy() {
+      state.closed = true;
+      clearTimeout(state.timer);
+      if (state.abort) state.abort.abort();
+      resize.disconnect();
+      for (const plot of state.plots.values()) plot.destroy();
+      state.plots.clear();
+    },
+  };
+}

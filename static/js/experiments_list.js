@@ -1,0 +1,220 @@
+// /experiments: the list of experiments (refreshed every 3 s) and the form that launches one:
+// "methods" (every checked method on one dataset) or "grid" (one run per combination of values).
+import { $, $$, api, el, emptyRow, fmtDate, fmtInt, showAlert } from "./common.js";
+
+const POLL_MS = 3000;
+const form = $("#experiment-form");
+const formError = $("#experiment-form-error");
+const datasetSelect = $("#exp-dataset");
+const modelSelect = $("#exp-model");
+const taskSelect = $("#exp-task");
+const submit = $("#exp-submit");
+const datasets = new Map();
+const GUESSES = {
+  text: ["text", "sentence", "content", "review", "document", "input", "question", "title"],
+  label: ["label", "labels", "class", "category", "target", "y", "sentiment"],
+  prompt: ["prompt", "instruction", "question", "input"],
+  response: ["response", "output", "answer", "completion", "target"],
+};
+// Suggestions for grid keys (any dotted key of the run config works).
+const GRID_KEYS = ["training.learning_rate", "method.r", "method.alpha", "method.dropout", "training.batch_size",
+  "training.seed", "training.epochs", "training.max_steps", "method.reduction_factor", "method.num_virtual_tokens"];
+
+// ---- the list -------------------------------------------------------------------------------
+
+function progressText(statuses) {
+  const order = ["running", "queued", "succeeded", "failed", "cancelled"];
+  return order.filter((s) => statuses[s]).map((s) => `${statuses[s]} ${s}`).join(" · ") || "—";
+}
+
+async function refreshList() {
+  const body = $("#experiments-body");
+  try {
+    const list = await api("/api/experiments");
+    showAlert($("#experiments-error"), "");
+    if (!list.length) {
+      body.replaceChildren(emptyRow(6, "No experiments yet: launch one with the form below."));
+      return;
+    }
+    body.replaceChildren(...list.map((x) => {
+      const href = `/experiments/${encodeURIComponent(x.id)}`;
+      return el("tr", { "data-experiment-id": x.id },
+        el("td", { class: "num" }, el("a", { href }, `#${x.id}`)),
+        el("td", { class: "name-cell" }, el("a", { href }, x.name)),
+        el("td", {}, x.kind === "grid" ? "Grid" : "Methods"),
+        el("td", { class: "num" }, fmtInt(x.run_count)),
+        el("td", { class: "small" }, progressText(x.statuses)),
+        el("td", { class: "nowrap" }, fmtDate(x.created_at)));
+    }));
+  } catch (err) {
+    showAlert($("#experiments-error"), `Could not load the experiments: ${err.message}`);
+  }
+}
+
+// ---- the form -------------------------------------------------------------------------------
+
+function kind() {
+  return $("input[name=exp-kind]:checked").value;
+}
+
+function syncVisibility() {
+  for (const section of $$("[data-kind]", form)) section.hidden = section.dataset.kind !== kind();
+  for (const field of $$("[data-task]", form)) field.hidden = field.dataset.task !== taskSelect.value;
+  updateGridCount();
+}
+
+function fillColumns() {
+  const ds = datasets.get(Number(datasetSelect.value));
+  const names = ds ? ds.columns.map((c) => c.name) : [];
+  for (const select of $$("select[data-column]", form)) {
+    const role = select.dataset.column;
+    select.replaceChildren(...(names.length ? names.map((n) => el("option", { value: n }, n))
+      : [el("option", { value: "" }, "— pick a dataset —")]));
+    const guess = names.find((n) => GUESSES[role].includes(n.toLowerCase()));
+    if (guess) select.value = guess;
+    else if (names.length) select.value = role === "label" || role === "response" ? names[names.length - 1] : names[0];
+  }
+}
+
+async function loadChoices() {
+  try {
+    const [dsList, modelList] = await Promise.all([api("/api/datasets"), api("/api/models")]);
+    for (const d of dsList) datasets.set(d.id, d);
+    datasetSelect.replaceChildren(el("option", { value: "" }, dsList.length ? "Choose a dataset…" : "No datasets yet"),
+      ...dsList.map((d) => el("option", { value: d.id }, `${d.name} (${fmtInt(d.num_rows)} rows)`)));
+    if (dsList.length === 1) datasetSelect.value = String(dsList[0].id);
+    modelSelect.replaceChildren(...modelList.map((m) => el("option", { value: m.id }, m.name)));
+    if (modelList.some((m) => m.id === "minilm-l6")) modelSelect.value = "minilm-l6";
+  } catch (err) {
+    showAlert(formError, `Could not load datasets and models: ${err.message}`);
+  }
+  fillColumns();
+}
+
+function addGridRow(key = "", values = "") {
+  const row = el("div", { class: "grid-row form-grid" },
+    el("div", { class: "field" },
+      el("label", {}, "Setting", el("input", { type: "text", class: "grid-key", list: "grid-key-list", value: key,
+        placeholder: "e.g. training.learning_rate", autocomplete: "off" }))),
+    el("div", { class: "field field-wide" },
+      el("label", {}, "Values", el("input", { type: "text", class: "grid-values", value: values,
+        placeholder: "comma-separated, e.g. 1e-4, 5e-4", autocomplete: "off" }))),
+    el("div", { class: "field" }, el("button", { type: "button", class: "btn btn-small btn-ghost-danger",
+      onclick: (e) => { e.currentTarget.closest(".grid-row").remove(); updateGridCount(); } }, "Remove")));
+  $("#exp-grid-rows").append(row);
+  updateGridCount();
+}
+
+// "1e-4, 5e-4, true, query" → [0.0001, 0.0005, true, "query"]: JSON where it parses, text otherwise.
+function parseValues(text) {
+  return text.split(",").map((v) => v.trim()).filter(Boolean).map((v) => {
+    try { return JSON.parse(v); } catch { return v; }
+  });
+}
+
+function gridSpec() {
+  const grid = {};
+  for (const row of $$(".grid-row", form)) {
+    const key = $(".grid-key", row).value.trim();
+    const values = parseValues($(".grid-values", row).value);
+    if (key) grid[key] = values;
+  }
+  return grid;
+}
+
+function updateGridCount() {
+  const grid = gridSpec();
+  const keys = Object.keys(grid);
+  const count = keys.length ? keys.reduce((n, k) => n * grid[k].length, 1) : 0;
+  $("#exp-grid-count").textContent = keys.length ? `${count} run${count === 1 ? "" : "s"}` : "";
+}
+
+function numberOrNull(input) {
+  const raw = input.value.trim();
+  if (raw === "") return null;
+  const n = Number(raw);
+  return Number.isFinite(n) ? n : raw;
+}
+
+function shared() {
+  const columns = {};
+  for (const select of $$("select[data-column]", form)) {
+    if (!select.closest("[hidden]") && select.value) columns[select.dataset.column] = select.value;
+  }
+  const training = {};
+  for (const input of $$("[data-training]", form)) {
+    const value = numberOrNull(input);
+    if (value !== null || input.dataset.training === "max_steps") training[input.dataset.training] = value;
+  }
+  if (training.learning_rate === undefined) delete training.learning_rate;
+  return {
+    dataset_id: Number(datasetSelect.value), base_model: modelSelect.value, task: taskSelect.value,
+    eval_fraction: numberOrNull($("#exp-eval-fraction")) ?? 0, columns, training,
+  };
+}
+
+function buildBody() {
+  const name = $("#exp-name").value.trim();
+  const common = shared();
+  if (kind() === "methods") {
+    return { kind: "methods", name, ...common, methods: $$("input[name=exp-method]:checked").map((b) => b.value) };
+  }
+  const method = $("#exp-grid-method");
+  const training = { ...common.training };
+  // A grid's base config is a plain run config: without a learning rate it would get POST /api/runs's
+  // default, so the chosen method's default rate is filled in here.
+  if (training.learning_rate === undefined) {
+    training.learning_rate = Number(method.selectedOptions[0].dataset.learningRate);
+  }
+  const { training: _, ...rest } = common;
+  return { kind: "grid", name, base: { ...rest, method: { type: method.value }, training }, grid: gridSpec() };
+}
+
+function showErrors(detail) {
+  const items = Array.isArray(detail) ? detail : [{ loc: [], msg: String(detail) }];
+  const lines = items.map((item) => {
+    const loc = (item.loc || []).filter((p) => p !== "body");
+    const msg = String(item.msg || "Invalid value").replace(/^Value error, /, "");
+    return loc.length && loc[0] !== "runs" ? `${loc.join(".")}: ${msg}` : msg;
+  });
+  formError.hidden = false;
+  formError.className = "alert alert-error";
+  formError.replaceChildren(el("strong", {}, "Could not launch the experiment:"), el("ul", {}, lines.map((l) => el("li", {}, l))));
+  formError.focus();
+}
+
+form.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  showAlert(formError, "");
+  const problems = [];
+  if (!$("#exp-name").value.trim()) problems.push({ msg: "Give the experiment a name." });
+  if (!datasetSelect.value) problems.push({ msg: "Choose a dataset." });
+  if (!modelSelect.value) problems.push({ msg: "Choose a base model." });
+  if (kind() === "methods" && !$$("input[name=exp-method]:checked").length) problems.push({ msg: "Check at least one method." });
+  if (kind() === "grid" && !Object.keys(gridSpec()).length) problems.push({ msg: "Add at least one setting to the grid." });
+  if (problems.length) { showErrors(problems); return; }
+  submit.disabled = true;
+  submit.textContent = "Launching…";
+  try {
+    const experiment = await api("/api/experiments", { method: "POST", json: buildBody() });
+    window.location.assign(`/experiments/${encodeURIComponent(experiment.id)}`);
+    return;
+  } catch (err) {
+    showErrors(err.detail != null ? err.detail : err.message);
+  }
+  submit.disabled = false;
+  submit.textContent = "Launch experiment";
+});
+
+form.append(el("datalist", { id: "grid-key-list" }, GRID_KEYS.map((k) => el("option", { value: k }))));
+for (const radio of $$("input[name=exp-kind]")) radio.addEventListener("change", syncVisibility);
+taskSelect.addEventListener("change", syncVisibility);
+datasetSelect.addEventListener("change", fillColumns);
+$("#exp-grid-rows").addEventListener("input", updateGridCount);
+$("#exp-grid-add").addEventListener("click", () => addGridRow());
+addGridRow("training.learning_rate", "1e-4, 5e-4");
+addGridRow("method.r", "4, 8");
+syncVisibility();
+loadChoices();
+refreshList();
+setInterval(refreshList, POLL_MS);
