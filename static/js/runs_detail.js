@@ -53,6 +53,7 @@ function renderStatus() {
   cancel.hidden = !active;
   if (run && run.cancel_requested && active) { cancel.disabled = true; cancel.textContent = "Cancelling…"; }
   $("#download-adapter").hidden = status !== "succeeded";
+  $("#delete-run").hidden = status === "running";  // a running run is cancelled first
   setProgress($("#run-progress"), status === "succeeded" ? 1 : progress);
   $("#run-progress").classList.toggle("progress-done", status === "succeeded");
   $("#run-progress").classList.toggle("progress-stopped", status === "failed" || status === "cancelled");
@@ -226,6 +227,20 @@ $("#cancel-run").addEventListener("click", async (e) => {
     showAlert($("#run-alert"), `Could not cancel: ${err.message}`);
     button.disabled = false;
     button.textContent = "Cancel run";
+  }
+});
+
+// Deleting removes the run with its metrics and artifacts (adapters, predictions) for good.
+$("#delete-run").addEventListener("click", async (e) => {
+  if (!window.confirm("Delete this run with its metrics and downloads? This cannot be undone.")) return;
+  const button = e.currentTarget;
+  button.disabled = true;
+  try {
+    await api(base, { method: "DELETE" });
+    window.location.assign("/runs");
+  } catch (err) {
+    showAlert($("#run-alert"), `Could not delete: ${err.message}`);
+    button.disabled = false;
   }
 });
 

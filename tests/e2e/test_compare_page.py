@@ -122,3 +122,27 @@ def test_clone_prefills_the_form(page, two_runs):
     expect(page.locator("#tr-batch_size")).to_have_value("8")
     expect(page.locator("#tr-seed")).to_have_value("7")
     expect(page.locator("#tr-epochs")).to_have_value("2")
+
+
+def test_delete_a_run_from_its_page(page, live_stack, two_runs, settings):
+    from app.artifacts.service import record_artifact, run_artifact_dir
+
+    with session_scope() as s:
+        template = s.get(Run, two_runs["ids"][0])
+        run = Run(name="to delete", status="succeeded", config=template.config, summary={}, dataset_id=template.dataset_id,
+                  base_model="minilm-l6", method="lora", task="classification", progress=1.0)
+        s.add(run)
+        s.flush()
+        run_id = run.id
+        record_points(s, run_id, [("train/loss", 1, 1.0)])
+    adapter = run_artifact_dir(settings, run_id, "adapter")
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    with session_scope() as s:
+        record_artifact(s, run_id, "adapter", adapter)
+    page.goto(f"/runs/{run_id}")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#delete-run")
+    expect(page).to_have_url(re.compile(r"/runs$"))
+    with httpx.Client(base_url=live_stack.url, headers=live_stack.headers, timeout=30) as api:
+        assert api.get(f"/api/runs/{run_id}").status_code == 404
+    assert not adapter.exists()  # the artifacts went with it
