@@ -1,6 +1,7 @@
 """The FastAPI application factory: API routers, pages, static files, the reaper."""
 import asyncio
 import logging
+import time
 from contextlib import asynccontextmanager, suppress
 
 from urllib.parse import urlencode
@@ -54,10 +55,19 @@ def _seed_models() -> None:
         models_service.ensure_bundled(session)
 
 
+def _remove_stale_uploads(max_age_s: float = 24 * 3600) -> None:
+    """Partial uploads a crashed process left behind (a day old: another replica may be mid-upload)."""
+    cutoff = time.time() - max_age_s
+    for path in get_settings().upload_dir.glob(".incoming-*"):
+        if path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
     settings.ensure_dirs()
+    await run_in_threadpool(_remove_stale_uploads)
     await run_in_threadpool(_seed_models)
     task = asyncio.create_task(_reaper(settings.reaper_interval_seconds))
     yield

@@ -45,7 +45,9 @@ class Loaded:
     base: nn.Module | None = None  # the plain base model, loaded on the first compare_base
 
 
-_cache: OrderedDict[int, Loaded] = OrderedDict()
+# Keyed by run id and creation time: a deleted run's id can come back (SQLite reuses the highest
+# id), and the new run must never be answered with the old one's weights.
+_cache: OrderedDict[tuple[int, str], Loaded] = OrderedDict()
 
 
 def device() -> torch.device:
@@ -54,13 +56,14 @@ def device() -> torch.device:
 
 def loaded_run(run_id: int) -> Loaded:
     """The run's trained model (LRU cache of CACHE_SIZE runs; a run's result never changes)."""
-    if run_id in _cache:
-        _cache.move_to_end(run_id)
-        return _cache[run_id]
     with session_scope() as session:
         run = session.get(Run, run_id)
         if run is None:
             raise LookupError(f"run {run_id} was deleted")
+        key = (run_id, run.created_at.isoformat())
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
         artifact = get_artifact(session, run_id=run_id, kind="adapter")
         if artifact is None:
             raise LookupError(f"run {run_id} has no saved adapter")
@@ -72,9 +75,9 @@ def loaded_run(run_id: int) -> Loaded:
             torch.cuda.empty_cache()
     model, tokenizer, metadata = load_trained(Path(saved_dir), source)
     dev = device()
-    _cache[run_id] = Loaded(model=model.to(dev).eval(), tokenizer=tokenizer, metadata=metadata, source=source,
-                            device=dev)
-    return _cache[run_id]
+    _cache[key] = Loaded(model=model.to(dev).eval(), tokenizer=tokenizer, metadata=metadata, source=source,
+                         device=dev)
+    return _cache[key]
 
 
 def plain_base(entry: Loaded) -> nn.Module:

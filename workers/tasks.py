@@ -146,8 +146,9 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     find_adapter(run_id) finds another run's saved adapter (AdapterFusion builds on them)."""
     t = config.training
     tokenizer = load_tokenizer(source)
+    max_length = usable_length(source, config)
     data = prepare_data(rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer,
-                        max_length=t.max_length, eval_fraction=config.eval_fraction, seed=t.seed)
+                        max_length=max_length, eval_fraction=config.eval_fraction, seed=t.seed)
     seed_everything(t.seed)  # the new head and the method's weights initialise the same every time
     method = get_method(config.method.type)
     context = BuildContext(source=source, tokenizer=tokenizer, adapter_dir=find_adapter or BuildContext().adapter_dir)
@@ -161,7 +162,7 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     adapter_bytes = save_adapter(model, method, tokenizer, adapter_dir, task=config.task,
                                  base_model=config.base_model, method_config=config.method.model_dump(),
                                  labels=data.labels, columns=config.columns.model_dump(exclude_none=True),
-                                 max_length=t.max_length)
+                                 max_length=max_length)
     artifacts = {"adapter": adapter_dir, **method.extra_artifacts(model, artifact_dir)}
     if result.eval is not None and result.eval.predictions is not None:
         path = artifact_dir("predictions") / PREDICTIONS_FILE
@@ -172,9 +173,26 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
         adapter_bytes=adapter_bytes, peak_memory_bytes=result.peak_memory_bytes,
         train_samples_per_s=result.train_samples_per_s, train_tokens_per_s=result.train_tokens_per_s,
         eval=EvalSummary(**(result.eval.metrics if result.eval else {})),
-        steps=result.steps, train_examples=len(data.train), eval_examples=len(data.eval),
+        steps=result.steps, train_examples=len(data.train), eval_examples=len(data.eval), max_length_used=max_length,
     )
     return summary.model_dump(mode="json"), artifacts
+
+
+def usable_length(source: str, config: RunCreate) -> int:
+    """max_length, capped at what the model's position table holds once virtual tokens (prompt,
+    P-tuning, prefix) take their places: asking a 512-position MiniLM for 1024 tokens truncates
+    to 512 instead of failing with an index error deep inside the embedding."""
+    from transformers import AutoConfig
+
+    model_config = AutoConfig.from_pretrained(source)
+    positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
+    if not positions:
+        return config.training.max_length
+    room = positions - getattr(config.method, "num_virtual_tokens", 0)
+    if room < 8:
+        raise ValueError(f"the model holds {positions} positions; {config.method.num_virtual_tokens} virtual tokens "
+                         "leave no room for text: use fewer num_virtual_tokens")
+    return min(config.training.max_length, room)
 
 
 def failure_reason(e: BaseException) -> str:

@@ -1,5 +1,6 @@
 """Checking an uploaded file once, streaming: its format, header, columns, types, row count, preview."""
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def _dtype_of(value: object) -> str:
     if isinstance(value, int):
         return "int"
     if isinstance(value, float):
-        return "float"
+        return "float" if math.isfinite(value) else "null"
     if isinstance(value, (dict, list)):
         return "json"
     if isinstance(value, str):
@@ -159,6 +160,8 @@ def scan(path: Path, filename: str | None, declared_format: str | None, has_head
 
 
 def _jsonable(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN/inf are not JSON (PostgreSQL's json type refuses them)
     if value is None or isinstance(value, (bool, int, float, str, list, dict)):
         return value
     return str(value)

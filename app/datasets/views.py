@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import service as auth_service
 from app.auth.deps import Viewer, Visible, can_see
+from app.auth.models import Project
 from app.config import Settings, get_settings
 from app.datasets import service
 from app.datasets.models import Dataset
@@ -44,7 +45,7 @@ def _target_project(session: Session, user, visible: set[int] | None, raw: str |
     """The project an upload goes to: the one named (if the viewer is in it), else the viewer's own."""
     if raw is None or not raw.strip():
         return auth_service.default_project_id(session, user=user)
-    if not raw.strip().isdigit() or not can_see(visible, int(raw)):
+    if not raw.strip().isdigit() or not can_see(visible, int(raw)) or session.get(Project, int(raw)) is None:
         raise HTTPException(404, f"Project {raw.strip()[:20]!r} not found.")
     return int(raw)
 

@@ -34,7 +34,7 @@ async def predict(body: PredictRequest, run: RunDep, session: DB):
         raise HTTPException(504, f"No prediction worker answered within {service.TIMEOUT_SECONDS:.0f} s. "
                                  f"Is a worker consuming the queue {queue!r} running (`peftlab worker --queues predict`)?")
     if final["status"] == "failed":
-        raise HTTPException(500, f"The prediction failed on the worker: {final['error']}")
+        raise HTTPException(502, f"The prediction failed on the worker: {final['error']}")
     return PredictResponse(outputs=final["outputs"], base_outputs=final["base_outputs"])
 
 

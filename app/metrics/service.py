@@ -1,4 +1,5 @@
 """Metric points: write (idempotent) and read (series, downsampled; live-stream cursors)."""
+import math
 import time as _time
 from collections.abc import Iterable
 
@@ -15,6 +16,7 @@ def record_points(session: Session, run_id: int, points: Iterable[tuple[str, int
     rows = [
         {"run_id": run_id, "name": p[0], "step": int(p[1]), "value": float(p[2]), "time": float(p[3]) if len(p) > 3 else now}
         for p in points
+        if math.isfinite(float(p[2]))  # NaN/inf have no place on a chart (and SQLite stores NaN as NULL)
     ]
     if not rows:
         return 0

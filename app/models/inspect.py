@@ -34,6 +34,8 @@ def safetensors_files(model_dir: Path) -> list[Path]:
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
         names = set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values())
+        if any(Path(n).name != n or n in ("", ".", "..") for n in names):  # only files beside the index
+            raise ModelSourceError(f"{index.name} names weight files outside {model_dir}; refused.")
         return [model_dir / n for n in sorted(names)]
     single = model_dir / "model.safetensors"
     return [single] if single.is_file() else []

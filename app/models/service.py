@@ -65,7 +65,9 @@ def allowed_directory(source: str, allowed: list[Path]) -> Path:
 def create(session: Session, *, name: str, source: str, allowed: list[Path]) -> BaseModel:
     """Register a local directory (inside `allowed`) or a hub id ('org/name'; never a URL)."""
     source = source.strip()
-    if source.startswith(("/", ".", "~", "\\")) or "\\" in source:
+    # Anything that exists as a path (also relative, which from_pretrained would load as a directory)
+    # is a local source and must pass the allow-list.
+    if source.startswith(("/", ".", "~", "\\")) or "\\" in source or Path(source).exists():
         real = allowed_directory(source, allowed)
         facts = model_facts(real)
         source = str(real)

@@ -5,10 +5,11 @@ a reaper and a cancel can race without corrupting a run. Used by workers and the
 """
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
+from app.metrics.models import MetricPoint
 from app.runs.models import Run
 
 
@@ -130,6 +131,10 @@ def recover_expired(session: Session, max_attempts: int) -> list[int]:
     """
     now = utcnow()
     expired = and_(Run.status == "running", Run.lease_expires_at < now)
+    session.execute(  # a cancel was asked for: there is nothing to retry
+        update(Run).where(expired, Run.cancel_requested.is_(True))
+        .values(status="cancelled", finished_at=now, lease_expires_at=None, state_version=Run.state_version + 1)
+    )
     session.execute(
         update(Run).where(expired, Run.attempts >= max_attempts)
         .values(status="failed", finished_at=now, lease_expires_at=None, state_version=Run.state_version + 1,
@@ -141,6 +146,10 @@ def recover_expired(session: Session, max_attempts: int) -> list[int]:
                 state_version=Run.state_version + 1)
         .returning(Run.id)
     ).scalars().all()
+    if requeued:
+        # The retry starts again at step 0: the dead attempt's points would otherwise shadow the
+        # new ones (points are unique per step) and the curve would mix two attempts.
+        session.execute(delete(MetricPoint).where(MetricPoint.run_id.in_(requeued)))
     session.commit()
     return list(requeued)
 

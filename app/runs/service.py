@@ -46,6 +46,9 @@ def validate_references(session: Session, body: RunCreate, visible: set[int] | N
         eval_dataset = _visible_dataset(session, body.eval_dataset_id, visible)
         if eval_dataset is None:
             errors.append(_err(("eval_dataset_id",), f"Dataset {body.eval_dataset_id} does not exist."))
+        elif dataset is not None and eval_dataset.project_id != dataset.project_id:
+            # The run lives in the dataset's project: its members must not see another project's data.
+            errors.append(_err(("eval_dataset_id",), "The eval dataset must be in the same project as the dataset."))
     models_service.ensure_bundled(session)
     if models_service.get(session, model_id=body.base_model) is None:
         errors.append(_err(("base_model",), f"Base model {body.base_model!r} is not registered; see /api/models."))
@@ -62,7 +65,7 @@ def validate_references(session: Session, body: RunCreate, visible: set[int] | N
         elif dataset.num_rows - round(dataset.num_rows * body.eval_fraction) < 1:
             errors.append(_err(("eval_fraction",), "No training rows would be left."))
     if body.method.type == "adapter_fusion":
-        errors += _fusion_errors(session, body, visible)
+        errors += _fusion_errors(session, body, visible, dataset.project_id if dataset is not None else None)
     if errors:
         raise FieldErrors(errors)
     return dataset, eval_dataset
@@ -71,9 +74,10 @@ def validate_references(session: Session, body: RunCreate, visible: set[int] | N
 FUSION_LOC = ("method", "adapter_fusion", "adapter_run_ids")
 
 
-def _fusion_errors(session: Session, body: RunCreate, visible: set[int] | None) -> list[dict]:
+def _fusion_errors(session: Session, body: RunCreate, visible: set[int] | None, project_id: int | None) -> list[dict]:
     """AdapterFusion fuses trained adapters: each id must be a succeeded Adapter run on the same
-    base model and task as the new run, and all of one variant (they must sit at the same places)."""
+    base model and task as the new run, in the same project (the fused weights ship inside the new
+    run's download), and all of one variant (they must sit at the same places)."""
     errors, variants = [], {}
     for run_id in body.method.adapter_run_ids:
         run = session.get(Run, run_id)
@@ -89,6 +93,8 @@ def _fusion_errors(session: Session, body: RunCreate, visible: set[int] | None) 
             problems.append(f"it was trained on base model {run.base_model!r}, not {body.base_model!r}")
         if run.task != body.task:
             problems.append(f"it was trained for {run.task}, not {body.task}")
+        if run.project_id != project_id:
+            problems.append("it belongs to another project than the dataset")
         if problems:
             errors.append(_err(FUSION_LOC, f"Run {run_id} ({run.name}) cannot be fused: {'; '.join(problems)}."))
         else:

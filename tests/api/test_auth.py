@@ -171,3 +171,22 @@ def test_each_user_sees_only_their_own_objects(client, client_as):
     finally:
         alice.post(f"/api/runs/{run['id']}/cancel")
         alice.delete(f"/api/runs/{run['id']}")
+
+
+def test_a_run_cannot_mix_projects(client_as):
+    """Eval data or fused adapters from another project would leak into the run's project."""
+    alice = client_as("alice")
+    other = alice.post("/api/projects", json={"name": "private"}).json()
+    csv = b"text,label\n" + b"good,pos\nbad,neg\n" * 4
+    train = alice.post("/api/datasets", files={"file": ("t.csv", csv)}).json()
+    private = alice.post("/api/datasets", files={"file": ("p.csv", csv)}, data={"project_id": str(other["id"])}).json()
+    res = alice.post("/api/runs", json={"dataset_id": train["id"], "eval_dataset_id": private["id"],
+                                        "columns": {"text": "text", "label": "label"}, "method": {"type": "lora"}})
+    assert res.status_code == 422
+    assert res.json()["detail"] == [{"loc": ["body", "eval_dataset_id"], "type": "value_error",
+                                     "msg": "The eval dataset must be in the same project as the dataset."}]
+
+
+def test_uploading_into_a_project_that_does_not_exist(client):
+    res = client.post("/api/datasets", files={"file": ("x.csv", b"text,label\na,b\n")}, data={"project_id": "987654"})
+    assert res.status_code == 404 and "Project" in res.json()["detail"]

@@ -158,3 +158,17 @@ def test_gzip_files_are_read_and_bounded(client, settings, monkeypatch):
     assert _leftovers(settings) == before
     res = _upload(client, "broken.csv.gz", gzip.compress(_csv(",", True))[:-20])
     assert res.status_code == 422 and "damaged" in res.json()["detail"]
+
+
+def test_nan_values_are_shown_as_empty(client):
+    import math
+
+    table = pa.Table.from_pylist([{"text": "a", "score": math.nan}, {"text": "b", "score": 1.5}])
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    res = _upload(client, "nan.parquet", buf.getvalue())
+    assert res.status_code == 201, res.text
+    assert res.json()["preview"][0]["score"] is None
+    assert {c["name"]: c["dtype"] for c in res.json()["columns"]}["score"] == "float"
+    res = _upload(client, "nan.jsonl", b'{"text": "a", "score": NaN}\n{"text": "b", "score": 2.0}\n')
+    assert res.status_code == 201 and res.json()["preview"][0]["score"] is None

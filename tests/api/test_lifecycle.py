@@ -74,3 +74,20 @@ def test_downsampling_keeps_spikes_and_ends():
     assert out[0] == (0, 1.0) and out[-1] == (99_999, 1.0)
     assert [p[0] for p in out] == sorted(p[0] for p in out)
     assert min_max_buckets(points[:50], 2000) == points[:50]
+
+
+def test_a_requeued_run_starts_its_curves_afresh_and_a_cancelled_one_is_not_retried(run_id):
+    with session_scope() as s:
+        assert lifecycle.claim(s, run_id, "w1", 30)
+        record_points(s, run_id, [("train/loss", 1, 3.0), ("train/loss", 2, float("nan"))])
+        assert series(s, run_id, None) == {"train/loss": [(1, 3.0)]}  # NaN is dropped, not stored
+        s.execute(update(Run).where(Run.id == run_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        s.commit()
+        assert lifecycle.recover_expired(s, max_attempts=3) == [run_id]
+        assert series(s, run_id, None) == {}  # the dead attempt's points are gone
+        assert lifecycle.claim(s, run_id, "w2", 30)
+        lifecycle.request_cancel(s, run_id)
+        s.execute(update(Run).where(Run.id == run_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        s.commit()
+        assert lifecycle.recover_expired(s, max_attempts=3) == []
+    assert _status(run_id) == "cancelled"

@@ -285,7 +285,7 @@ def test_predict_reports_worker_errors_and_timeouts(client, fake_runs, monkeypat
 
     monkeypatch.setattr(inference, "send_predict", failing_worker)
     res = predict(client, run_id)
-    assert res.status_code == 500 and "the base model directory is gone" in res.json()["detail"]
+    assert res.status_code == 502 and "the base model directory is gone" in res.json()["detail"]
 
     monkeypatch.setattr(inference, "send_predict", lambda request_id: None)  # nobody listens
     monkeypatch.setattr(inference, "TIMEOUT_SECONDS", 0.5)

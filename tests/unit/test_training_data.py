@@ -127,3 +127,25 @@ def test_causal_lm_rows_from_the_generator_are_all_trainable(tokenizers):
                         tokenizer=tokenizers["llama"], max_length=32, eval_fraction=0.1, seed=0)
     assert len(data.eval) == 3 and all(e.num_targets == 3 for e in data.train + data.eval)
     assert tokenizers["llama"].unk_token_id not in {t for e in data.train for t in e.input_ids}
+
+
+def test_the_first_response_word_is_trained_with_byte_level_tokenizers():
+    """GPT-2's byte-level BPE gives " red" an offset that starts at the space before the response:
+    that token is the first response token, not the prompt's last (it must carry a loss)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(["color: red", "color: blue", "sky is blue", "rose is red"] * 20,
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
+                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    rows = [{"q": "color:", "a": "red"}] * 4
+    data = prepare_data(rows, None, task="causal_lm", columns=Columns(prompt="q", response="a"), tokenizer=tokenizer,
+                        max_length=32, eval_fraction=0.0, seed=0)
+    example = data.train[0]
+    trained = [t for t in example.target if t != IGNORE_INDEX]
+    assert tokenizer.decode(trained[:-1]).strip() == "red"  # the answer, then EOS
+    assert trained[-1] == tokenizer.eos_token_id

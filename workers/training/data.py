@@ -186,8 +186,10 @@ def _encode_prompt_response(chunk, columns: Columns, tokenizer, max_length: int,
     room = max_length - 1  # the EOS always fits
     examples = []
     for ids, offsets, start, (index, _) in zip(enc["input_ids"], enc["offset_mapping"], starts, chunk):
+        # The first token that reaches past the response start: byte-level BPE (GPT-2) and SentencePiece
+        # (Llama) give " word" an offset that includes its leading space, i.e. starts before `start`.
         # Special tokens (BOS) have empty offsets at 0 and stay on the prompt side.
-        b = next((k for k, (s, e) in enumerate(offsets) if e > s and s >= start), len(ids))
+        b = next((k for k, (s, e) in enumerate(offsets) if e > s and e > start), len(ids))
         if ids and ids[-1] == eos:
             ids = ids[:-1]  # tokenizers that append EOS themselves: it is added once below
         n_resp = max(0, len(ids) - b)
