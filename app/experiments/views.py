@@ -82,10 +82,11 @@ def delete_experiment(experiment: ExperimentDep, session: DB, settings: Annotate
 
 
 @queue_router.post("/{run_id}/move", response_model=MoveOut, responses={409: {"description": "the run is not queued"}})
-def move_run(body: MoveRequest, run: RunDep, session: DB):
-    """Change when a queued run starts: to the `top` of the queue (it runs next), the `bottom`, or one
-    place `up` or `down`. The queue is shared by every project; position 1 starts next."""
-    position = queue_order.move(session, run.id, body.position)
+def move_run(body: MoveRequest, run: RunDep, session: DB, visible: Visible):
+    """Change when a queued run starts: to the `top` (of your queued runs; admins: of the whole queue),
+    the `bottom`, or one place `up` or `down`. The queue is shared by every project, and a move only
+    trades places among your own projects' runs; position 1 starts next."""
+    position = queue_order.move(session, run.id, body.position, visible)
     if position is None:
         session.refresh(run)
         raise HTTPException(409, f"Run {run.id} is not queued (status: {run.status}); only queued runs can be moved.")

@@ -26,19 +26,30 @@ def positions(session: Session) -> dict[int, int]:
     return {run_id: i for i, run_id in enumerate(queued_ids(session), start=1)}
 
 
-def move(session: Session, run_id: int, position: Position) -> int | None:
+def move(session: Session, run_id: int, position: Position, visible: set[int] | None = None) -> int | None:
     """Move a queued run to the top or bottom, or one place up or down. Returns its new position,
-    or None when the run is not queued (it started, ended or is gone)."""
+    or None when the run is not queued (it started, ended or is gone).
+
+    `visible` (project ids; None = all, for admins) confines the move to those projects' runs: they
+    trade places among the slots they already hold, so nobody jumps ahead of other users' runs."""
     order = queued_ids(session)
     if run_id not in order:
         return None
-    i = order.index(run_id)
-    order.pop(i)
-    target = {"top": 0, "bottom": len(order), "up": max(0, i - 1), "down": min(len(order), i + 1)}[position]
-    order.insert(target, run_id)
+    if visible is None:
+        slots = list(range(len(order)))
+    else:
+        mine = set(session.scalars(select(Run.id).where(Run.id.in_(order), Run.project_id.in_(visible))))
+        slots = [n for n, rid in enumerate(order) if rid in mine]
+    group = [order[n] for n in slots]
+    i = group.index(run_id)
+    group.pop(i)
+    target = {"top": 0, "bottom": len(group), "up": max(0, i - 1), "down": min(len(group), i + 1)}[position]
+    group.insert(target, run_id)
+    for n, rid in zip(slots, group, strict=True):
+        order[n] = rid
     rank = {rid: n for n, rid in enumerate(order, start=1)}
     # One statement; runs that started meanwhile are left alone (their place no longer matters).
     session.execute(update(Run).where(Run.id.in_(order), Run.status == "queued")
                     .values(priority=case(rank, value=Run.id)))
     session.commit()
-    return target + 1
+    return order.index(run_id) + 1
