@@ -5,8 +5,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
 
-# pending → running → succeeded | failed; a request nobody picked up in time becomes expired.
-STATUSES = ("pending", "running", "succeeded", "failed", "expired")
+# pending → running → succeeded | failed; a request nobody answered in time is deleted (the server
+# stops waiting; a late worker finds no row, or a row no longer 'running', and writes nothing).
+STATUSES = ("pending", "running", "succeeded", "failed")
 
 
 class InferenceRequest(Base):

@@ -67,10 +67,9 @@ def answer(session: Session, request_id: int, *, outputs: list[dict] | None = No
 
 
 def expire(session: Session, request_id: int) -> bool:
-    """Give up on a request no worker has taken, so a late worker skips it."""
-    result = session.execute(update(InferenceRequest)
-                             .where(InferenceRequest.id == request_id, InferenceRequest.status == "pending")
-                             .values(status="expired", finished_at=utcnow()))
+    """Give up on a request nobody answered in time: a late worker skips it (its answer is guarded on
+    status 'running'), and the user's inputs are not kept (the row is deleted)."""
+    result = session.execute(delete(InferenceRequest).where(InferenceRequest.id == request_id))
     session.commit()
     return result.rowcount == 1
 

@@ -1,7 +1,6 @@
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.concurrency import run_in_threadpool
 
 from app.auth.deps import Visible
 from app.config import Settings, get_settings
@@ -28,7 +27,7 @@ def parse_run_ids(runs: str) -> list[int]:
 
 @router.get("", response_model=SamplesOut,
             responses={422: {"description": "not classification runs with predictions on one eval set"}})
-async def samples(session: DB, visible: Visible, settings: Annotated[Settings, Depends(get_settings)],
+def samples(session: DB, visible: Visible, settings: Annotated[Settings, Depends(get_settings)],
                   runs: str = Query(max_length=400, description="Run ids separated by commas."),
                   filter: Literal["all", "disagree", "all_wrong"] = "all",
                   offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500)):
@@ -37,8 +36,7 @@ async def samples(session: DB, visible: Visible, settings: Annotated[Settings, D
     `disagree` keeps rows where the runs predict different labels, `all_wrong` rows every run got wrong."""
     chosen = [run_or_404(run_id, session, visible) for run_id in parse_run_ids(runs)]
     try:
-        return await run_in_threadpool(service.compare, session, settings, chosen, kind=filter, offset=offset,
-                                       limit=limit)
+        return service.compare(session, settings, chosen, kind=filter, offset=offset, limit=limit)
     except service.NotComparable as e:
         raise HTTPException(422, str(e)) from None
 
