@@ -71,6 +71,22 @@ def create_user(session: Session, *, username: str, password: str, is_admin: boo
     return user
 
 
+def create_first_admin(session: Session, *, username: str, password: str) -> User:
+    """First-run setup: an admin, only while nobody has an account. Two setups racing both insert,
+    then each checks who came first; the later one removes itself and loses."""
+    if count_users(session):
+        raise AuthError("peftlab already has an admin; sign in instead.")
+    user = create_user(session, username=username, password=password, is_admin=True)
+    first_id = session.scalar(select(User.id).order_by(User.id).limit(1))
+    if first_id != user.id:
+        session.execute(delete(Project).where(Project.id.in_(
+            select(ProjectMember.project_id).where(ProjectMember.user_id == user.id))))
+        session.delete(user)
+        session.commit()
+        raise AuthError("peftlab already has an admin; sign in instead.")
+    return user
+
+
 def authenticate(session: Session, *, username: str, password: str) -> User | None:
     user = get_user_by_name(session, username=username)
     if user is None:

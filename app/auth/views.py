@@ -71,7 +71,7 @@ def setup_submit(request: Request, session: DB, username: Annotated[str, Form()]
     if password != confirm:
         return _form_page(request, "auth/setup.html", "Welcome", 422, error="The two passwords differ.", username=username)
     try:
-        user = service.create_user(session, username=username, password=password, is_admin=True)
+        user = service.create_first_admin(session, username=username, password=password)
     except service.AuthError as e:
         return _form_page(request, "auth/setup.html", "Welcome", 422, error=str(e), username=username)
     return _signed_in(request, session, user, "/runs")

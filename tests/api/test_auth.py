@@ -190,3 +190,17 @@ def test_a_run_cannot_mix_projects(client_as):
 def test_uploading_into_a_project_that_does_not_exist(client):
     res = client.post("/api/datasets", files={"file": ("x.csv", b"text,label\na,b\n")}, data={"project_id": "987654"})
     assert res.status_code == 404 and "Project" in res.json()["detail"]
+
+
+def test_a_second_setup_loses_the_race(client, monkeypatch):
+    """Two setups both saw no users and both inserted an admin: the later one removes itself."""
+    from app.auth import service
+    from app.auth.models import Project
+
+    monkeypatch.setattr(service, "count_users", lambda session: 0)  # it checked before the other committed
+    with session_scope() as s, pytest.raises(service.AuthError, match="already has an admin"):
+        service.create_first_admin(s, username="later-admin", password="long enough")
+    with session_scope() as s:
+        assert s.scalar(select(User).where(User.username == "later-admin")) is None
+        assert s.scalar(select(Project).where(Project.name == "later-admin's project")) is None
+        assert s.scalar(select(User).where(User.username == "admin")) is not None  # the first one stays
