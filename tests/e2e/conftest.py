@@ -46,3 +46,22 @@ def anon_page(browser, live_stack):
     yield pg
     context.close()
     assert not problems, problems
+
+
+@pytest.fixture(scope="module")
+def api(live_stack):
+    """An httpx client signed in as the admin, for arranging what the browser then looks at."""
+    import httpx
+
+    with httpx.Client(base_url=live_stack.url, headers=live_stack.headers, timeout=90) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def model_id(api, tiny_bert_source):
+    """The tiny BERT, registered once per module under a fresh name."""
+    import uuid
+
+    res = api.post("/api/models", json={"name": f"tiny-bert-{uuid.uuid4().hex[:8]}", "source": str(tiny_bert_source)})
+    assert res.status_code == 201, res.text
+    return res.json()["id"]

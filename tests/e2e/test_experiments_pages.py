@@ -3,7 +3,6 @@ against the real stack (server + worker)."""
 import re
 import uuid
 
-import httpx
 import pytest
 
 from tests.conftest import wait_for_status
@@ -15,19 +14,6 @@ sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
 TRAINING = {"max_steps": 4, "batch_size": 8, "eval_every": 4, "max_length": 32}
-
-
-@pytest.fixture(scope="module")
-def api(live_stack):
-    with httpx.Client(base_url=live_stack.url, headers=live_stack.headers, timeout=90) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def model_id(api, tiny_bert_source):
-    res = api.post("/api/models", json={"name": f"tiny-bert-exp-{uuid.uuid4().hex[:6]}", "source": tiny_bert_source})
-    assert res.status_code == 201, res.text
-    return res.json()["id"]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ run page's "Try it" panel, in headless Chromium against the real stack."""
 import re
 import uuid
 
-import httpx
 import pytest
 
 from tests.conftest import wait_for_status
@@ -16,19 +15,6 @@ expect = sync_api.expect
 
 METHODS = ("lora", "adapter", "adapter_fusion", "prefix", "ptuning", "prompt", "full")
 TRAINING = {"max_steps": 6, "batch_size": 8, "eval_every": 6, "max_length": 32, "learning_rate": 0.01}
-
-
-@pytest.fixture(scope="module")
-def api(live_stack):
-    with httpx.Client(base_url=live_stack.url, headers=live_stack.headers, timeout=90) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def model_id(api, tiny_bert_source):
-    res = api.post("/api/models", json={"name": f"tiny-bert-form-{uuid.uuid4().hex[:6]}", "source": tiny_bert_source})
-    assert res.status_code == 201, res.text
-    return res.json()["id"]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import io
 import re
 import uuid
 
-import httpx
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -33,20 +32,6 @@ def review_csv(rows: int = 60) -> bytes:
         else:
             w.writerow([f"{good[i % 5]} number {i}", "pos"])
     return out.getvalue().encode()
-
-
-@pytest.fixture(scope="module")
-def api(live_stack):
-    headers = getattr(live_stack, "headers", None) or {}
-    with httpx.Client(base_url=live_stack.url, headers=headers, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def tiny_model_id(api, tiny_bert_source):
-    resp = api.post("/api/models", json={"name": f"tiny-bert-{uuid.uuid4().hex[:6]}", "source": str(tiny_bert_source)})
-    assert resp.status_code in (200, 201), resp.text
-    return resp.json()["id"]
 
 
 def upload_via_api(api, name: str) -> dict:
@@ -79,12 +64,12 @@ def test_upload_csv_shows_dataset_detail(page, tmp_path):
     expect(page.locator("#new-run-link")).to_have_attribute("href", re.compile(r"/runs/new\?dataset_id=\d+"))
 
 
-def test_lora_run_streams_to_success(page, api, tiny_model_id):
+def test_lora_run_streams_to_success(page, api, model_id):
     dataset = upload_via_api(api, f"reviews-run-{uuid.uuid4().hex[:6]}")
 
     page.goto("/runs/new")
     page.select_option("#run-dataset", str(dataset["id"]))
-    page.select_option("#run-model", str(tiny_model_id))
+    page.select_option("#run-model", str(model_id))
     page.select_option("#run-task", "classification")
     page.select_option("#col-text", "text")
     page.select_option("#col-label", "label")
@@ -137,13 +122,13 @@ def test_empty_upload_shows_server_message(page, api, tmp_path):
     assert page.url.endswith("/datasets")
 
 
-def test_invalid_batch_size_shows_field_error(page, api, tiny_model_id):
+def test_invalid_batch_size_shows_field_error(page, api, model_id):
     dataset = upload_via_api(api, f"reviews-bad-{uuid.uuid4().hex[:6]}")
     runs_before = len(api.get("/api/runs").json())
 
     page.goto(f"/runs/new?dataset_id={dataset['id']}")
     expect(page.locator("#run-dataset")).to_have_value(str(dataset["id"]))
-    page.select_option("#run-model", str(tiny_model_id))
+    page.select_option("#run-model", str(model_id))
     page.fill("#tr-batch_size", "0")
     page.click("#run-submit")
 
