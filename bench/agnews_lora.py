@@ -10,13 +10,12 @@ import io
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stack import SHARED_DATASETS, peftlab  # noqa: E402
+from stack import SHARED_DATASETS, peftlab, run_to_end  # noqa: E402
 
 CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
 
@@ -49,15 +48,7 @@ def main() -> None:
                 "task": "classification", "columns": {"text": "text", "label": "label"}, "method": method,
                 "training": {"learning_rate": args.lr, "epochs": args.epochs, "batch_size": args.batch_size,
                              "max_length": 128, "eval_every": 1000, "seed": 0}}
-        start = time.time()
-        run = api.post("/api/runs", json=body)
-        if run.status_code != 201:
-            raise SystemExit(f"the run was refused: {run.text}")
-        run = run.json()
-        while run["status"] in ("queued", "running"):
-            time.sleep(2)
-            run = api.get(f"/api/runs/{run['id']}").json()
-        wall = time.time() - start
+        run, wall = run_to_end(api, body)
         s = run["summary"]
         print(json.dumps({
             "bench": "agnews", "method": args.method, "status": run["status"], "error": run["error"],

@@ -11,14 +11,13 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from agnews_lora import agnews_csv  # noqa: E402
-from stack import SHARED_DATASETS, peftlab  # noqa: E402
+from stack import SHARED_DATASETS, peftlab, run_to_end  # noqa: E402
 
 # name → (method config, learning rate)
 METHODS = {
@@ -38,14 +37,7 @@ def run_one(api: httpx.Client, name: str, method: dict, lr: float, args, train_i
             "task": "classification", "columns": {"text": "text", "label": "label"}, "method": method,
             "training": {"learning_rate": lr, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": 128,
                          "eval_every": 100_000, "seed": 0, "warmup_ratio": 0.06}}
-    start = time.time()
-    res = api.post("/api/runs", json=body)
-    if res.status_code != 201:
-        raise SystemExit(f"{name}: the run was refused: {res.text}")
-    run = res.json()
-    while run["status"] in ("queued", "running"):
-        time.sleep(2)
-        run = api.get(f"/api/runs/{run['id']}").json()
+    run, wall = run_to_end(api, body)
     s = run["summary"]
     trainable, total = s.get("trainable_params"), s.get("total_params")
     return {"bench": "methods_quality", "method": name, "run_id": run["id"], "status": run["status"],
@@ -53,7 +45,7 @@ def run_one(api: httpx.Client, name: str, method: dict, lr: float, args, train_i
             "macro_f1": s.get("eval", {}).get("f1"), "trainable_params": trainable,
             "percent_of_model": round(100 * trainable / total, 3) if trainable and total else None,
             "adapter_bytes": s.get("adapter_bytes"), "train_samples_per_s": s.get("train_samples_per_s"),
-            "wall_seconds": round(time.time() - start, 1), "learning_rate": lr}
+            "wall_seconds": round(wall, 1), "learning_rate": lr}
 
 
 def main() -> None:

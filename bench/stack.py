@@ -54,3 +54,16 @@ def peftlab(data_dir: Path, command: str = "up", extra_env: dict | None = None):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def run_to_end(api: httpx.Client, body: dict) -> tuple[dict, float]:
+    """POST a run, wait until it ends; (the final run, seconds from submit to done)."""
+    start = time.time()
+    res = api.post("/api/runs", json=body)
+    if res.status_code != 201:
+        raise SystemExit(f"{body.get('name') or 'the run'} was refused: {res.text}")
+    run = res.json()
+    while run["status"] in ("queued", "running"):
+        time.sleep(2)
+        run = api.get(f"/api/runs/{run['id']}").json()
+    return run, time.time() - start

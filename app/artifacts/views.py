@@ -29,15 +29,7 @@ def list_artifacts(run: RunDep, session: DB):
             responses={200: {"content": {"application/zip": {}}, "description": "the adapter directory, zipped"}})
 def download_adapter(run: RunDep, session: DB, settings: Conf):
     """The trained adapter as a zip: for peft methods a directory `PeftModel.from_pretrained` loads."""
-    artifact = service.get(session, run_id=run.id, kind="adapter")
-    if artifact is None:
-        raise HTTPException(404, f"Run {run.id} has no adapter yet (status: {run.status}).")
-    source = service.absolute_path(settings, artifact)
-    if not source.is_dir():
-        raise HTTPException(404, f"The adapter files of run {run.id} are missing from artifact storage.")
-    archive = service.zip_to_tempfile(settings, source)
-    return FileResponse(archive, media_type="application/zip", filename=f"peftlab-run-{run.id}-adapter.zip",
-                        background=BackgroundTask(archive.unlink, missing_ok=True))
+    return _zipped(run, session, settings, "adapter", f"Run {run.id} has no adapter yet (status: {run.status}).")
 
 
 @router.get("/{run_id}/merged", response_class=FileResponse,
@@ -46,16 +38,21 @@ def download_adapter(run: RunDep, session: DB, settings: Conf):
 def download_merged(run: RunDep, session: DB, settings: Conf):
     """LoRA runs: the base model with the update merged into its weights, as a zip of a directory
     `from_pretrained` loads without peft."""
-    artifact = service.get(session, run_id=run.id, kind="merged")
+    why = (f"status: {run.status}" if run.status != "succeeded"
+           else "only LoRA runs produce one" if run.method != "lora" else "it was not saved")
+    return _zipped(run, session, settings, "merged", f"Run {run.id} has no merged model ({why}).")
+
+
+def _zipped(run, session, settings: Settings, kind: str, missing: str) -> FileResponse:
+    """A run's artifact directory as a zip under a name the server chooses; 404 with `missing` if absent."""
+    artifact = service.get(session, run_id=run.id, kind=kind)
     if artifact is None:
-        why = (f"status: {run.status}" if run.status != "succeeded"
-               else "only LoRA runs produce one" if run.method != "lora" else "it was not saved")
-        raise HTTPException(404, f"Run {run.id} has no merged model ({why}).")
+        raise HTTPException(404, missing)
     source = service.absolute_path(settings, artifact)
     if not source.is_dir():
-        raise HTTPException(404, f"The merged model files of run {run.id} are missing from artifact storage.")
+        raise HTTPException(404, f"The {kind} files of run {run.id} are missing from artifact storage.")
     archive = service.zip_to_tempfile(settings, source)
-    return FileResponse(archive, media_type="application/zip", filename=f"peftlab-run-{run.id}-merged.zip",
+    return FileResponse(archive, media_type="application/zip", filename=f"peftlab-run-{run.id}-{kind}.zip",
                         background=BackgroundTask(archive.unlink, missing_ok=True))
 
 
