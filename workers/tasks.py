@@ -32,6 +32,7 @@ from workers.methods.base import BuildContext
 from workers.model_loading import load_base_model, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
 from workers.training.data import prepare_data
+from workers.training.log_capture import RunLogCapture
 from workers.training.loop import seed_everything, train
 from workers.training.reporting import Reporter, SqlReporter
 
@@ -58,8 +59,10 @@ def train_run(message_run_id: int) -> None:
     beat = threading.Thread(target=_keep_lease, args=(run_id, worker, settings, stop, lease_lost, done),
                             name=f"heartbeat-{run_id}", daemon=True)
     beat.start()
+    logs = RunLogCapture(run_id).start()  # the run page's log tail
     try:
         reporter = SqlReporter(run_id, worker, stop)
+        reporter.on_flush.append(logs.write)
         summary = _run(run_id, settings, reporter)
         reporter.close()
         if lease_lost.is_set():
@@ -76,6 +79,7 @@ def train_run(message_run_id: int) -> None:
             finish(session, run_id, worker, "failed", error=failure_reason(e), traceback=traceback.format_exc())
     finally:
         done.set()
+        logs.stop()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next run in this process gets the whole GPU
 
@@ -149,11 +153,16 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     max_length = usable_length(source, config)
     data = prepare_data(rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer,
                         max_length=max_length, eval_fraction=config.eval_fraction, seed=t.seed)
+    log.info("data: %d training and %d eval examples, max_length %d%s", len(data.train), len(data.eval), max_length,
+             f", {len(data.labels)} labels: {', '.join(data.labels[:20])}{' …' if len(data.labels) > 20 else ''}"
+             if data.labels else "")
     seed_everything(t.seed)  # the new head and the method's weights initialise the same every time
     method = get_method(config.method.type)
     context = BuildContext(source=source, tokenizer=tokenizer, adapter_dir=find_adapter or BuildContext().adapter_dir)
     model = method.build(load_base_model(source, config.task, data.labels, tokenizer), config.method, config.task,
                          context)
+    log.info("%s on %s: %s of %s parameters train", config.method.type, config.base_model,
+             f"{method.trainable_parameters(model):,}", f"{total_parameters(model):,}")
     result = train(model, data, task=config.task, training=t, pad_id=tokenizer.pad_token_id, reporter=reporter)
     if result.stopped:
         return None

@@ -8,7 +8,10 @@ reporting every optimizer step costs a list append. `MemoryReporter` keeps every
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
+
+from sqlalchemy.orm import Session
 
 from app.db import session_scope
 from app.metrics.service import record_points
@@ -58,6 +61,8 @@ class SqlReporter:
         self._points: list[tuple[str, int, float, float]] = []
         self._progress: float | None = None
         self._last_flush = time.monotonic()
+        # Extra writes that ride on each flush's session, e.g. the run's captured log lines.
+        self.on_flush: list[Callable[[Session], None]] = []
 
     def report(self, name: str, step: int, value: float) -> None:
         self._points.append((name, step, value, time.time()))
@@ -77,6 +82,8 @@ class SqlReporter:
                 record_points(session, self.run_id, points)
             if progress is not None:
                 set_progress(session, self.run_id, self.worker, progress)
+            for write in self.on_flush:
+                write(session)
         # Reached only when the write succeeded: a failed one keeps the buffer for the next flush.
         self._points, self._progress = [], None
         self._last_flush = time.monotonic()
