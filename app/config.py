@@ -4,6 +4,7 @@ Shared by the server and the workers, so it imports neither FastAPI nor torch.
 """
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,17 @@ class Settings(BaseSettings):
     model_dirs: list[Path] = Field(default_factory=list, description="Directories admins may register local base models from (JSON list); data_dir/models is always allowed.")
     secret_key: str | None = Field(None, description="Signs task messages so workers act only on the server's; default: a random key kept in data_dir/secret_key (set the same value on every host at scale).")
     gpus: str | None = Field(None, description="Worker: the GPU index to use (CUDA_VISIBLE_DEVICES); none = auto.")
+    # Dataset uploads are scanned in a child process with these caps (app/datasets/sandbox.py).
+    scan_memory_bytes: int = Field(1024**3, ge=64 * 1024**2, description="Address space the upload scanner's child process may use; past it the upload is refused as too large.")
+    scan_timeout_seconds: float = Field(600.0, gt=0, description="CPU and wall-clock seconds the upload scanner may take; past it the upload is refused as too slow to read.")
+    scan_start_method: Literal["forkserver", "spawn"] = Field("forkserver", description="How the scanner's child starts: forked from a small preloaded server process, or a fresh interpreter.")
+    scan_concurrency: int = Field(2, ge=1, description="Uploads scanned at once per server process; more wait their turn.")
+    max_nesting_depth: int = Field(32, ge=1, le=200, description="Deepest nesting of JSON objects/arrays inside one dataset row.")
+    max_line_bytes: int = Field(16 * 1024**2, ge=1024, description="Longest line (JSONL, CSV/TSV), CSV field or JSON array item in a dataset file.")
+    max_columns: int = Field(1000, ge=1, description="Most columns a dataset may have.")
+    max_column_name_chars: int = Field(256, ge=8, description="Longest column name in a dataset.")
+    preview_cell_chars: int = Field(1000, ge=32, description="A dataset cell shown in previews and row pages is cut to this many characters (with a marker).")
+    preview_row_chars: int = Field(32 * 1024, ge=256, description="The cells of one preview row together are cut to about this many characters.")
 
     @property
     def resolved_database_url(self) -> str:
