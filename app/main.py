@@ -1,7 +1,6 @@
 """The FastAPI application factory: API routers, pages, static files, the reaper."""
 import asyncio
 import logging
-import time
 from contextlib import asynccontextmanager, suppress
 
 from urllib.parse import urlencode
@@ -55,12 +54,11 @@ def _seed_models() -> None:
         models_service.ensure_bundled(session)
 
 
-def _remove_stale_uploads(max_age_s: float = 24 * 3600) -> None:
-    """Partial uploads a crashed process left behind (a day old: another replica may be mid-upload)."""
-    cutoff = time.time() - max_age_s
-    for path in get_settings().upload_dir.glob(".incoming-*"):
-        if path.stat().st_mtime < cutoff:
-            path.unlink(missing_ok=True)
+def _remove_stale_uploads() -> None:
+    """Partial uploads a killed server left behind (an upload in progress holds a lock and stays)."""
+    from app.datasets.upload import remove_stale_incoming
+
+    remove_stale_incoming(get_settings().upload_dir)
 
 
 @asynccontextmanager

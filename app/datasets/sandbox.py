@@ -42,6 +42,10 @@ def _on_sigxcpu(signum, frame):
 
 def _limit_self(memory_bytes: int, cpu_seconds: float) -> None:
     """In the child, before it touches the file: caps it cannot lift, and no files written."""
+    # Libraries loaded later (pyarrow, numpy's BLAS) size thread pools and arenas by the host's cores,
+    # reserving address space the cap counts; one thread and the plain allocator read the same files.
+    os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", ARROW_DEFAULT_MEMORY_POOL="system",
+                      ARROW_IO_THREADS="1", OMP_THREAD_LIMIT="1")
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     cpu = max(1, int(cpu_seconds))
     # SIGXCPU at the soft cap lets the child report "too slow"; SIGKILL a few seconds later if it can't.
@@ -127,16 +131,21 @@ def scan_file(path: Path, filename: str | None, declared_format: str | None, has
                 elif not child.is_alive() and not receive.poll(0):
                     break
             if data is None:
-                timed_out = child.is_alive()
+                timed_out = time.monotonic() >= deadline
+                if not timed_out:
+                    child.join(5)  # it closed the pipe: let it finish dying to read its exit code
                 child.kill()
                 child.join(5)
-                if timed_out or child.exitcode in (-signal.SIGXCPU, -signal.SIGKILL):
-                    raise DatasetError(messages["time"] if timed_out or child.exitcode == -signal.SIGXCPU
-                                       else f"{messages['time'][:-1]}, or needed more memory than the "
-                                            f"scanner's limit of {memory / 2**20:,.0f} MB.")
-                log.warning("dataset scanner exited with %s on %s", child.exitcode, filename)
-                raise DatasetError(f"The file could not be read: the scanner stopped (exit code {child.exitcode}); "
-                                   "it may be too large or damaged.")
+                code = child.exitcode
+                log.warning("dataset scanner gave no answer on %r (exit code %s, timed out: %s)", filename, code,
+                            timed_out)
+                if timed_out or code == -signal.SIGXCPU:
+                    raise DatasetError(messages["time"])
+                if code == -signal.SIGKILL:  # the CPU cap's hard limit, or the kernel's OOM killer
+                    raise DatasetError(f"{messages['time'][:-1]}, or it needed more memory than the scanner's "
+                                       f"limit of {memory / 2**20:,.0f} MB.")
+                raise DatasetError(f"The file is too large or damaged to read: the scanner stopped (exit code {code}) "
+                                   f"within its memory limit of {memory / 2**20:,.0f} MB.")
             child.join(5)
         finally:
             if child.is_alive():

@@ -117,11 +117,25 @@ def sniff_header(path: Path, fmt: str, limits: ReadLimits) -> bool:
             return True
         if name.strip().lower() in COMMON_NAMES:
             return True
+    if any(values and _looks_like(name, values) for name, values in zip(first, columns)):
+        return False  # some first-row value is shaped like the values below it: data
     for name, values in zip(first, columns):
         if (name.strip() and values and _NAME_LIKE.fullmatch(name.strip()) and " " not in name.strip()
                 and all(" " in v and len(v) >= 3 * len(name) for v in values)):
             return True
     return False
+
+
+def _kinds(text: str) -> set[str]:
+    return {"alpha" if c.isalpha() else "digit" if c.isdigit() else "space" if c.isspace() else "other" for c in text}
+
+
+def _looks_like(first: str, values: list[str]) -> bool:
+    """Same length range and the same kinds of characters as the column's values (e.g. pos above neg)."""
+    lengths = [len(v) for v in values]
+    if not min(lengths) <= len(first) <= max(lengths):
+        return False
+    return _kinds(first) <= set().union(*(_kinds(v) for v in values[:SNIFF_LINES]))
 
 
 def _dtype_of(value: object) -> str:
@@ -282,5 +296,5 @@ def safe_preview(rows: object, limits: ScanLimits | None = None) -> list[dict]:
     for row in rows[:limits.preview_rows]:
         if isinstance(row, dict):
             share = max(32, min(limits.preview_cell_chars, limits.preview_row_chars // max(1, len(row))))
-            out.append(_clean(row, share))
+            out.append(_clean(row, share + 40))  # + room for the marker of a cell cut at upload
     return out

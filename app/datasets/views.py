@@ -85,6 +85,7 @@ async def upload_dataset(request: Request, session: DB, settings: Conf, user: Vi
     finally:
         if upload.path is not None:
             upload.path.unlink(missing_ok=True)  # a no-op when the file was kept (it was renamed)
+        upload.release()
 
 
 @router.get("", response_model=list[DatasetOut])
