@@ -57,6 +57,17 @@ def _chunks(path: Path, size: int = 1 << 20) -> Iterator[bytes]:
         raise DatasetError(f"The gzip file is damaged: {e}.") from None
 
 
+def _is_excel(head: bytes) -> bool:
+    """.xlsx is a zip holding xl/…; .xls is an OLE2 compound file."""
+    return (head.startswith(b"PK\x03\x04") and b"xl/" in head) or head.startswith(b"\xd0\xcf\x11\xe0")
+
+
+def _binary_file_message(head: bytes) -> str:
+    if _is_excel(head):
+        return "Excel files are not supported; export to CSV (File → Save As → CSV UTF-8) and upload that."
+    return "This looks like a binary file (it contains NUL bytes), not text."
+
+
 def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line) of a UTF-8 file (a BOM is allowed); wrong encodings say where they are."""
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="strict")
@@ -64,7 +75,7 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
     pending = ""
     for chunk in _chunks(path):
         if b"\x00" in chunk:
-            raise DatasetError("This looks like a binary file (it contains NUL bytes), not text.")
+            raise DatasetError(_binary_file_message(chunk))
         try:
             text = pending + decoder.decode(chunk)
         except UnicodeDecodeError:

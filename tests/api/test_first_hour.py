@@ -24,3 +24,23 @@ def test_favicon_is_served_without_signing_in(app):
     assert res.status_code == 200
     assert res.headers["content-type"] == "image/x-icon"
     assert res.content[:4] == b"\x00\x00\x01\x00"  # an ICO header
+
+
+def _xlsx_bytes() -> bytes:
+    """A workbook laid out as Excel writes one (a zip of [Content_Types].xml, xl/workbook.xml, a sheet)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types/>')
+        z.writestr("xl/workbook.xml", '<?xml version="1.0"?><workbook><sheets><sheet name="Sheet1"/></sheets></workbook>')
+        z.writestr("xl/worksheets/sheet1.xml", '<?xml version="1.0"?><worksheet><sheetData/></worksheet>')
+    return buf.getvalue()
+
+
+def test_an_excel_upload_is_refused_with_a_plain_message(client):
+    for name, body in (("reviews.xlsx", _xlsx_bytes()), ("reviews.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 512)):
+        res = client.post("/api/datasets", files={"file": (name, body)})
+        assert res.status_code in (400, 415, 422), res.text
+        assert "Excel files are not supported; export to CSV" in res.json()["detail"], name
