@@ -44,3 +44,22 @@ def test_an_excel_upload_is_refused_with_a_plain_message(client):
         res = client.post("/api/datasets", files={"file": (name, body)})
         assert res.status_code in (400, 415, 422), res.text
         assert "Excel files are not supported; export to CSV" in res.json()["detail"], name
+
+
+def test_the_sample_datasets_upload_and_are_what_the_generator_writes(client, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("examples_generate", ROOT / "examples" / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    generate.write_all(tmp_path)
+    expected = {"reviews.csv": (200, ["text", "label"]), "chat.jsonl": (50, ["messages"]),
+                "instructions.jsonl": (50, ["instruction", "input", "output"])}
+    for name, (rows, columns) in expected.items():
+        shipped = (ROOT / "examples" / name).read_bytes()
+        assert shipped == (tmp_path / name).read_bytes(), f"examples/{name} differs from examples/generate.py's"
+        res = client.post("/api/datasets", files={"file": (name, shipped)})
+        assert res.status_code == 201, res.text
+        body = res.json()
+        assert body["num_rows"] == rows and [c["name"] for c in body["columns"]] == columns
+        client.delete(f"/api/datasets/{body['id']}")
