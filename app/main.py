@@ -7,10 +7,11 @@ from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import __version__
 from app.artifacts import views as artifacts_views
 from app.auth import views as auth_views
 from app.auth.deps import LoginRequired, viewer
@@ -88,7 +89,7 @@ def _openapi_with_bearer(app: FastAPI) -> dict:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="peftlab", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = FastAPI(title="peftlab", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Parameter-efficient fine-tuning experiments: datasets, runs, live metrics, adapters.")
     # Every API route and page needs a signed-in viewer; only the sign-in pages do not.
     signed_in = [Depends(viewer)]
@@ -104,12 +105,22 @@ def create_app() -> FastAPI:
     app.include_router(auth_views.public_pages)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
-    for url, package in (("/vendor/uplot", "uplot/dist"), ("/vendor/swagger-ui", "swagger-ui-dist")):
-        folder = ROOT / "node_modules" / package
-        if folder.is_dir():
+    # Browser libraries: static/vendor (built from the npm lockfile, shipped in the wheel), else a
+    # checkout's node_modules where `python -m app.build_assets` has not run yet.
+    for url, vendored, package in (("/vendor/uplot", "uplot", "uplot/dist"),
+                                   ("/vendor/swagger-ui", "swagger-ui", "swagger-ui-dist")):
+        folder = next((f for f in (ROOT / "static" / "vendor" / vendored, ROOT / "node_modules" / package)
+                       if f.is_dir()), None)
+        if folder is not None:
             app.mount(url, StaticFiles(directory=folder), name=url.rsplit("/", 1)[-1])
         else:
-            log.warning("node_modules/%s is missing: run `npm ci`", package)
+            log.warning("static/vendor/%s is missing: run `make install` (npm ci + python -m app.build_assets)",
+                        vendored)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return FileResponse(ROOT / "static" / "favicon.ico", media_type="image/x-icon",
+                            headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/docs", include_in_schema=False)
     def api_docs(request: Request):

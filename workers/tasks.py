@@ -29,6 +29,7 @@ from app.runs.schemas import EvalSummary, RunCreate, RunSummary
 from workers.celery_app import celery
 from workers.methods import get_method, total_parameters
 from workers.methods.base import BuildContext
+from workers.model_card import write_model_cards
 from workers.model_loading import load_base_model, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
 from workers.training.data import prepare_data
@@ -116,6 +117,7 @@ def _run(run_id: int, settings: Settings, reporter: Reporter) -> dict | None:
     if outcome is None:
         return None
     summary, artifacts = outcome
+    write_model_cards(run_id, config, summary, artifacts)  # README.md cards, a base model others can resolve
     with session_scope() as session:
         for kind, path in artifacts.items():
             record_artifact(session, run_id, kind, path)

@@ -57,7 +57,10 @@ def _signed_in(request: Request, session: Session, user, next_url: str) -> Redir
 @public_pages.get("/setup")
 def setup_page(request: Request, session: DB):
     if service.count_users(session):
-        return RedirectResponse("/login", status_code=303)
+        # Setup is done: a signed-in visitor goes home, anyone else to the sign-in form.
+        cookie = request.cookies.get(SESSION_COOKIE)
+        signed_in = cookie and service.session_for(session, cookie=cookie) is not None
+        return RedirectResponse("/runs" if signed_in else "/login", status_code=303)
     return _form_page(request, "auth/setup.html", "Welcome")
 
 

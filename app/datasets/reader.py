@@ -96,6 +96,17 @@ def check_gzip_expansion(path: Path) -> None:
             pass
 
 
+def _is_excel(head: bytes) -> bool:
+    """.xlsx is a zip holding xl/…; .xls is an OLE2 compound file."""
+    return (head.startswith(b"PK\x03\x04") and b"xl/" in head) or head.startswith(b"\xd0\xcf\x11\xe0")
+
+
+def _binary_file_message(head: bytes) -> str:
+    if _is_excel(head):
+        return "Excel files are not supported; export to CSV (File → Save As → CSV UTF-8) and upload that."
+    return "This looks like a binary file (it contains NUL bytes), not text."
+
+
 def _text_chunks(path: Path) -> Iterator[bytes]:
     """Raw chunks of a text file: no NUL bytes, the BOM dropped, CR-only line ends refused."""
     first = True
@@ -103,7 +114,7 @@ def _text_chunks(path: Path) -> Iterator[bytes]:
         if first and chunk.startswith((b"\xff\xfe", b"\xfe\xff")):
             raise DatasetError("The file is UTF-16 text, which is invalid text here: save it as UTF-8 and upload it again.")
         if b"\x00" in chunk:
-            raise DatasetError("This looks like a binary file (it contains NUL bytes), not text.")
+            raise DatasetError(_binary_file_message(chunk))
         if first:
             first = False
             chunk = chunk.removeprefix(UTF8_BOM)

@@ -1,13 +1,14 @@
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.responses import RedirectResponse
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.auth.deps import Viewer, Visible, can_see
 from app.config import Settings, get_settings
 from app.db import get_db
-from app.runs import lifecycle, service
+from app.runs import config_file, lifecycle, service
 from app.runs.models import Run
 from app.runs.schemas import MAX_TAG_CHARS, RunCreate, RunOut, RunUpdate
 from app.runs.sorting import SORT_KEYS, sort_runs
@@ -38,6 +39,27 @@ def create_run(body: RunCreate, session: DB, user: Viewer, visible: Visible):
         raise HTTPException(422, e.errors) from None
 
 
+async def _yaml_body(request: Request) -> dict:
+    try:
+        return config_file.from_yaml(await request.body())
+    except config_file.ConfigFileError as e:
+        raise HTTPException(422, str(e)) from None
+
+
+@router.post("/yaml", status_code=201, response_model=RunOut, openapi_extra={"requestBody": {
+    "required": True, "content": {"application/yaml": {"schema": {"type": "string"}}}}})
+def create_run_from_yaml(config: Annotated[dict, Depends(_yaml_body)], session: DB, user: Viewer, visible: Visible):
+    """Queue a run from a YAML file holding the body of POST /api/runs (what GET /api/runs/{id}/config.yaml
+    exports)."""
+    try:
+        body = RunCreate.model_validate(config)
+    except ValidationError as e:
+        raise HTTPException(422, [{"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
+                                  for err in e.errors(include_url=False, include_context=False,
+                                                      include_input=False)]) from None
+    return create_run(body, session, user, visible)
+
+
 @router.get("", response_model=list[RunOut])
 def list_runs(session: DB, visible: Visible,
               status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
@@ -54,6 +76,14 @@ def list_runs(session: DB, visible: Visible,
 @router.get("/{run_id}", response_model=RunOut)
 def get_run(run: RunDep):
     return run
+
+
+@router.get("/{run_id}/config.yaml", response_class=Response,
+            responses={200: {"content": {"application/yaml": {}}, "description": "The run's config as YAML."}})
+def run_config_yaml(run: RunDep):
+    """The run's config as a YAML file: the body POST /api/runs (or POST /api/runs/yaml) takes."""
+    return Response(config_file.to_yaml(run.id, run.config), media_type="application/yaml",
+                    headers={"Content-Disposition": f'attachment; filename="peftlab-run-{run.id}.yaml"'})
 
 
 @router.patch("/{run_id}", response_model=RunOut)
