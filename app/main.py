@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import errors
 from app.artifacts import views as artifacts_views
 from app.auth import views as auth_views
 from app.auth.deps import LoginRequired, viewer
@@ -104,6 +105,7 @@ def create_app() -> FastAPI:
     app.include_router(compare_views.router, dependencies=signed_in)
     app.include_router(compare_views.pages, dependencies=signed_in)
     app.include_router(auth_views.public_pages)
+    errors.install(app)  # 422 that always serialises; 503 while the database or disk cannot serve
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     for url, package in (("/vendor/uplot", "uplot/dist"), ("/vendor/swagger-ui", "swagger-ui-dist")):
