@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import __version__
+from app import __version__, errors
 from app.artifacts import views as artifacts_views
 from app.auth import views as auth_views
 from app.auth.deps import LoginRequired, viewer
@@ -103,6 +103,7 @@ def create_app() -> FastAPI:
     app.include_router(compare_views.router, dependencies=signed_in)
     app.include_router(compare_views.pages, dependencies=signed_in)
     app.include_router(auth_views.public_pages)
+    errors.install(app)  # 422 that always serialises; 503 while the database or disk cannot serve
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     # Browser libraries: static/vendor (built from the npm lockfile, shipped in the wheel), else a

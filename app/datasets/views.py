@@ -14,6 +14,7 @@ from app.datasets.reader import DatasetError
 from app.datasets.schemas import DatasetDetailOut, DatasetOut, RowsOut
 from app.datasets.upload import UploadError, receive_upload
 from app.db import get_db
+from app.ids import Id, parse_id
 from app.templating import render
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
@@ -23,7 +24,7 @@ DB = Annotated[Session, Depends(get_db)]
 Conf = Annotated[Settings, Depends(get_settings)]
 
 
-def dataset_or_404(dataset_id: int, session: DB, visible: Visible) -> Dataset:
+def dataset_or_404(dataset_id: Id, session: DB, visible: Visible) -> Dataset:
     """The dataset, if the viewer may see it; someone else's answers exactly like a missing one."""
     dataset = service.get(session, dataset_id=dataset_id)
     if dataset is None or not can_see(visible, dataset.project_id):
@@ -45,9 +46,10 @@ def _target_project(session: Session, user, visible: set[int] | None, raw: str |
     """The project an upload goes to: the one named (if the viewer is in it), else the viewer's own."""
     if raw is None or not raw.strip():
         return auth_service.default_project_id(session, user=user)
-    if not raw.strip().isdigit() or not can_see(visible, int(raw)) or session.get(Project, int(raw)) is None:
+    project_id = parse_id(raw)
+    if project_id is None or not can_see(visible, project_id) or session.get(Project, project_id) is None:
         raise HTTPException(404, f"Project {raw.strip()[:20]!r} not found.")
-    return int(raw)
+    return project_id
 
 
 def _detail(session: Session, dataset: Dataset) -> DatasetDetailOut:

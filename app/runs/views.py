@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from app.auth.deps import Viewer, Visible, can_see
 from app.config import Settings, get_settings
 from app.db import get_db
+from app.ids import Id
 from app.runs import config_file, lifecycle, service
 from app.runs.models import Run
 from app.runs.schemas import MAX_TAG_CHARS, RunCreate, RunOut, RunUpdate
@@ -19,7 +20,7 @@ pages = APIRouter(include_in_schema=False)
 DB = Annotated[Session, Depends(get_db)]
 
 
-def run_or_404(run_id: int, session: DB, visible: Visible) -> Run:
+def run_or_404(run_id: Id, session: DB, visible: Visible) -> Run:
     """The run, if the viewer may see it; someone else's answers exactly like a missing one."""
     run = service.get(session, run_id=run_id)
     if run is None or not can_see(visible, run.project_id):
@@ -63,7 +64,7 @@ def create_run_from_yaml(config: Annotated[dict, Depends(_yaml_body)], session: 
 @router.get("", response_model=list[RunOut])
 def list_runs(session: DB, visible: Visible,
               status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
-              method: str | None = Query(None, max_length=32), dataset_id: int | None = None,
+              method: str | None = Query(None, max_length=32), dataset_id: Id | None = None,
               base_model: str | None = Query(None, max_length=64), tag: str | None = Query(None, max_length=MAX_TAG_CHARS),
               sort: Literal[SORT_KEYS] = Query("id", description="best = accuracy (else F1, else lowest perplexity)."),
               order: Literal["asc", "desc"] = "desc"):
@@ -119,7 +120,7 @@ def runs_page(request: Request):
 
 
 @pages.get("/runs/new")
-def new_run_page(request: Request, dataset_id: int | None = None):
+def new_run_page(request: Request, dataset_id: Id | None = None):
     return render(request, "runs/new.html", "New run", dataset_id=dataset_id)
 
 
