@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     requeue_after_seconds: int = Field(600, description="A queued run not picked up for this long is sent to the broker again.")
     reaper_interval_seconds: float = Field(15.0, description="How often the server looks for lost runs.")
     max_attempts: int = Field(3, description="How often a run whose worker died is retried before it fails.")
+    save_retry_seconds: float = Field(600.0, description="How long a worker whose run trained to the end keeps retrying to save the result while the database is unreachable (the write is fenced by its attempt, so a late one never overwrites a retry).")
     sse_poll_seconds: float = Field(0.5, description="How often a live event stream looks for new points.")
     model_dirs: list[Path] = Field(default_factory=list, description="Directories admins may register local base models from (JSON list); data_dir/models is always allowed.")
     secret_key: str | None = Field(None, description="Signs task messages so workers act only on the server's; default: a random key kept in data_dir/secret_key (set the same value on every host at scale).")

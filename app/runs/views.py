@@ -96,9 +96,10 @@ def update_run(run: RunDep, body: RunUpdate, session: DB):
 @router.post("/{run_id}/cancel", response_model=RunOut)
 def cancel_run(run: RunDep, session: DB):
     """Cancel a queued run at once, or ask a running one's worker to stop (it does within a few steps)."""
-    if lifecycle.request_cancel(session, run.id) is None:
-        raise HTTPException(409, f"Run {run.id} has already ended ({run.status}).")
-    session.refresh(run)
+    ended = lifecycle.request_cancel(session, run.id) is None
+    session.refresh(run)  # the status now, not the one read before the request (a worker may just have finished)
+    if ended:
+        raise HTTPException(409, f"Too late: run {run.id} already finished ({run.status}).")
     return run
 
 
