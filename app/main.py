@@ -23,6 +23,7 @@ from app.db import get_sessionmaker
 from app.inference import views as inference_views
 from app.metrics import views as metrics_views
 from app.models import service as models_service
+from app.pool_busy import HANDLER as POOL_BUSY
 from app.models import views as models_views
 from app.runs import service as runs_service
 from app.runs import views as runs_views
@@ -105,6 +106,7 @@ def create_app() -> FastAPI:
     app.include_router(compare_views.pages, dependencies=signed_in)
     app.include_router(auth_views.public_pages)
     app.add_middleware(SecurityHeaders)
+    app.add_exception_handler(*POOL_BUSY)  # no free database connection: 503, not 500
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     for url, package in (("/vendor/uplot", "uplot/dist"), ("/vendor/swagger-ui", "swagger-ui-dist")):
         folder = ROOT / "node_modules" / package
