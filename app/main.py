@@ -21,6 +21,7 @@ from app.datasets import views as datasets_views
 from app.experiments import views as experiments_views
 from app.db import get_sessionmaker
 from app.inference import views as inference_views
+from app.logs import views as logs_views
 from app.metrics import views as metrics_views
 from app.models import service as models_service
 from app.pool_busy import HANDLER as POOL_BUSY
@@ -96,7 +97,8 @@ def create_app() -> FastAPI:
     signed_in = [Depends(viewer)]
     for router in (datasets_views.router, runs_views.router, models_views.router, metrics_views.router,
                    artifacts_views.router, inference_views.router, auth_views.router, experiments_views.router,
-                   experiments_views.queue_router, samples_views.router):
+                   experiments_views.queue_router, samples_views.router, samples_views.runs_router,
+                   logs_views.router):
         app.include_router(router, dependencies=signed_in)
     for router in (datasets_views.pages, runs_views.pages, models_views.pages, auth_views.pages,
                    experiments_views.pages, inference_views.pages, samples_views.pages):

@@ -34,6 +34,7 @@ from workers.model_card import write_model_cards
 from workers.model_loading import load_base_model, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
 from workers.training.data import prepare_data
+from workers.training.log_capture import RunLogCapture
 from workers.training.loop import seed_everything, train
 from workers.training.reporting import LeaseKeeper, LeaseLost, Reporter, SqlReporter, retry_database
 
@@ -58,8 +59,10 @@ def train_run(message_run_id: int) -> None:
     if run_id != message_run_id:
         log.info("message for run %s: run %s is first in the queue, training it", message_run_id, run_id)
     keeper = LeaseKeeper(lease, settings.lease_seconds, settings.heartbeat_seconds).start()
+    logs = RunLogCapture(run_id).start()  # the run page's log tail
     try:
         reporter = SqlReporter(lease, keeper)
+        reporter.on_flush.append(logs.write)
         _save(lease, keeper, reporter, _run(run_id, settings, reporter), settings)
     except LeaseLost:
         log.warning("run %s: lease lost (attempt %s; another worker may own it now); nothing more is written",
@@ -71,6 +74,7 @@ def train_run(message_run_id: int) -> None:
                    attempt=lease.attempt)
     finally:
         keeper.close()
+        logs.stop()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next run in this process gets the whole GPU
 
@@ -157,11 +161,16 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     max_length = usable_length(source, config)
     data = prepare_data(rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer,
                         max_length=max_length, eval_fraction=config.eval_fraction, seed=t.seed)
+    log.info("data: %d training and %d eval examples, max_length %d%s", len(data.train), len(data.eval), max_length,
+             f", {len(data.labels)} labels: {', '.join(data.labels[:20])}{' …' if len(data.labels) > 20 else ''}"
+             if data.labels else "")
     seed_everything(t.seed)  # the new head and the method's weights initialise the same every time
     method = get_method(config.method.type)
     context = BuildContext(source=source, tokenizer=tokenizer, adapter_dir=find_adapter or BuildContext().adapter_dir)
     model = method.build(load_base_model(source, config.task, data.labels, tokenizer), config.method, config.task,
                          context)
+    log.info("%s on %s: %s of %s parameters train", config.method.type, config.base_model,
+             f"{method.trainable_parameters(model):,}", f"{total_parameters(model):,}")
     result = train(model, data, task=config.task, training=t, pad_id=tokenizer.pad_token_id, reporter=reporter)
     if result.stopped:
         return None

@@ -185,6 +185,14 @@ class RunOut(BaseModel):
     notes: str = ""
 
 
+class RunListItem(RunOut):
+    """A row of GET /api/runs: the run, its place in the queue, and the metric figures asked for."""
+
+    queue_position: int | None = Field(None, description="1 = the next run a free worker starts; null when not queued.")
+    metrics: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="For each name in `metrics=`: {min, max, last} of the run's series (absent when it has no points).")
+
+
 MAX_TAGS, MAX_TAG_CHARS, MAX_NOTES_CHARS = 20, 40, 10_000
 Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG_CHARS)]
 

@@ -9,9 +9,10 @@ from app.auth.deps import Viewer, Visible, can_see
 from app.config import Settings, get_settings
 from app.db import get_db
 from app.ids import Id
-from app.runs import config_file, lifecycle, service
+from app.metrics import service as metrics_service
+from app.runs import config_file, lifecycle, queue_order, service
 from app.runs.models import Run
-from app.runs.schemas import MAX_TAG_CHARS, RunCreate, RunOut, RunUpdate
+from app.runs.schemas import MAX_TAG_CHARS, RunCreate, RunListItem, RunOut, RunUpdate
 from app.runs.sorting import SORT_KEYS, sort_runs
 from app.templating import render
 
@@ -29,6 +30,8 @@ def run_or_404(run_id: Id, session: DB, visible: Visible) -> Run:
 
 
 RunDep = Annotated[Run, Depends(run_or_404)]
+MAX_SEARCH_CHARS = 100
+MAX_METRIC_NAMES = 8
 
 
 @router.post("", status_code=201, response_model=RunOut)
@@ -61,17 +64,28 @@ def create_run_from_yaml(config: Annotated[dict, Depends(_yaml_body)], session: 
     return create_run(body, session, user, visible)
 
 
-@router.get("", response_model=list[RunOut])
+@router.get("", response_model=list[RunListItem])
 def list_runs(session: DB, visible: Visible,
               status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None,
               method: str | None = Query(None, max_length=32), dataset_id: Id | None = None,
               base_model: str | None = Query(None, max_length=64), tag: str | None = Query(None, max_length=MAX_TAG_CHARS),
               sort: Literal[SORT_KEYS] = Query("id", description="best = accuracy (else F1, else lowest perplexity)."),
-              order: Literal["asc", "desc"] = "desc"):
-    """The newest 500 runs matching the filters, in the order asked for."""
+              order: Literal["asc", "desc"] = "desc",
+              q: str | None = Query(None, max_length=MAX_SEARCH_CHARS, description="Runs whose name contains this, in any case."),
+              metrics: str | None = Query(None, max_length=MAX_METRIC_NAMES * 65,
+                                          description=f"Up to {MAX_METRIC_NAMES} metric names, comma-separated "
+                                          "(e.g. eval/accuracy,train/loss): each run gets their {min, max, last}.")):
+    """The newest 500 runs matching the filters, in the order asked for, with queued runs' places in the queue."""
+    names = list(dict.fromkeys(n.strip() for n in (metrics or "").split(",") if n.strip()))
+    if len(names) > MAX_METRIC_NAMES:
+        raise HTTPException(422, f"Ask for at most {MAX_METRIC_NAMES} metrics at once (got {len(names)}).")
     runs = service.get_all(session, status=status, method=method, dataset_id=dataset_id, base_model=base_model,
-                           tag=tag, visible=visible)
-    return sort_runs(runs, sort, descending=order == "desc")
+                           tag=tag, visible=visible, q=(q or "").strip() or None)
+    runs = sort_runs(runs, sort, descending=order == "desc")
+    places = queue_order.positions(session) if any(r.status == "queued" for r in runs) else {}
+    figures = metrics_service.summaries(session, [r.id for r in runs], names)
+    return [RunListItem.model_validate(r).model_copy(update={"queue_position": places.get(r.id),
+                                                             "metrics": figures.get(r.id, {})}) for r in runs]
 
 
 @router.get("/{run_id}", response_model=RunOut)
