@@ -4,6 +4,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from app.auth.deps import Visible
 from app.config import Settings, get_settings
+from app.ids import parse_id
 from app.runs.views import DB, RunDep, run_or_404
 from app.samples import service
 from app.samples.confusion import confusion
@@ -16,10 +17,9 @@ runs_router = APIRouter(prefix="/api/runs", tags=["samples"])
 
 
 def parse_run_ids(runs: str) -> list[int]:
-    try:
-        ids = [int(part) for part in runs.split(",") if part.strip()]
-    except ValueError:
-        raise HTTPException(422, "runs must be run ids separated by commas, e.g. runs=3,4,7.") from None
+    ids = [parse_id(part) for part in runs.split(",") if part.strip()]
+    if None in ids:
+        raise HTTPException(422, "runs must be run ids separated by commas, e.g. runs=3,4,7.")
     if not ids or len(ids) > service.MAX_RUNS:
         raise HTTPException(422, f"Give 1 to {service.MAX_RUNS} run ids.")
     if len(set(ids)) != len(ids):

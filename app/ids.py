@@ -1,0 +1,21 @@
+"""The id type of every table: what a route or a request body accepts as an id.
+
+Ids are 64-bit signed integers in the database (SQLite's INTEGER, PostgreSQL's bigint); a larger
+number is refused by validation (422) instead of overflowing the database driver (500).
+"""
+from typing import Annotated
+
+from annotated_types import Ge, Le
+
+MAX_ID = 2**63 - 1
+
+Id = Annotated[int, Ge(1), Le(MAX_ID)]
+
+
+def parse_id(raw: str) -> int | None:
+    """An id written as text (a form field, one item of a list in a query), or None if it is not one."""
+    text = raw.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > len(str(MAX_ID)):
+        return None
+    value = int(text)
+    return value if 1 <= value <= MAX_ID else None
