@@ -74,7 +74,7 @@ def train_run(message_run_id: int) -> None:
                    attempt=lease.attempt)
     finally:
         keeper.close()
-        logs.stop()
+        logs.stop(store_rest=not keeper.lost.is_set())  # a stale attempt writes nothing more
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next run in this process gets the whole GPU
 

@@ -1,13 +1,12 @@
 """Browser tests of the run page's additions (system charts, smoothing and log scale, worker log tail,
 confusion matrix, GPU chart) and of the runs table's search, queue places and chosen columns."""
 import re
-import threading
 import uuid
 
 import httpx
 import pytest
 
-from app.db import session_scope
+from app.db import session_scope, utcnow
 from app.runs.models import Run
 from tests.conftest import wait_for_status
 from tests.e2e.test_ui_pages import upload_via_api
@@ -111,24 +110,21 @@ def test_confusion_matrix_of_the_eval_set(page, api, trained):
 
 
 def test_gpu_chart_appears_when_the_worker_reports_nvml_points(page, api, trained):
+    from app.runs import lifecycle
     from workers.training.gpu_metrics import MEMORY, UTILIZATION
-    from workers.training.reporting import SqlReporter
+    from workers.training.reporting import LeaseKeeper, SqlReporter
 
-    template = trained["run"]
-    with session_scope() as s:
-        project = s.get(Run, template["id"]).project_id
-        run = Run(name="gpu points", status="succeeded", progress=1.0, config=template["config"], summary={},
-                  dataset_id=template["dataset_id"], base_model=template["base_model"], method="lora",
-                  task="classification", project_id=project)
-        s.add(run)
-        s.flush()
-        run_id = run.id
+    run_id = _queued_run(trained, "gpu points")
     try:
-        reporter = SqlReporter(run_id, "gpu-host:1", threading.Event())  # the worker's reporting path
+        with session_scope() as s:
+            lease = lifecycle.take(s, run_id, "gpu-host:1", 60)
+        reporter = SqlReporter(lease, LeaseKeeper(lease, 60, 5))  # the worker's reporting path
         for step in range(1, 6):
             reporter.report(UTILIZATION, step, 40.0 + 10 * step)
             reporter.report(MEMORY, step, 2.0e9 + step * 1e8)
         reporter.close()
+        with session_scope() as s:
+            assert lifecycle.finish(s, run_id, lease.worker, "succeeded", summary={}, attempt=lease.attempt)
         page.goto(f"/runs/{run_id}")
         expect(page.locator("#gpu-card")).to_be_visible()
         expect(page.locator("#chart-gpu")).to_have_attribute("data-points", "10")
@@ -139,10 +135,12 @@ def test_gpu_chart_appears_when_the_worker_reports_nvml_points(page, api, traine
 
 
 def _queued_run(trained, name: str) -> int:
-    """A queued run written to SQL only (never sent to the broker), so the worker leaves it queued."""
+    """A queued run written to SQL only, never sent to the broker, so the worker leaves it queued. Marked as
+    sent just now: the reaper re-sends a queued run never sent at once, one sent only after requeue_after_seconds."""
     template = trained["run"]
     with session_scope() as s:
-        run = Run(name=name, status="queued", config=template["config"], summary={}, dataset_id=template["dataset_id"],
+        run = Run(name=name, status="queued", enqueued_at=utcnow(), config=template["config"], summary={},
+                  dataset_id=template["dataset_id"],
                   base_model=template["base_model"], method="lora", task="classification",
                   project_id=s.get(Run, template["id"]).project_id)
         s.add(run)
