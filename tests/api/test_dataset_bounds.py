@@ -149,6 +149,9 @@ def _labels_csv(header: bool, labels) -> bytes:
 
 @pytest.mark.parametrize("content, expected", [
     (_labels_csv(True, [f"label_{i}" for i in range(10_000)]), True),  # 10k distinct word labels, a header
+    # 10k labels under a header, one-word texts: the old sniffer read this header as data
+    (b"sentence,label\n" + b"".join(b"%s,%s%d\n" % (w, w, i) for i, w in
+                                    enumerate([b"good", b"bad", b"fine", b"awful"] * 2500)), True),
     (_labels_csv(True, ["a"] * 10), True),  # short texts under a common name
     (_labels_csv(False, [f"label_{i}" for i in range(10_000)]), False),  # the same without the header
     (_labels_csv(False, [str(i) for i in range(10_000)]), False),  # numeric labels, first row is data
