@@ -4,6 +4,7 @@ Wiring only: the engine lives in workers/training and workers/methods. Every way
 end lands in one guarded `finish` (succeeded, cancelled, failed with a one-line reason and the
 traceback), except a lost lease: then the run belongs to someone else and is left alone.
 """
+import errno
 import logging
 import os
 import socket
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from app.artifacts.service import absolute_path, record_artifact, run_artifact_dir
+from app.artifacts.service import absolute_path, delete_for_run, record_artifact, run_artifact_dir
 from app.artifacts.service import get as get_artifact
 from app.config import Settings, get_settings
 from app.datasets.models import Dataset
@@ -73,7 +74,8 @@ def train_run(message_run_id: int) -> None:
     except Exception as e:
         log.exception("run %s failed", run_id)
         with session_scope() as session:
-            finish(session, run_id, worker, "failed", error=failure_reason(e), traceback=traceback.format_exc())
+            if finish(session, run_id, worker, "failed", error=failure_reason(e), traceback=traceback.format_exc()):
+                delete_for_run(session, settings=settings, run_id=run_id)  # no half-written adapter stays
     finally:
         done.set()
         if torch.cuda.is_available():
@@ -104,7 +106,7 @@ def _run(run_id: int, settings: Settings, reporter: Reporter) -> dict | None:
         run = session.get(Run, run_id)
         if run is None:
             raise LookupError(f"run {run_id} was deleted")
-        config = RunCreate.model_validate(run.config)
+        config = RunCreate.model_validate(run.config, strict=False)  # checked strictly when stored; read back as stored
         source = resolve_source(session, config.base_model)
         files = [_dataset_location(session, settings, config.dataset_id)]
         if config.eval_dataset_id is not None:
@@ -199,6 +201,8 @@ def failure_reason(e: BaseException) -> str:
     """One line a person can act on. Our own checks raise ValueError / LookupError with such a line."""
     if isinstance(e, torch.cuda.OutOfMemoryError):
         return "out of GPU memory: try a smaller batch_size or max_length, or gradient_accumulation"
+    if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left on device" in str(e):
+        return "out of disk space while writing the run's outputs: free space on the artifact storage and run it again"
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     if isinstance(e, (ValueError, LookupError)) and text:
         return text[:500]
