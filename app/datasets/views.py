@@ -97,7 +97,7 @@ def get_dataset(dataset: Annotated[Dataset, Depends(dataset_or_404)]):
 def get_rows(dataset: Annotated[Dataset, Depends(dataset_or_404)], settings: Conf,
              offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 50):
     return RowsOut(offset=offset, limit=limit, total=dataset.num_rows,
-                   rows=service.rows(settings, dataset, offset=offset, limit=limit))
+                   rows=service.rows(settings, dataset, offset=min(offset, dataset.num_rows), limit=limit))  # past the end: none
 
 
 @router.delete("/{dataset_id}", status_code=204)

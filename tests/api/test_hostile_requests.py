@@ -236,3 +236,10 @@ def test_admin_sharing_a_missing_project_is_404(client):
     assert client.post("/api/users", json={"username": "fuzzed-member", "password": "long enough pw"}).status_code in (201, 422)
     res = client.post("/api/projects/28936508383/members", json={"username": "fuzzed-member"})
     assert res.status_code == 404, res.text
+
+
+@pytest.mark.parametrize("offset", [HUGE, 2**64, 10**12])
+def test_rows_past_the_end_are_an_empty_page(client, dataset_id, offset):
+    res = client.get(f"/api/datasets/{dataset_id}/rows", params={"offset": offset})
+    assert res.status_code == 200, res.text
+    assert res.json()["rows"] == [] and res.json()["total"] == 20
