@@ -7,6 +7,7 @@ from functools import lru_cache
 from sqlalchemy import DateTime, MetaData, create_engine, event, make_url
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from app.config import Settings, get_settings
@@ -103,7 +104,12 @@ def get_db() -> Iterator[Session]:
     try:
         yield session
     finally:
-        session.close()
+        try:
+            session.close()
+        except DBAPIError:
+            # The database went away mid-request and the rollback on close failed too; the request
+            # already answers 503 (app/errors.py). Drop the dead connection rather than fail again.
+            session.invalidate()
 
 
 def reset_caches() -> None:

@@ -4,6 +4,7 @@ Wiring only: the engine lives in workers/training and workers/methods. Every way
 end lands in one guarded `finish` (succeeded, cancelled, failed with a one-line reason and the
 traceback), except a lost lease: then the run belongs to someone else and is left alone.
 """
+import errno
 import logging
 import os
 import shutil
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from app.artifacts.service import absolute_path, record_artifact, run_artifact_dir
+from app.artifacts.service import absolute_path, delete_for_run, record_artifact, run_artifact_dir
 from app.artifacts.service import get as get_artifact
 from app.config import Settings, get_settings
 from app.datasets.models import Dataset
@@ -70,8 +71,9 @@ def train_run(message_run_id: int) -> None:
     except Exception as e:
         log.exception("run %s failed", run_id)
         with session_scope() as session:
-            finish(session, run_id, worker, "failed", error=failure_reason(e), traceback=traceback.format_exc(),
-                   attempt=lease.attempt)
+            if finish(session, run_id, worker, "failed", error=failure_reason(e), traceback=traceback.format_exc(),
+                      attempt=lease.attempt):
+                delete_for_run(session, settings=settings, run_id=run_id)  # no half-written adapter stays
     finally:
         keeper.close()
         logs.stop()
@@ -120,7 +122,7 @@ def _run(run_id: int, settings: Settings, reporter: Reporter) -> tuple[dict, dic
         run = session.get(Run, run_id)
         if run is None:
             raise LookupError(f"run {run_id} was deleted")
-        config = RunCreate.model_validate(run.config)
+        config = RunCreate.model_validate(run.config, strict=False)  # checked strictly when stored; read back as stored
         source = resolve_source(session, config.base_model)
         files = [_dataset_location(session, settings, config.dataset_id)]
         if config.eval_dataset_id is not None:
@@ -219,6 +221,8 @@ def failure_reason(e: BaseException) -> str:
                          if "gradient_checkpointing" in Training.model_fields else "")
         return (f"out of {where} memory: lower training.batch_size (raise training.gradient_accumulation to keep "
                 f"the effective batch size) or training.max_length{checkpointing}")
+    if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left on device" in str(e):
+        return "out of disk space while writing the run's outputs: free space on the artifact storage and run it again"
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     if isinstance(e, (ValueError, LookupError)) and text:
         return text[:500]
