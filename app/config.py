@@ -52,12 +52,15 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
+        """Written the way uvicorn reads them: addresses, or networks with their host bits cleared."""
+        out = []
         for item in value:
             try:
-                ipaddress.ip_network(item, strict=False)
+                out.append(str(ipaddress.ip_network(item.strip(), strict=False)) if "/" in item
+                           else str(ipaddress.ip_address(item.strip())))
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or CIDR network (e.g. 10.0.0.5 or 10.0.0.0/8)") from None
-        return value
+        return out
 
     @property
     def resolved_database_url(self) -> str:
