@@ -76,7 +76,7 @@ def train_run(message_run_id: int) -> None:
                 delete_for_run(session, settings=settings, run_id=run_id)  # no half-written adapter stays
     finally:
         keeper.close()
-        logs.stop()
+        logs.stop(store_rest=not keeper.lost.is_set())  # a stale attempt writes nothing more
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next run in this process gets the whole GPU
 
