@@ -103,6 +103,7 @@ def create_app() -> FastAPI:
         app.include_router(router, dependencies=signed_in)
     app.include_router(compare_views.router, dependencies=signed_in)
     app.include_router(compare_views.pages, dependencies=signed_in)
+    app.include_router(runs_views.methods_router, dependencies=signed_in)
     app.include_router(auth_views.public_pages)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from app.models.service import BUNDLED_ID, bundled_dir
+from app.models.bundled import BUNDLED_ID, bundled_dir
 from workers.training.checkpoints import load_trained, read_metadata
 
 __all__ = ["load", "predict"]
