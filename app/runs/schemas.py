@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.methods import all_specs, method_union
+from app.methods import all_specs, get_spec, method_union
 from app.methods.adapter import AdapterMethod  # noqa: F401 — re-exported: the configs' old home
 from app.methods.adapter_fusion import AdapterFusionMethod  # noqa: F401
 from app.methods.full import FullMethod  # noqa: F401
@@ -48,7 +48,7 @@ class Columns(_Strict):
 
 
 class Training(_Strict):
-    learning_rate: float = Field(5e-4, gt=0, le=1)
+    learning_rate: float = Field(5e-4, gt=0, le=1, description="Left out of a run config: the method's preset (GET /api/methods).")
     epochs: float = Field(1, gt=0, le=1000)
     max_steps: int | None = Field(None, ge=1, le=10_000_000)
     batch_size: int = Field(32, ge=1, le=4096)
@@ -70,6 +70,14 @@ class RunCreate(_Strict):
     columns: Columns
     method: Method
     training: Training = Field(default_factory=Training)
+
+    @model_validator(mode="after")
+    def _method_learning_rate(self) -> "RunCreate":
+        """A run that leaves the learning rate out trains at its method's preset (the registry's):
+        prompt-tuning at a LoRA rate stays at chance."""
+        if "learning_rate" not in self.training.model_fields_set:
+            self.training.learning_rate = get_spec(self.method.type).learning_rate
+        return self
 
     @model_validator(mode="after")
     def _columns_fit_task(self) -> "RunCreate":

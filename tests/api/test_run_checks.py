@@ -82,3 +82,24 @@ def test_methods_are_listed_from_the_registry(client):
     assert (r["default"], r["minimum"], r["maximum"]) == (8, 1, 1024) and r["description"]
     assert by_name["prompt"]["learning_rate"] > by_name["lora"]["learning_rate"] > by_name["full"]["learning_rate"]
     assert by_name["adapter_fusion"]["presets"] is False
+
+
+@pytest.mark.parametrize("training", [None, {"max_steps": 2}])
+def test_a_run_without_a_learning_rate_gets_its_methods_preset(client, dataset, training):
+    presets = {m["name"]: m["learning_rate"] for m in client.get("/api/methods").json()}
+    for kind in ("prompt", "lora", "full"):
+        config = body(dataset["id"], {"type": kind})
+        if training is None:
+            del config["training"]
+        else:
+            config["training"] = training
+        res = client.post("/api/runs", json=config)
+        assert res.status_code == 201, res.text
+        assert res.json()["config"]["training"]["learning_rate"] == presets[kind]
+        client.post(f"/api/runs/{res.json()['id']}/cancel")
+        client.delete(f"/api/runs/{res.json()['id']}")
+    given = body(dataset["id"], {"type": "prompt"}, training={"learning_rate": 0.001})
+    res = client.post("/api/runs", json=given)
+    assert res.json()["config"]["training"]["learning_rate"] == 0.001
+    client.post(f"/api/runs/{res.json()['id']}/cancel")
+    client.delete(f"/api/runs/{res.json()['id']}")
