@@ -1,13 +1,14 @@
 """The id type of every table: what a route or a request body accepts as an id.
 
-Ids are 64-bit signed integers in the database (SQLite's INTEGER, PostgreSQL's bigint); a larger
-number is refused by validation (422) instead of overflowing the database driver (500).
+The tables' ids are INTEGER columns: 32-bit on PostgreSQL (64-bit on SQLite). A larger number is
+refused by validation (422) before it reaches the database, where it would fail as an out-of-range
+value (PostgreSQL) or an overflow in the driver (SQLite) — a 500 either way.
 """
 from typing import Annotated
 
 from annotated_types import Ge, Le
 
-MAX_ID = 2**63 - 1
+MAX_ID = 2**31 - 1
 
 Id = Annotated[int, Ge(1), Le(MAX_ID)]
 

@@ -105,6 +105,7 @@ def create_app() -> FastAPI:
         app.include_router(router, dependencies=signed_in)
     app.include_router(compare_views.router, dependencies=signed_in)
     app.include_router(compare_views.pages, dependencies=signed_in)
+    app.include_router(runs_views.methods_router, dependencies=signed_in)
     app.include_router(auth_views.public_pages)
     errors.install(app)  # 422 that always serialises; 503 while the database or disk cannot serve
     app.add_middleware(SecurityHeaders)

@@ -93,8 +93,9 @@ def _child(conn, path: str, filename: str | None, declared: str | None, has_head
 def _context(method: str):
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
-        # Children fork from a server that has imported only this module: no per-upload import cost.
-        ctx.set_forkserver_preload(["app.datasets.sandbox"])
+        # Children fork from a server that has imported only this module, and the main script once
+        # (else multiprocessing runs a script's imports again in every child): no per-upload import cost.
+        ctx.set_forkserver_preload(["__main__", "app.datasets.sandbox"])
     return ctx
 
 

@@ -176,8 +176,8 @@ async def receive_upload(request: Request, dest_dir: Path, limit: int, file_fiel
         if receiver.result.path is not None:
             receiver.result.path.unlink(missing_ok=True)
         receiver.result.release()
-        if isinstance(e, UploadError):
-            raise
+        if isinstance(e, (UploadError, OSError)):
+            raise  # an OSError is the server's own disk failing (full: 503, app/errors.py), not a bad upload
         if isinstance(e, Exception):
             raise UploadError(400, f"The upload could not be read: {e}") from None
         raise

@@ -106,7 +106,7 @@ def get_rows(dataset: Annotated[Dataset, Depends(dataset_or_404)], settings: Con
     """A page of rows; `limit` in the answer is what was used (wide datasets get fewer rows per page)."""
     limit = service.page_limit(dataset, limit)
     try:
-        rows = service.rows(settings, dataset, offset=offset, limit=limit)
+        rows = service.rows(settings, dataset, offset=min(offset, dataset.num_rows), limit=limit)  # past the end: none
     except DatasetError as e:  # a file stored before today's checks may not read back
         raise HTTPException(422, f"The dataset file cannot be read: {e}") from None
     return RowsOut(offset=offset, limit=limit, total=dataset.num_rows, rows=rows)

@@ -1,6 +1,8 @@
 """The upload scanner's caps, bounded previews and row pages, robust listings, header detection."""
 import gzip
 import json
+import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -39,7 +41,14 @@ def test_time_cap_refuses_a_file_too_slow_to_read(client, app, settings):
     _with_settings(app, settings, scan_timeout_seconds=1)
     before = _leftovers(settings)
     rows = gzip.compress(b'{"a": 1, "text": "a short row"}\n' * 3_000_000)  # 96 MB of rows, 0.2 MB of gzip
-    res = _upload(client, "slow.jsonl.gz", rows)
+    answers = []
+    uploader = threading.Thread(target=lambda: answers.append(_upload(client, "slow.jsonl.gz", rows)))
+    uploader.start()
+    while uploader.is_alive() and not answers:  # the server answers others while the scan runs
+        assert client.get("/api/me").status_code == 200
+        time.sleep(0.2)
+    uploader.join()
+    res = answers[0]
     assert res.status_code == 422, res.text
     assert "too slow to read" in res.json()["detail"]
     assert client.get("/api/me").status_code == 200
@@ -149,6 +158,9 @@ def _labels_csv(header: bool, labels) -> bytes:
 
 @pytest.mark.parametrize("content, expected", [
     (_labels_csv(True, [f"label_{i}" for i in range(10_000)]), True),  # 10k distinct word labels, a header
+    # 10k labels under a header, one-word texts: the old sniffer read this header as data
+    (b"sentence,label\n" + b"".join(b"%s,%s%d\n" % (w, w, i) for i, w in
+                                    enumerate([b"good", b"bad", b"fine", b"awful"] * 2500)), True),
     (_labels_csv(True, ["a"] * 10), True),  # short texts under a common name
     (_labels_csv(False, [f"label_{i}" for i in range(10_000)]), False),  # the same without the header
     (_labels_csv(False, [str(i) for i in range(10_000)]), False),  # numeric labels, first row is data

@@ -8,7 +8,8 @@ from fastapi.testclient import TestClient
 
 from app.security_headers import HEADERS
 
-HUGE = 2**63  # one past the largest id a database holds
+HUGE = 2**63  # past any integer a database holds
+PAST_INT4 = 2**31  # one past the largest id of the tables' INTEGER columns on PostgreSQL
 NAN, INF = float("nan"), float("inf")
 
 
@@ -56,6 +57,7 @@ BAD_CONFIGS = [
     ("NaN LoRA dropout", {"method": {"type": "lora", "dropout": NAN}}, ["body", "method", "lora", "dropout"]),
     ("dataset id 2**63", {"dataset_id": HUGE}, ["body", "dataset_id"]),
     ("dataset id 2**64 + 1", {"dataset_id": 2**64 + 1}, ["body", "dataset_id"]),
+    ("dataset id 2**31", {"dataset_id": PAST_INT4}, ["body", "dataset_id"]),
     ("eval dataset id 2**63", {"eval_dataset_id": HUGE}, ["body", "eval_dataset_id"]),
     ("fused run id 2**63", {"method": {"type": "adapter_fusion", "adapter_run_ids": [1, HUGE]}},
      ["body", "method", "adapter_fusion", "adapter_run_ids", 1]),
@@ -168,7 +170,7 @@ def test_every_id_route_is_found(app):
     assert len(paths) >= 20
 
 
-@pytest.mark.parametrize("bad_id", [HUGE, 2**64, 10**30, 0, -1])
+@pytest.mark.parametrize("bad_id", [PAST_INT4, HUGE, 2**64, 10**30, 0, -1])
 def test_out_of_range_path_ids_are_404_or_422(client, app, bad_id):
     """Every route with an id in its path: an id no database can hold is refused, never a 500."""
     for method, path in _id_routes(app):
@@ -183,14 +185,15 @@ def test_out_of_range_path_ids_are_404_or_422(client, app, bad_id):
 @pytest.mark.parametrize("url", [
     f"/api/runs?dataset_id={HUGE}", f"/api/samples?runs={HUGE}", f"/api/samples?runs=1,{2**64}",
     "/api/samples?runs=1,-2", "/api/samples?runs=%C2%B2", f"/api/compare?runs={HUGE}",
-    f"/runs/new?dataset_id={HUGE}", f"/playground?run={HUGE}",
+    f"/runs/new?dataset_id={HUGE}", f"/playground?run={HUGE}", f"/api/compare?runs=1,{PAST_INT4}",
+    f"/api/samples?runs={PAST_INT4}", f"/api/runs?dataset_id={PAST_INT4}",
 ])
 def test_out_of_range_query_ids_are_refused(client, url):
     res = client.get(url)
     assert res.status_code in (404, 422), res.text
 
 
-@pytest.mark.parametrize("project_id", [str(HUGE), "²", "-1", "1e3"])
+@pytest.mark.parametrize("project_id", [str(HUGE), str(PAST_INT4), "²", "-1", "1e3"])
 def test_upload_to_an_impossible_project_is_404(client, project_id):
     res = client.post("/api/datasets", files={"file": ("a.csv", b"text,label\na,b\n")}, data={"project_id": project_id})
     assert res.status_code == 404, res.text
@@ -234,5 +237,26 @@ def test_admin_sharing_a_missing_project_is_404(client):
     """Found by the fuzzer: an admin adding a member to a project that does not exist got a 500
     (the membership row broke its foreign key)."""
     assert client.post("/api/users", json={"username": "fuzzed-member", "password": "long enough pw"}).status_code in (201, 422)
-    res = client.post("/api/projects/28936508383/members", json={"username": "fuzzed-member"})
+    res = client.post("/api/projects/2000000000/members", json={"username": "fuzzed-member"})
     assert res.status_code == 404, res.text
+
+
+@pytest.mark.parametrize("offset", [HUGE, 2**64, 10**12])
+def test_rows_past_the_end_are_an_empty_page(client, dataset_id, offset):
+    res = client.get(f"/api/datasets/{dataset_id}/rows", params={"offset": offset})
+    assert res.status_code == 200, res.text
+    assert res.json()["rows"] == [] and res.json()["total"] == 20
+
+
+@pytest.mark.parametrize("last_event_id", [str(2**200), "9" * 5000, "١٢"])
+def test_event_stream_ignores_an_impossible_last_event_id(client, dataset_id, last_event_id):
+    """An id the server never sent replays from the start instead of overflowing the database query."""
+    run = post_json(client, "/api/runs", config(dataset_id)).json()
+    try:
+        client.post(f"/api/runs/{run['id']}/cancel")
+        with client.stream("GET", f"/api/runs/{run['id']}/events", params={"last_event_id": last_event_id}) as res:
+            assert res.status_code == 200
+            text = "".join(res.iter_text())
+        assert "event: status" in text and '"cancelled"' in text
+    finally:
+        client.delete(f"/api/runs/{run['id']}")
