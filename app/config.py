@@ -30,12 +30,21 @@ class Settings(BaseSettings):
     model_dirs: list[Path] = Field(default_factory=list, description="Directories admins may register local base models from (JSON list); data_dir/models is always allowed.")
     secret_key: str | None = Field(None, description="Signs task messages so workers act only on the server's; default: a random key kept in data_dir/secret_key (set the same value on every host at scale).")
     gpus: str | None = Field(None, description="Worker: the GPU index to use (CUDA_VISIBLE_DEVICES); none = auto.")
+    public_url: str | None = Field(None, description="The server's address as users reach it, for links in webhook messages; default http://host:port.")
+    webhook_poll_seconds: float = Field(5.0, description="How often the server looks for ended runs to announce to webhooks.")
+    webhook_retry_seconds: float = Field(30.0, description="Wait before retrying a failed webhook delivery; doubles after each failure.")
+    webhook_max_attempts: int = Field(5, description="A webhook delivery that failed this often is given up.")
+    webhook_timeout_seconds: float = Field(10.0, description="How long a webhook receiver may take to answer.")
 
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'peftlab.sqlite').resolve()}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     @property
     def resolved_broker_url(self) -> str:

@@ -6,6 +6,8 @@ from app.experiments.models import Experiment
 from app.inference.models import InferenceRequest
 from app.metrics.models import MetricPoint
 from app.models.models import BaseModel
+from app.notifications.models import Webhook, WebhookDelivery
 from app.runs.models import Run, RunTag
 
-__all__ = ["ApiToken", "Artifact", "BrowserSession", "LoginFailure", "Project", "ProjectMember", "User", "BaseModel", "Dataset", "Experiment", "InferenceRequest", "MetricPoint", "Run", "RunTag"]
+__all__ = ["ApiToken", "Artifact", "BrowserSession", "LoginFailure", "Project", "ProjectMember", "User", "BaseModel", "Dataset", "Experiment", "InferenceRequest", "MetricPoint", "Run", "RunTag",
+           "Webhook", "WebhookDelivery"]
