@@ -1,14 +1,14 @@
 """webhooks (per project) and their deliveries (the notifier's outbox)
 
-Revision ID: 0006_h_firsthour
-Revises: 0005
+Revision ID: 0007_h_firsthour
+Revises: 0006_h_runpage
 Create Date: 2026-11-30 04:00:00.000000
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0006_h_firsthour'  # alembic refuses '-' in ids
-down_revision = '0005'
+revision = '0007_h_firsthour'
+down_revision = '0006_h_runpage'
 branch_labels = None
 depends_on = None
 
