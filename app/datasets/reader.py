@@ -210,12 +210,8 @@ def _iter_jsonl(path: Path, limits: ReadLimits, skip: int = 0) -> Iterator[dict]
             raise DatasetError(f"Line {line_no}: {e}.") from None
         if not isinstance(row, dict):
             raise DatasetError(f"Line {line_no} is not a JSON object; JSONL needs one object per line.")
-        if "\\" in line:  # only escapes can make a lone surrogate
-            try:
-                _depth_and_text(row, limits.max_depth)
-            except DatasetError as e:
-                raise DatasetError(f"Line {line_no}: {e}.") from None
-        elif any(isinstance(v, (dict, list)) for v in row.values()):
+        # Only escapes can make a lone surrogate; only nested values can be too deep.
+        if "\\" in line or any(isinstance(v, (dict, list)) for v in row.values()):
             try:
                 _depth_and_text(row, limits.max_depth)
             except DatasetError as e:
