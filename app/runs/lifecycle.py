@@ -146,12 +146,32 @@ def recover_expired(session: Session, max_attempts: int) -> list[int]:
                 state_version=Run.state_version + 1)
         .returning(Run.id)
     ).scalars().all()
-    if requeued:
-        # The retry starts again at step 0: the dead attempt's points would otherwise shadow the
-        # new ones (points are unique per step) and the curve would mix two attempts.
-        session.execute(delete(MetricPoint).where(MetricPoint.run_id.in_(requeued)))
+    # The dead attempt's points stay: the retry resumes from its last checkpoint and drops only the
+    # points after it when it starts (start_attempt), so the curve keeps its original times.
     session.commit()
     return list(requeued)
+
+
+def holds(session: Session, run_id: int, worker: str) -> bool:
+    """Whether `worker` still holds the run (before it writes something only the holder may write)."""
+    held = session.scalar(select(Run.id).where(Run.id == run_id, Run.status == "running", Run.worker == worker))
+    session.commit()
+    return held is not None
+
+
+def start_attempt(session: Session, run_id: int, worker: str, *, from_step: int, attempt: int) -> bool:
+    """A new attempt continues from its checkpoint at `from_step` (0: from scratch): the points up
+    to it stay with their original times, the ones after it go (the attempt computes them again).
+    False when the worker no longer holds the run."""
+    if not holds(session, run_id, worker):
+        return False
+    session.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.step > from_step))
+    if from_step > 0:
+        session.execute(update(Run).where(Run.id == run_id, Run.worker == worker)
+                        .values(summary={"resumed_from": {"step": from_step, "attempt": attempt}},
+                                state_version=Run.state_version + 1))
+    session.commit()
+    return True
 
 
 def stale_queued(session: Session, older_than: timedelta) -> list[int]:

@@ -11,7 +11,7 @@ from app.models import service as models_service
 from app.queue import send_train
 from app.runs import lifecycle
 from app.runs.models import Run, RunTag
-from app.runs.schemas import RunCreate, RunUpdate
+from app.runs.schemas import RunCreate, RunUpdate, best_metric_problem
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,8 @@ def validate_references(session: Session, body: RunCreate, visible: set[int] | N
             errors.append(_err(("eval_fraction",), f"{body.eval_fraction} of {dataset.num_rows} rows leaves no eval rows."))
         elif dataset.num_rows - round(dataset.num_rows * body.eval_fraction) < 1:
             errors.append(_err(("eval_fraction",), "No training rows would be left."))
+    if problem := best_metric_problem(body):
+        errors.append(_err(("training", "metric_for_best"), problem))
     if body.method.type == "adapter_fusion":
         errors += _fusion_errors(session, body, visible, dataset.project_id if dataset is not None else None)
     if errors:
