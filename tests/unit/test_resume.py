@@ -166,6 +166,16 @@ def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(sources, tmp
     assert second.series("train/lr") == whole.series("train/lr")[9:]
     assert [s for s, _ in second.series("eval/loss")] == [10, 15, 20]
 
+    # A retry after the final write failed resumes from the final checkpoint: nothing left to train,
+    # the same last evaluation for the summary, no point reported twice.
+    assert store.latest().step == 20
+    tokenizer, data, model = lora_setup(sources["bert"])
+    third = MemoryReporter()
+    again = train(model, data, task="classification", training=training, pad_id=tokenizer.pad_token_id,
+                  reporter=third, device=CPU, checkpoints=store, resume=store.latest())
+    assert again.steps == 20 and third.points == []
+    assert again.eval.metrics == result.eval.metrics
+
 
 def test_early_stopping_keeps_the_best_step(sources, tmp_path):
     """A learning rate too small to change any prediction: accuracy never improves after the first

@@ -212,6 +212,10 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         reporter.progress(step / total_steps)
     if pending:
         report_window(state.step)
+    if resume is not None and last_eval is None and not stopped and data.eval:
+        # Resumed from the final checkpoint (a retry after the final write failed): the last
+        # evaluation's points are in already, but the summary and predictions need its result.
+        last_eval = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device)
 
     seconds = totals["seconds"]
     return TrainResult(steps=state.step, stopped=stopped, eval=None if stopped else last_eval,
