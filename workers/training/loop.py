@@ -151,8 +151,9 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         if pending:
             report_window(state.step)  # the points up to the checkpoint go out before it is written
         state.epoch, state.batch_start = stream.epoch, stream.start
-        if checkpoints.save(state, model, optimizer, schedule):
-            last_checkpoint.update(step=state.step, time=time.monotonic())
+        # A refused or failed write (database or disk down) waits for the next due one, not the next step.
+        checkpoints.save(state, model, optimizer, schedule)
+        last_checkpoint.update(step=state.step, time=time.monotonic())
         window["start"] = time.perf_counter()  # writing is not training throughput
 
     def checkpoint_due() -> bool:
