@@ -80,6 +80,19 @@ def test_pruning_keeps_the_last_and_the_best(tmp_path):
     assert [c.step for c in store.all()] == [6]
 
 
+def test_a_worker_that_may_not_write_writes_nothing(tmp_path):
+    """may_write is the worker's check that it still holds the run (and that its points are in)."""
+    model, optimizer = small_model_and_optimizer()
+    saved = []
+    allowed = CheckpointStore(tmp_path, on_saved=saved.append)
+    assert save_step(allowed, model, optimizer, 1) and saved == [tmp_path]
+    refused = CheckpointStore(tmp_path, may_write=lambda: False, on_saved=saved.append)
+    assert save_step(refused, model, optimizer, 2) is False
+    failing = CheckpointStore(tmp_path, may_write=lambda: 1 / 0, on_saved=saved.append)  # e.g. the database is down
+    assert save_step(failing, model, optimizer, 3) is False
+    assert [c.step for c in allowed.all()] == [1] and saved == [tmp_path]
+
+
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
     model, optimizer = small_model_and_optimizer()
     store = CheckpointStore(tmp_path)
