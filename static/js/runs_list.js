@@ -4,12 +4,13 @@ import {
   $, $$, api, badge, el, emptyRow, fmtDate, fmtDuration, fmtNumber, fmtPercent, methodLabel, progressBar,
   runDuration, showAlert, TERMINAL,
 } from "./common.js";
+import { setupColumns } from "./runs_columns.js";
 
 const POLL_MS = 2000;
 const COLUMNS = 12;
 const filters = {
   status: $("#filter-status"), method: $("#filter-method"), dataset_id: $("#filter-dataset"),
-  base_model: $("#filter-model"), tag: $("#filter-tag"),
+  base_model: $("#filter-model"), tag: $("#filter-tag"), q: $("#filter-q"),
 };
 const body = $("#runs-body");
 const errorBox = $("#runs-error");
@@ -44,6 +45,16 @@ for (const input of Object.values(filters)) {
 }
 let tagTimer = null;
 filters.tag.addEventListener("input", () => { clearTimeout(tagTimer); tagTimer = setTimeout(applyQuery, 300); });
+filters.q.addEventListener("input", () => { clearTimeout(tagTimer); tagTimer = setTimeout(applyQuery, 300); });
+
+// ---- chosen extra columns (metrics, config keys), placed after "Best eval" -----------------
+
+const extraColumns = setupColumns(() => { renderExtraHeaders(); refresh(); });
+function renderExtraHeaders() {
+  for (const th of $$("th[data-extra-column]")) th.remove();
+  $("th[data-sort=best]").after(...extraColumns.headers());
+}
+renderExtraHeaders();
 
 // ---- sorting: click a header; again to reverse ---------------------------------------------
 
@@ -152,7 +163,8 @@ function runRow(run) {
     el("td", { class: "col-select" }, box),
     el("td", { class: "num" }, el("a", { href }, `#${run.id}`)),
     el("td", { class: "name-cell" }, el("a", { href }, run.name || `Run ${run.id}`), tags),
-    el("td", {}, badge(run.status)),
+    el("td", {}, badge(run.status), run.queue_position != null
+      ? el("span", { class: "muted small queue-place", "data-queue-position": run.queue_position }, ` #${run.queue_position} in queue`) : null),
     el("td", { class: "nowrap" }, methodLabel(run.method)),
     el("td", {}, el("code", {}, run.base_model || "—")),
     el("td", {}, run.dataset_id == null ? "—"
@@ -160,6 +172,7 @@ function runRow(run) {
     el("td", { class: "col-progress" }, el("div", { class: "progress-cell" },
       progressBar(run.progress, `Run ${run.id} progress`), el("span", { class: "muted small" }, fmtPercent(run.progress, 0)))),
     el("td", { class: "num nowrap" }, bestEval(run)),
+    ...extraColumns.cells(run),
     el("td", { class: "nowrap" }, fmtDate(run.created_at)),
     el("td", { class: "num nowrap" }, fmtDuration(runDuration(run))),
     el("td", { class: "actions" }, action),
@@ -172,12 +185,15 @@ async function refresh() {
   inflight = new AbortController();
   const qs = query();
   try {
-    const runs = await api(`/api/runs${qs ? `?${qs}` : ""}`, { signal: inflight.signal });
+    const wanted = extraColumns.metricNames();
+    const apiQs = [qs, wanted.length ? `metrics=${encodeURIComponent(wanted.join(","))}` : ""].filter(Boolean).join("&");
+    const runs = await api(`/api/runs${apiQs ? `?${apiQs}` : ""}`, { signal: inflight.signal });
+    extraColumns.learnKeys(runs);
     rememberTags(runs);
     shownIds = runs.map((r) => r.id);
     const filtered = Object.values(filters).some((input) => input.value.trim());
     body.replaceChildren(...(runs.length ? runs.map(runRow)
-      : [emptyRow(COLUMNS, filtered ? "No runs match these filters." : "No runs yet. Start one with “New run”.")]));
+      : [emptyRow(COLUMNS + extraColumns.count(), filtered ? "No runs match these filters." : "No runs yet. Start one with “New run”.")]));
     renderSelection();
     if (errorBox.textContent.startsWith("Lost contact")) showAlert(errorBox, "");
     $("#live-indicator").classList.remove("stale");

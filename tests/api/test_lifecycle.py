@@ -66,8 +66,8 @@ def test_a_resumed_attempt_keeps_the_points_up_to_its_checkpoint(run_id):
         s.commit()
         assert lifecycle.recover_expired(s, max_attempts=3) == [run_id]
         assert len(series(s, run_id, ["train/loss"])["train/loss"]) == 7  # the reaper leaves the curve alone
-        assert lifecycle.claim(s, run_id, "w2", 30)
-        assert lifecycle.start_attempt(s, run_id, "w2", from_step=5, attempt=2)
+        lease = lifecycle.take(s, run_id, "w2", 30)
+        assert lease.attempt == 2 and lifecycle.start_attempt(s, lease, from_step=5)
         assert series(s, run_id, None) == {"train/loss": [(step, 1.0 / step) for step in range(1, 6)],
                                            "eval/loss": [(5, 0.5)]}
         record_points(s, run_id, [("train/loss", 6, 0.25, 2006.0)])  # the new attempt's step 6 is stored
@@ -102,9 +102,11 @@ def test_a_requeued_run_starts_its_curves_afresh_and_a_cancelled_one_is_not_retr
         s.execute(update(Run).where(Run.id == run_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
         s.commit()
         assert lifecycle.recover_expired(s, max_attempts=3) == [run_id]
-        assert lifecycle.claim(s, run_id, "w2", 30)
-        assert lifecycle.start_attempt(s, run_id, "w1", from_step=0, attempt=2) is False  # not w1's any more
-        assert lifecycle.start_attempt(s, run_id, "w2", from_step=0, attempt=2)  # no checkpoint: from scratch
+        lease = lifecycle.take(s, run_id, "w2", 30)
+        stale = lifecycle.Lease(run_id, "w1", 1)
+        assert lifecycle.start_attempt(s, stale, from_step=0) is False  # not w1's any more
+        assert series(s, run_id, None) == {"train/loss": [(1, 3.0)]}  # so it changed nothing
+        assert lifecycle.start_attempt(s, lease, from_step=0)  # no checkpoint: from scratch
         assert series(s, run_id, None) == {}  # the dead attempt's points are gone
         lifecycle.request_cancel(s, run_id)
         s.execute(update(Run).where(Run.id == run_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))

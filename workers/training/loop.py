@@ -7,6 +7,7 @@ One function, read top to bottom. It knows nothing about SQL or Celery: metrics 
 checkpoint restores weights, optimizer, RNGs, data position and LR step, so the run continues
 exactly as if it had never stopped.
 """
+import logging
 import math
 import random
 import resource
@@ -21,8 +22,11 @@ from torch import nn
 from app.runs.schemas import LOWER_IS_BETTER, Training
 from workers.training.data import Batch, Example, PreparedData, collate
 from workers.training.evaluation import EvalResult, autocast, batch_loss, evaluate
+from workers.training.gpu_metrics import GpuSampler
 from workers.training.reporting import Reporter
 from workers.training.resume import CHECKPOINT_SECONDS, Checkpoint, CheckpointStore, LoopState
+
+log = logging.getLogger(__name__)
 
 GRAD_CLIP = 1.0
 LOG_SECONDS = 1.0  # how often queued step losses are synced off the device and reported
@@ -102,6 +106,8 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         if result is not None:
             for name, value in result.metrics.items():
                 reporter.report(f"eval/{name}", step, value)
+            log.info("step %d/%d: eval %s", step, total_steps,
+                     ", ".join(f"{name} {value:.4g}" for name, value in result.metrics.items()))
         return result
 
     def track_best(step: int, result: EvalResult) -> bool:
@@ -121,6 +127,9 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
             state.stopped_early = patience is not None and state.evals_without_improvement >= patience
         return improved
 
+    gpu = GpuSampler(device)
+    log.info("training %d steps of %d examples on %s%s", total_steps, training.batch_size * accum, device,
+             f", resuming after step {state.step}" if resume is not None else "")
     pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []  # step metrics still on the device
     window = {"start": time.perf_counter(), "tokens": 0, "samples": 0}
     totals = state.totals
@@ -139,6 +148,8 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         reporter.report("train/tokens_per_s", step, window["tokens"] / elapsed)
         reporter.report("train/samples_per_s", step, window["samples"] / elapsed)
         reporter.report("system/memory_bytes", step, memory_bytes(device))
+        for name, value in gpu.sample():
+            reporter.report(name, step, value)
         totals["seconds"] += elapsed
         totals["tokens"] += window["tokens"]
         totals["samples"] += window["samples"]
