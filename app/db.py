@@ -12,6 +12,7 @@ from sqlalchemy import DateTime, MetaData, create_engine, event, make_url
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from app.config import Settings, get_settings
@@ -156,9 +157,18 @@ async def release(session: Session) -> None:
     if release_slot is None:
         return
     try:
-        await anyio.to_thread.run_sync(session.close)
+        await anyio.to_thread.run_sync(_close, session)
     finally:
         release_slot()
+
+
+def _close(session: Session) -> None:
+    try:
+        session.close()
+    except DBAPIError:
+        # The database went away mid-request and the rollback on close failed too; the request
+        # already answers 503 (app/errors.py). Drop the dead connection rather than fail again.
+        session.invalidate()
 
 
 def reset_caches() -> None:

@@ -32,8 +32,8 @@ def _event_id(cursor: int, version: int) -> int:
 
 
 def _parse_event_id(raw: str | None) -> tuple[int, int]:
-    if not raw or not raw.strip().isdigit():
-        return 0, -1
+    if not raw or not raw.strip().isascii() or not raw.strip().isdigit() or len(raw.strip()) > 18:
+        return 0, -1  # not an id this server sent (those fit in 63 bits): start from the beginning
     value = int(raw.strip())
     return value >> VERSION_BITS, value & ((1 << VERSION_BITS) - 1)
 
