@@ -36,7 +36,10 @@ export function setupLogTail(base, currentStatus, isTerminal) {
         after = page.last_seq;
         if (page.lines.length < PAGE) break;
       }
-    } catch { /* the next poll retries; the tail is a convenience */ }
+    } catch (err) {
+      if (err.status === 404) return; // the run was deleted: nothing more will come
+      /* otherwise the next poll retries; the tail is a convenience */
+    }
     if (isTerminal(currentStatus())) {
       pollsAfterEnd += 1;
       if (pollsAfterEnd > AFTER_END_POLLS) {
