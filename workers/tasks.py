@@ -7,8 +7,9 @@ traceback), except a lost lease: then the run belongs to someone else and is lef
 import errno
 import logging
 import os
+import shutil
 import socket
-import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -22,19 +23,23 @@ from app.datasets.models import Dataset
 from app.datasets.reader import iter_rows
 from app.datasets.service import dataset_file
 from app.db import session_scope
+from app.models.inspect import ModelSourceError, config_facts, model_facts, read_config
 from app.models.service import resolve_source
 from app.queue import TRAIN_TASK
-from app.runs.lifecycle import claim_next, finish, heartbeat
+from app.runs.checks import run_problems, usable_length
+from app.runs.lifecycle import Lease, finish, save_result, take_next
 from app.runs.models import Run
-from app.runs.schemas import EvalSummary, RunCreate, RunSummary
+from app.runs.schemas import EvalSummary, RunCreate, RunSummary, Training
 from workers.celery_app import celery
 from workers.methods import get_method, total_parameters
 from workers.methods.base import BuildContext
+from workers.model_card import write_model_cards
 from workers.model_loading import load_base_model, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
 from workers.training.data import prepare_data
+from workers.training.log_capture import RunLogCapture
 from workers.training.loop import seed_everything, train
-from workers.training.reporting import Reporter, SqlReporter
+from workers.training.reporting import LeaseKeeper, LeaseLost, Reporter, SqlReporter, retry_database
 
 log = logging.getLogger(__name__)
 
@@ -49,59 +54,72 @@ def train_run(message_run_id: int) -> None:
     says "a run is waiting": which one starts is the queue's order (runs can be moved)."""
     settings, worker = get_settings(), worker_id()
     with session_scope() as session:
-        run_id = claim_next(session, worker, settings.lease_seconds, hint=message_run_id)
-    if run_id is None:
+        lease = take_next(session, worker, settings.lease_seconds, hint=message_run_id)
+    if lease is None:
         log.info("message for run %s: no run is queued (taken, cancelled or deleted); nothing to do", message_run_id)
         return
+    run_id = lease.run_id
     if run_id != message_run_id:
         log.info("message for run %s: run %s is first in the queue, training it", message_run_id, run_id)
-    stop, lease_lost, done = threading.Event(), threading.Event(), threading.Event()
-    beat = threading.Thread(target=_keep_lease, args=(run_id, worker, settings, stop, lease_lost, done),
-                            name=f"heartbeat-{run_id}", daemon=True)
-    beat.start()
+    keeper = LeaseKeeper(lease, settings.lease_seconds, settings.heartbeat_seconds).start()
+    logs = RunLogCapture(run_id).start()  # the run page's log tail
     try:
-        reporter = SqlReporter(run_id, worker, stop)
-        summary = _run(run_id, settings, reporter)
-        reporter.close()
-        if lease_lost.is_set():
-            log.warning("run %s: lease lost (another worker may own it now); not finishing it", run_id)
-            return
-        with session_scope() as session:
-            if summary is None:
-                finish(session, run_id, worker, "cancelled")
-            else:
-                finish(session, run_id, worker, "succeeded", summary=summary)
+        reporter = SqlReporter(lease, keeper)
+        reporter.on_flush.append(logs.write)
+        _save(lease, keeper, reporter, _run(run_id, settings, reporter), settings)
+    except LeaseLost:
+        log.warning("run %s: lease lost (attempt %s; another worker may own it now); nothing more is written",
+                    run_id, lease.attempt)
     except Exception as e:
         log.exception("run %s failed", run_id)
         with session_scope() as session:
-            if finish(session, run_id, worker, "failed", error=failure_reason(e), traceback=traceback.format_exc()):
+            if finish(session, run_id, worker, "failed", error=failure_reason(e), traceback=traceback.format_exc(),
+                      attempt=lease.attempt):
                 delete_for_run(session, settings=settings, run_id=run_id)  # no half-written adapter stays
     finally:
-        done.set()
+        keeper.close()
+        logs.stop(store_rest=not keeper.lost.is_set())  # a stale attempt writes nothing more
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next run in this process gets the whole GPU
 
 
-def _keep_lease(run_id: int, worker: str, settings: Settings, stop: threading.Event,
-                lease_lost: threading.Event, done: threading.Event) -> None:
-    """Renew the lease every heartbeat_seconds; a cancel request or a lost lease sets `stop`."""
-    while not done.wait(settings.heartbeat_seconds):
-        try:
-            with session_scope() as session:
-                cancel = heartbeat(session, run_id, worker, settings.lease_seconds)
-        except Exception:  # a database hiccup: the lease has slack, try again next beat
-            log.warning("run %s: heartbeat failed", run_id, exc_info=True)
-            continue
-        if cancel is None:  # the reaper gave the run away: stop, and leave it to its new owner
-            lease_lost.set()
-            stop.set()
-            return
-        if cancel:
-            stop.set()
+def _save(lease: Lease, keeper: LeaseKeeper, reporter: SqlReporter,
+          outcome: tuple[dict, dict[str, Path]] | None, settings: Settings) -> None:
+    """The end of a run: the last points, then the result (artifacts rows, summary, status) in one
+    fenced transaction. Both ride out a database outage (retried for save_retry_seconds): a run
+    that trained to the end is not retrained because PostgreSQL restarted at the wrong moment."""
+    if keeper.lost.is_set():  # before anything is written: a stale attempt's buffer is dropped
+        raise LeaseLost()
+    until = time.monotonic() + settings.save_retry_seconds
+    retry_database(reporter.close, until=until, what=f"run {lease.run_id}: the last points")
+    if outcome is None:  # stopped: a cancel (a lost lease raised above)
+        with session_scope() as session:
+            finish(session, lease.run_id, lease.worker, "cancelled", attempt=lease.attempt)
+        return
+    summary, artifacts = outcome
+
+    def record(session) -> None:
+        for kind, path in artifacts.items():
+            record_artifact(session, lease.run_id, kind, path, commit=False)
+
+    def write() -> str | None:
+        with session_scope() as session:
+            return save_result(session, lease, summary, record)
+
+    status = retry_database(write, until=until, what=f"run {lease.run_id}: saving the result")
+    if status is None:
+        raise LeaseLost()
+    if status == "cancelled":  # the cancel came in first: it wins, and what was saved goes
+        log.info("run %s: cancelled while saving its results; its outputs are removed", lease.run_id)
+        for path in artifacts.values():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
-def _run(run_id: int, settings: Settings, reporter: Reporter) -> dict | None:
-    """Load what the run needs from SQL and disk, fine-tune, record the artifacts. None = stopped."""
+def _run(run_id: int, settings: Settings, reporter: Reporter) -> tuple[dict, dict[str, Path]] | None:
+    """Load what the run needs from SQL and disk, fine-tune: (summary, artifacts), or None = stopped."""
     with session_scope() as session:
         run = session.get(Run, run_id)
         if run is None:
@@ -115,13 +133,9 @@ def _run(run_id: int, settings: Settings, reporter: Reporter) -> dict | None:
     outcome = fine_tune(config, rows[0], rows[1] if len(rows) > 1 else None, source, reporter,
                         artifact_dir=lambda kind: run_artifact_dir(settings, run_id, kind),
                         find_adapter=lambda other: _adapter_location(settings, other))
-    if outcome is None:
-        return None
-    summary, artifacts = outcome
-    with session_scope() as session:
-        for kind, path in artifacts.items():
-            record_artifact(session, run_id, kind, path)
-    return summary
+    if outcome is not None:  # README.md cards, a base model others can resolve
+        write_model_cards(run_id, config, *outcome)
+    return outcome  # recorded by _save, in the same transaction as the run's status
 
 
 def _adapter_location(settings: Settings, run_id: int) -> Path:
@@ -147,15 +161,28 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
 
     find_adapter(run_id) finds another run's saved adapter (AdapterFusion builds on them)."""
     t = config.training
+    facts = source_facts(source)
+    # The server made the same checks at POST /api/runs; the data or the model may have changed since.
+    problems = run_problems(config, num_rows=len(rows), columns=list(rows[0]) if rows else None,
+                            eval_columns=list(eval_rows[0]) if eval_rows else None, facts=facts,
+                            max_trainable=get_settings().max_trainable_params, dataset_name="training dataset")
+    if problems:
+        raise ValueError(f"{'.'.join(map(str, problems[0].loc))}: {problems[0].msg}")
     tokenizer = load_tokenizer(source)
-    max_length = usable_length(source, config)
+    max_length = usable_length(facts.get("max_positions"), getattr(config.method, "num_virtual_tokens", 0),
+                               t.max_length)
     data = prepare_data(rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer,
                         max_length=max_length, eval_fraction=config.eval_fraction, seed=t.seed)
+    log.info("data: %d training and %d eval examples, max_length %d%s", len(data.train), len(data.eval), max_length,
+             f", {len(data.labels)} labels: {', '.join(data.labels[:20])}{' …' if len(data.labels) > 20 else ''}"
+             if data.labels else "")
     seed_everything(t.seed)  # the new head and the method's weights initialise the same every time
     method = get_method(config.method.type)
     context = BuildContext(source=source, tokenizer=tokenizer, adapter_dir=find_adapter or BuildContext().adapter_dir)
     model = method.build(load_base_model(source, config.task, data.labels, tokenizer), config.method, config.task,
                          context)
+    log.info("%s on %s: %s of %s parameters train", config.method.type, config.base_model,
+             f"{method.trainable_parameters(model):,}", f"{total_parameters(model):,}")
     result = train(model, data, task=config.task, training=t, pad_id=tokenizer.pad_token_id, reporter=reporter)
     if result.stopped:
         return None
@@ -180,30 +207,46 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     return summary.model_dump(mode="json"), artifacts
 
 
-def usable_length(source: str, config: RunCreate) -> int:
-    """max_length, capped at what the model's position table holds once virtual tokens (prompt,
-    P-tuning, prefix) take their places: asking a 512-position MiniLM for 1024 tokens truncates
-    to 512 instead of failing with an index error deep inside the embedding."""
+def source_facts(source: str) -> dict:
+    """The base model's shape facts as the server reads them: from config.json (and the safetensors
+    headers) of a local directory, or from the hub config of a hub id (without a parameter count)."""
+    path = Path(source)
+    if path.is_dir():
+        try:
+            return model_facts(path)
+        except ModelSourceError:
+            return config_facts(read_config(path)) if (path / "config.json").is_file() else {}
     from transformers import AutoConfig
 
-    model_config = AutoConfig.from_pretrained(source)
-    positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
-    if not positions:
-        return config.training.max_length
-    room = positions - getattr(config.method, "num_virtual_tokens", 0)
-    if room < 8:
-        raise ValueError(f"the model holds {positions} positions; {config.method.num_virtual_tokens} virtual tokens "
-                         "leave no room for text: use fewer num_virtual_tokens")
-    return min(config.training.max_length, room)
+    return config_facts(AutoConfig.from_pretrained(source).to_dict())
 
 
 def failure_reason(e: BaseException) -> str:
     """One line a person can act on. Our own checks raise ValueError / LookupError with such a line."""
-    if isinstance(e, torch.cuda.OutOfMemoryError):
-        return "out of GPU memory: try a smaller batch_size or max_length, or gradient_accumulation"
+    if (where := out_of_memory(e)) is not None:
+        checkpointing = ("; or turn on training.gradient_checkpointing"
+                         if "gradient_checkpointing" in Training.model_fields else "")
+        return (f"out of {where} memory: lower training.batch_size (raise training.gradient_accumulation to keep "
+                f"the effective batch size) or training.max_length{checkpointing}")
     if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left on device" in str(e):
         return "out of disk space while writing the run's outputs: free space on the artifact storage and run it again"
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     if isinstance(e, (ValueError, LookupError)) and text:
         return text[:500]
     return f"{type(e).__name__}: {text}"[:500] if text else type(e).__name__
+
+
+def out_of_memory(e: BaseException) -> str | None:
+    """Where memory ran out ("GPU" or "CPU") when the error, or one it was raised from, is that; else None.
+
+    CUDA raises torch.cuda.OutOfMemoryError; on the CPU Python raises MemoryError and torch's
+    allocator a RuntimeError "DefaultCPUAllocator: can't allocate memory"."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, torch.cuda.OutOfMemoryError) or "CUDA out of memory" in str(e):
+            return "GPU"
+        if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
+            return "CPU"
+        e = e.__cause__ or e.__context__
+    return None
