@@ -115,10 +115,14 @@ class SqlReporter:
         self._last_flush = time.monotonic()
 
     def report(self, name: str, step: int, value: float) -> None:
+        if self.keeper.lost.is_set():  # the loop stops within a step; nothing it reports goes anywhere
+            return
         self._points.append((name, step, value, time.time()))
         self._maybe_flush()
 
     def progress(self, fraction: float) -> None:
+        if self.keeper.lost.is_set():
+            return
         self._progress = fraction
         self._maybe_flush()
 
