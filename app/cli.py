@@ -260,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.add_argument("--data-dir", default=None)
     token_create.set_defaults(func=cmd_token_create)
 
+    from app import cli_runs
+
+    cli_runs.add_parser(sub)
+
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_upgrade = db_sub.add_parser("upgrade", help="apply Alembic migrations")
@@ -271,6 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.command == "runs":
+        from app.cli_runs import run_command
+
+        return run_command(args)
     return args.func(args)
 
 

@@ -1,10 +1,9 @@
 """The Jinja2 environment every domain's page routes render with (autoescaping on)."""
-from pathlib import Path
-
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
-ROOT = Path(__file__).resolve().parent.parent
+from app.resources import ROOT  # the checkout root, or app/share in a wheel
+
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
 
 

@@ -4,6 +4,7 @@ Wiring only: the engine lives in workers/training and workers/methods. Every way
 end lands in one guarded `finish` (succeeded, cancelled, failed with a one-line reason and the
 traceback), except a lost lease: then the run belongs to someone else and is left alone.
 """
+import errno
 import logging
 import os
 import shutil
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from app.artifacts.service import absolute_path, record_artifact, run_artifact_dir
+from app.artifacts.service import absolute_path, delete_for_run, record_artifact, run_artifact_dir
 from app.artifacts.service import get as get_artifact
 from app.config import Settings, get_settings
 from app.datasets.models import Dataset
@@ -30,9 +31,11 @@ from app.runs.schemas import EvalSummary, RunCreate, RunSummary, Training
 from workers.celery_app import celery
 from workers.methods import get_method, total_parameters
 from workers.methods.base import BuildContext
+from workers.model_card import write_model_cards
 from workers.model_loading import load_base_model, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
 from workers.training.data import prepare_data
+from workers.training.log_capture import RunLogCapture
 from workers.training.loop import seed_everything, train
 from workers.training.reporting import LeaseKeeper, LeaseLost, Reporter, SqlReporter, retry_database
 
@@ -57,8 +60,10 @@ def train_run(message_run_id: int) -> None:
     if run_id != message_run_id:
         log.info("message for run %s: run %s is first in the queue, training it", message_run_id, run_id)
     keeper = LeaseKeeper(lease, settings.lease_seconds, settings.heartbeat_seconds).start()
+    logs = RunLogCapture(run_id).start()  # the run page's log tail
     try:
         reporter = SqlReporter(lease, keeper)
+        reporter.on_flush.append(logs.write)
         _save(lease, keeper, reporter, _run(run_id, settings, reporter), settings)
     except LeaseLost:
         log.warning("run %s: lease lost (attempt %s; another worker may own it now); nothing more is written",
@@ -66,10 +71,12 @@ def train_run(message_run_id: int) -> None:
     except Exception as e:
         log.exception("run %s failed", run_id)
         with session_scope() as session:
-            finish(session, run_id, worker, "failed", error=failure_reason(e), traceback=traceback.format_exc(),
-                   attempt=lease.attempt)
+            if finish(session, run_id, worker, "failed", error=failure_reason(e), traceback=traceback.format_exc(),
+                      attempt=lease.attempt):
+                delete_for_run(session, settings=settings, run_id=run_id)  # no half-written adapter stays
     finally:
         keeper.close()
+        logs.stop()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next run in this process gets the whole GPU
 
@@ -115,7 +122,7 @@ def _run(run_id: int, settings: Settings, reporter: Reporter) -> tuple[dict, dic
         run = session.get(Run, run_id)
         if run is None:
             raise LookupError(f"run {run_id} was deleted")
-        config = RunCreate.model_validate(run.config)
+        config = RunCreate.model_validate(run.config, strict=False)  # checked strictly when stored; read back as stored
         source = resolve_source(session, config.base_model)
         files = [_dataset_location(session, settings, config.dataset_id)]
         if config.eval_dataset_id is not None:
@@ -124,6 +131,8 @@ def _run(run_id: int, settings: Settings, reporter: Reporter) -> tuple[dict, dic
     outcome = fine_tune(config, rows[0], rows[1] if len(rows) > 1 else None, source, reporter,
                         artifact_dir=lambda kind: run_artifact_dir(settings, run_id, kind),
                         find_adapter=lambda other: _adapter_location(settings, other))
+    if outcome is not None:  # README.md cards, a base model others can resolve
+        write_model_cards(run_id, config, *outcome)
     return outcome  # recorded by _save, in the same transaction as the run's status
 
 
@@ -154,11 +163,16 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     max_length = usable_length(source, config)
     data = prepare_data(rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer,
                         max_length=max_length, eval_fraction=config.eval_fraction, seed=t.seed)
+    log.info("data: %d training and %d eval examples, max_length %d%s", len(data.train), len(data.eval), max_length,
+             f", {len(data.labels)} labels: {', '.join(data.labels[:20])}{' …' if len(data.labels) > 20 else ''}"
+             if data.labels else "")
     seed_everything(t.seed)  # the new head and the method's weights initialise the same every time
     method = get_method(config.method.type)
     context = BuildContext(source=source, tokenizer=tokenizer, adapter_dir=find_adapter or BuildContext().adapter_dir)
     model = method.build(load_base_model(source, config.task, data.labels, tokenizer), config.method, config.task,
                          context)
+    log.info("%s on %s: %s of %s parameters train", config.method.type, config.base_model,
+             f"{method.trainable_parameters(model):,}", f"{total_parameters(model):,}")
     result = train(model, data, task=config.task, training=t, pad_id=tokenizer.pad_token_id, reporter=reporter)
     if result.stopped:
         return None
@@ -207,6 +221,8 @@ def failure_reason(e: BaseException) -> str:
                          if "gradient_checkpointing" in Training.model_fields else "")
         return (f"out of {where} memory: lower training.batch_size (raise training.gradient_accumulation to keep "
                 f"the effective batch size) or training.max_length{checkpointing}")
+    if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left on device" in str(e):
+        return "out of disk space while writing the run's outputs: free space on the artifact storage and run it again"
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     if isinstance(e, (ValueError, LookupError)) and text:
         return text[:500]

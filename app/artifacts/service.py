@@ -80,6 +80,7 @@ def zip_to_tempfile(settings: Settings, source: Path) -> Path:
 
 
 def delete_for_run(session: Session, *, settings: Settings, run_id: int) -> None:
+    """A run's outputs, rows and files. Also how a failed run ends: it keeps nothing half-written."""
     session.execute(sql_delete(Artifact).where(Artifact.run_id == run_id))
     session.commit()
     shutil.rmtree(run_dir(settings, run_id), ignore_errors=True)

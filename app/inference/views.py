@@ -3,6 +3,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.artifacts import service as artifacts_service
 from app.config import get_settings
+from app.ids import Id
 from app.inference import service
 from app.inference.schemas import PredictRequest, PredictResponse
 from app.runs.views import DB, RunDep
@@ -39,6 +40,6 @@ async def predict(body: PredictRequest, run: RunDep, session: DB):
 
 
 @pages.get("/playground")
-def playground_page(request: Request, run: int | None = None):
+def playground_page(request: Request, run: Id | None = None):
     """Pick a succeeded run, type inputs, read the base model's and the trained model's answers side by side."""
     return render(request, "inference/playground.html", "Playground", run_id=run)

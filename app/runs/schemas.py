@@ -4,9 +4,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.ids import Id
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a run config says what it means. `true` is not an id and "8" is not a rank (JSON numbers
+    # still fill float fields), and NaN or Infinity is no setting.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class LoraMethod(_Strict):
@@ -38,7 +42,7 @@ class AdapterFusionMethod(_Strict):
     frozen adapters; only the fusion layers (query, key, value) and the head train."""
 
     type: Literal["adapter_fusion"]
-    adapter_run_ids: list[int] = Field(min_length=2, max_length=16, description="Two or more succeeded Adapter runs on the same base model.")
+    adapter_run_ids: list[Id] = Field(min_length=2, max_length=16, description="Two or more succeeded Adapter runs on the same base model.")
 
     @model_validator(mode="after")
     def _distinct(self) -> "AdapterFusionMethod":
@@ -117,8 +121,8 @@ class Training(_Strict):
 
 class RunCreate(_Strict):
     name: str | None = Field(None, max_length=200)
-    dataset_id: int
-    eval_dataset_id: int | None = None
+    dataset_id: Id
+    eval_dataset_id: Id | None = None
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="Held-out share of the dataset when no eval dataset is given.")
     base_model: str = Field("minilm-l6", min_length=1, max_length=64)
     task: Literal["classification", "causal_lm"] = "classification"
@@ -179,6 +183,14 @@ class RunOut(BaseModel):
     summary: RunSummary
     tags: list[str] = []
     notes: str = ""
+
+
+class RunListItem(RunOut):
+    """A row of GET /api/runs: the run, its place in the queue, and the metric figures asked for."""
+
+    queue_position: int | None = Field(None, description="1 = the next run a free worker starts; null when not queued.")
+    metrics: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="For each name in `metrics=`: {min, max, last} of the run's series (absent when it has no points).")
 
 
 MAX_TAGS, MAX_TAG_CHARS, MAX_NOTES_CHARS = 20, 40, 10_000

@@ -190,11 +190,21 @@ async function loadFusionRuns() {
 let estimateTimer = null;
 let estimateAbort = null;
 
-function numLabels() {
+// Listings carry no rows: a dataset's first rows come from GET /api/datasets/{id}, once per dataset.
+const previews = new Map();
+
+function previewOf(id) {
+  if (!id) return Promise.resolve([]);
+  if (!previews.has(id)) {
+    previews.set(id, api(`/api/datasets/${encodeURIComponent(id)}`).then((d) => d.preview || [], () => []));
+  }
+  return previews.get(id);
+}
+
+function numLabels(preview) {
   // Distinct labels in the dataset's preview rows: a guess, good enough for the head's size.
-  const ds = datasets.get(Number(datasetSelect.value));
   const column = $("#col-label").value;
-  const values = new Set((ds && ds.preview ? ds.preview : []).map((row) => row[column]).filter((v) => v != null));
+  const values = new Set(preview.map((row) => row[column]).filter((v) => v != null));
   return Math.max(2, values.size);
 }
 
@@ -208,10 +218,13 @@ async function showEstimate() {
   if (!modelSelect.value) { line.textContent = ""; return; }
   if (estimateAbort) estimateAbort.abort();
   estimateAbort = new AbortController();
-  const body = { task: taskSelect.value, num_labels: numLabels(), method: buildMethod() };
+  const signal = estimateAbort.signal;
+  const preview = await previewOf(datasetSelect.value);
+  if (signal.aborted) return;
+  const body = { task: taskSelect.value, num_labels: numLabels(preview), method: buildMethod() };
   try {
     const est = await api(`/api/models/${encodeURIComponent(modelSelect.value)}/estimate`,
-      { method: "POST", json: body, signal: estimateAbort.signal });
+      { method: "POST", json: body, signal });
     line.classList.remove("muted");
     line.dataset.trainable = String(est.trainable_params);
     line.textContent = `Trainable parameters: ${est.exact ? "" : "≈ "}${fmtInt(est.trainable_params)} `

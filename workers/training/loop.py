@@ -4,6 +4,7 @@ gradient accumulation, clipping at 1.0, periodic evaluation, cooperative stop.
 One function, read top to bottom. It knows nothing about SQL or Celery: metrics go to a
 `Reporter`, and `reporter.should_stop()` is checked before every optimizer step.
 """
+import logging
 import math
 import random
 import resource
@@ -18,7 +19,10 @@ from torch import nn
 from app.runs.schemas import Training
 from workers.training.data import Batch, Example, PreparedData, collate
 from workers.training.evaluation import EvalResult, autocast, batch_loss, evaluate
+from workers.training.gpu_metrics import GpuSampler
 from workers.training.reporting import Reporter
+
+log = logging.getLogger(__name__)
 
 GRAD_CLIP = 1.0
 LOG_SECONDS = 1.0  # how often queued step losses are synced off the device and reported
@@ -80,8 +84,12 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         if result is not None:
             for name, value in result.metrics.items():
                 reporter.report(f"eval/{name}", step, value)
+            log.info("step %d/%d: eval %s", step, total_steps,
+                     ", ".join(f"{name} {value:.4g}" for name, value in result.metrics.items()))
         return result
 
+    gpu = GpuSampler(device)
+    log.info("training %d steps of %d examples on %s", total_steps, training.batch_size * accum, device)
     stream = micro_batches(data.train, training.batch_size, training.seed, pad_id)
     pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []  # step metrics still on the device
     window = {"start": time.perf_counter(), "tokens": 0, "samples": 0}
@@ -101,6 +109,8 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         reporter.report("train/tokens_per_s", step, window["tokens"] / elapsed)
         reporter.report("train/samples_per_s", step, window["samples"] / elapsed)
         reporter.report("system/memory_bytes", step, memory_bytes(device))
+        for name, value in gpu.sample():
+            reporter.report(name, step, value)
         totals["seconds"] += elapsed
         totals["tokens"] += window["tokens"]
         totals["samples"] += window["samples"]

@@ -18,6 +18,8 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from sqlalchemy.orm import Session
+
 from app.db import session_scope
 from app.metrics.service import record_points
 from app.runs.lifecycle import Lease, heartbeat, hold, set_progress
@@ -113,6 +115,8 @@ class SqlReporter:
         self._points: list[tuple[str, int, float, float]] = []
         self._progress: float | None = None
         self._last_flush = time.monotonic()
+        # Extra writes that ride on each flush's session, e.g. the run's captured log lines.
+        self.on_flush: list[Callable[[Session], None]] = []
 
     def report(self, name: str, step: int, value: float) -> None:
         if self.keeper.lost.is_set():  # the loop stops within a step; nothing it reports goes anywhere
@@ -144,6 +148,8 @@ class SqlReporter:
                 record_points(session, lease.run_id, points)  # commits the held transaction
             if progress is not None:
                 set_progress(session, lease.run_id, lease.worker, progress, attempt=lease.attempt)
+            for write in self.on_flush:
+                write(session)
         # Reached only when the write succeeded: a failed one keeps the buffer for the next flush.
         self._points, self._progress = [], None
         self._last_flush = time.monotonic()
