@@ -8,8 +8,10 @@ broker the test passes) with queue names of its own. Short leases keep the fault
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,8 +25,6 @@ PASSWORD = "correct horse battery"
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -39,6 +39,7 @@ class PrivateStack:
     headers: dict = field(default_factory=dict)
     server: subprocess.Popen | None = None
     workers: list[subprocess.Popen] = field(default_factory=list)
+    proxy: "TcpProxy | None" = None  # between the processes and PostgreSQL, when asked for
     _drop_db: object = None
 
     def cli(self, *args: str, stdin: str | None = None) -> str:
@@ -96,8 +97,78 @@ class PrivateStack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if self.proxy:
+            self.proxy.close()
         if self._drop_db:
             self._drop_db()
+
+
+class TcpProxy:
+    """Forwards a local port to a database server. cut() drops every connection and refuses new
+    ones, as a database that went away does; restore() lets them through again."""
+
+    def __init__(self, host: str, port: int):
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = threading.Event()
+        self.open.set()
+        self._socks: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            if not self.open.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._socks |= {client, upstream}
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                self._drop(sock)
+
+    def _drop(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.discard(sock)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        sock.close()
+
+    def cut(self) -> None:
+        self.open.clear()
+        with self._lock:
+            socks = list(self._socks)
+        for sock in socks:
+            self._drop(sock)
+
+    def restore(self) -> None:
+        self.open.set()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
 
 
 def wait_until_answering(url: str, proc: subprocess.Popen | None = None, timeout: float = 90) -> None:
@@ -132,15 +203,21 @@ def _database(data_dir: Path) -> tuple[str, object]:
 
 
 def start_stack(data_dir: Path, model_dirs: list[str], *, broker_url: str | None = None, workers: int = 1,
-                **settings: object) -> PrivateStack:
+                db_proxy: bool = False, **settings: object) -> PrivateStack:
     """Migrate a fresh database, create an admin with a token, start the server and `workers` workers.
 
+    db_proxy: the processes reach PostgreSQL through a `TcpProxy` the test can cut (stack.proxy).
     settings: PEFTLAB_* overrides by lower-case name (lease_seconds=4 …)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     db_url, drop = _database(data_dir)
+    proxy, process_db_url = None, db_url
+    if db_proxy:
+        url = sa.engine.make_url(db_url)
+        proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+        process_db_url = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     tag = uuid.uuid4().hex[:8]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEFTLAB_")}
-    env |= {"PEFTLAB_DATA_DIR": str(data_dir), "PEFTLAB_DATABASE_URL": db_url,
+    env |= {"PEFTLAB_DATA_DIR": str(data_dir), "PEFTLAB_DATABASE_URL": process_db_url,
             "PEFTLAB_TRAIN_QUEUE": f"peftlab.faults.{tag}", "PEFTLAB_PREDICT_QUEUE": f"peftlab.faults.predict.{tag}",
             "PEFTLAB_MODEL_DIRS": json.dumps(model_dirs), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
             "PYTHONPATH": str(ROOT)}
@@ -148,7 +225,7 @@ def start_stack(data_dir: Path, model_dirs: list[str], *, broker_url: str | None
     if broker_url:
         env["PEFTLAB_BROKER_URL"] = broker_url
     env |= {f"PEFTLAB_{k.upper()}": str(v) for k, v in settings.items()}
-    stack = PrivateStack(env=env, data_dir=data_dir, db_url=db_url, _drop_db=drop)
+    stack = PrivateStack(env=env, data_dir=data_dir, db_url=db_url, proxy=proxy, _drop_db=drop)
     try:
         stack.cli("db", "upgrade")
         stack.cli("users", "create", "--admin", "--username", "admin", "--password-stdin", stdin=PASSWORD + "\n")

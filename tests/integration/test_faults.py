@@ -134,16 +134,16 @@ def test_a_worker_out_of_memory_fails_the_run_says_what_to_lower_and_takes_the_n
     worker = stack.workers[0]
     vm_size = psutil.Process(worker.pid).memory_info().vms
     soft, hard = resource.prlimit(worker.pid, resource.RLIMIT_AS)
-    # Long rows and one 640-row batch: attention alone needs ~640 × 2 heads × 128² floats per layer.
+    # 4096 rows of ~125 tokens in one batch: a full fine-tuning step needs over 2 GB (1024 rows: 0.57 GB).
     words = " ".join(["good", "movie"] * 60)
-    rows = "review,sentiment\n" + "".join(f"{words} {i},{'pos' if i % 2 else 'neg'}\n" for i in range(800))
+    rows = "review,sentiment\n" + "".join(f"{words} {i},{'pos' if i % 2 else 'neg'}\n" for i in range(5120))
     try:
         resource.prlimit(worker.pid, resource.RLIMIT_AS, (vm_size + 768 * 2**20, hard))
         with stack.client() as c:
             big = c.post("/api/datasets", files={"file": ("long.csv", rows.encode())}).json()["id"]
             body = {"name": "too big", "dataset_id": big, "base_model": stack.model_id, "eval_fraction": 0.2,
                     "columns": {"text": "review", "label": "sentiment"}, "method": {"type": "full"},
-                    "training": {"batch_size": 640, "max_length": 128, "max_steps": 2, "eval_every": 100}}
+                    "training": {"batch_size": 4096, "max_length": 128, "max_steps": 2, "eval_every": 100}}
             res = c.post("/api/runs", json=body)
             assert res.status_code == 201, res.text
             too_big = res.json()["id"]
@@ -192,6 +192,41 @@ def test_peftlab_up_brings_a_killed_server_back(tmp_path):
             if up.poll() is None:
                 up.kill()
             print(log.read_text(errors="replace")[-3000:])
+
+
+def test_a_run_that_finishes_during_a_database_outage_is_saved_not_retrained(tmp_path_factory, tiny_bert_source):
+    """PostgreSQL goes away (every connection dropped, new ones refused) for the end of a run and a
+    few seconds more, shorter than the lease: the worker keeps its last points and the result and
+    writes them when the database is back; the run is not trained a second time."""
+    if not os.environ.get("PEFTLAB_TEST_DATABASE_URL"):
+        pytest.skip("a database outage is cut between the processes and PostgreSQL (PEFTLAB_TEST_DATABASE_URL)")
+    saved = _with_one_thread()
+    try:
+        db_stack = start_stack(tmp_path_factory.mktemp("db-outage"), [str(Path(tiny_bert_source).parent)],
+                               db_proxy=True, lease_seconds=30, heartbeat_seconds=0.5, reaper_interval_seconds=0.5)
+    finally:
+        _restore(saved)
+    worker, engine, steps = db_stack.workers[0], db_stack.engine(), 120
+    try:
+        with db_stack.client() as c:
+            db_stack.model_id = c.post("/api/models", json={"name": "tiny bert db", "source": tiny_bert_source}).json()["id"]
+            db_stack.dataset_id = c.post("/api/datasets", files={"file": ("db.csv", sentiment_csv(160))}).json()["id"]
+            run_id = _launch(c, db_stack, "database outage", max_steps=steps, eval_every=40)
+            _wait(lambda: c.get(f"/api/runs/{run_id}").json()["progress"] >= 0.8, 180, "most of the run")
+            db_stack.proxy.cut()
+            try:  # until the run trained to the end and its worker is retrying the final write, then a little more
+                _wait(lambda: b"database unavailable" in worker.log_path.read_bytes(), 60,
+                      "the worker to retry saving the result")
+                time.sleep(3)
+            finally:
+                db_stack.proxy.restore()
+            done = _ended(c, run_id)
+        assert done["status"] == "succeeded", done["error"]
+        assert run_row(engine, run_id)["attempts"] == 1  # saved by the attempt that trained it
+        assert [s for n, s, _, _ in run_points(engine, run_id) if n == "train/loss"] == list(range(1, steps + 1))
+    finally:
+        print(db_stack.logs())
+        db_stack.close()
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from sqlalchemy.exc import InterfaceError, OperationalError
-
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
@@ -148,8 +147,9 @@ class SqlReporter:
                 record_points(session, lease.run_id, points)  # commits the held transaction
             if progress is not None:
                 set_progress(session, lease.run_id, lease.worker, progress, attempt=lease.attempt)
-            for write in self.on_flush:
-                write(session)
+            if self.on_flush and hold(session, lease) is not None:  # the writes above committed: hold again
+                for write in self.on_flush:
+                    write(session)
         # Reached only when the write succeeded: a failed one keeps the buffer for the next flush.
         self._points, self._progress = [], None
         self._last_flush = time.monotonic()
