@@ -131,8 +131,9 @@ def _run(run_id: int, settings: Settings, reporter: Reporter) -> tuple[dict, dic
     outcome = fine_tune(config, rows[0], rows[1] if len(rows) > 1 else None, source, reporter,
                         artifact_dir=lambda kind: run_artifact_dir(settings, run_id, kind),
                         find_adapter=lambda other: _adapter_location(settings, other))
-    if outcome is not None:  # README.md cards, a base model others can resolve
-        write_model_cards(run_id, config, *outcome)
+    if outcome is not None:  # README.md cards, a base model others can resolve (reads SQL: rides out an outage)
+        retry_database(lambda: write_model_cards(run_id, config, *outcome),
+                       until=time.monotonic() + settings.save_retry_seconds, what=f"run {run_id}: the model card")
     return outcome  # recorded by _save, in the same transaction as the run's status
 
 

@@ -59,12 +59,11 @@ class MemoryReporter:
 
 class LeaseKeeper:
     """The heartbeat thread: renews the lease every heartbeat_seconds; a cancel request or a lost
-    lease sets `stop` (and a lost lease `lost`). Remembers when the lease was last renewed."""
+    lease sets `stop` (and a lost lease `lost`)."""
 
     def __init__(self, lease: Lease, lease_seconds: float, heartbeat_seconds: float):
         self.lease, self.lease_seconds, self.heartbeat_seconds = lease, lease_seconds, heartbeat_seconds
         self.stop, self.lost, self._done = threading.Event(), threading.Event(), threading.Event()
-        self.renewed_at = time.monotonic()  # the claim took the lease
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{lease.run_id}", daemon=True)
 
     def start(self) -> "LeaseKeeper":
@@ -91,7 +90,6 @@ class LeaseKeeper:
             if cancel is None:  # the reaper gave the run away: stop, and leave it to its new owner
                 self.lose()
                 return
-            self.renewed_at = time.monotonic()
             if cancel:
                 self.stop.set()
 
