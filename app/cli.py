@@ -80,8 +80,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     settings.ensure_dirs()
+    # X-Forwarded-For/-Proto are believed only from the proxies in PEFTLAB_TRUSTED_PROXIES (none by
+    # default): from anyone else they would let a client pick its own address, e.g. to dodge the
+    # sign-in limit. uvicorn's own default trusts every local process.
+    trusted = settings.trusted_proxies
     uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
-                log_level="info", timeout_graceful_shutdown=3)
+                log_level="info", timeout_graceful_shutdown=3,
+                proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None)
     return 0
 
 

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     sse_poll_seconds: float = Field(0.5, description="How often a live event stream looks for new points.")
     model_dirs: list[Path] = Field(default_factory=list, description="Directories admins may register local base models from (JSON list); data_dir/models is always allowed.")
     secret_key: str | None = Field(None, description="Signs task messages so workers act only on the server's; default: a random key kept in data_dir/secret_key (set the same value on every host at scale).")
+    max_trainable_params: int = Field(2_000_000_000, ge=1, description="Runs that would train more parameters than this are refused at POST /api/runs (e.g. an absurd prompt-encoder size).")
     gpus: str | None = Field(None, description="Worker: the GPU index to use (CUDA_VISIBLE_DEVICES); none = auto.")
     # Dataset uploads are scanned in a child process with these caps (app/datasets/sandbox.py).
     scan_memory_bytes: int = Field(1024**3, ge=64 * 1024**2, description="Address space the upload scanner's child process may use; past it the upload is refused as too large.")
@@ -52,18 +53,30 @@ class Settings(BaseSettings):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
+        """Written the way uvicorn reads them: addresses, or networks with their host bits cleared."""
+        out = []
         for item in value:
             try:
-                ipaddress.ip_network(item, strict=False)
+                out.append(str(ipaddress.ip_network(item.strip(), strict=False)) if "/" in item
+                           else str(ipaddress.ip_address(item.strip())))
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or CIDR network (e.g. 10.0.0.5 or 10.0.0.0/8)") from None
-        return value
+        return out
+    public_url: str | None = Field(None, description="The server's address as users reach it, for links in webhook messages; default http://host:port.")
+    webhook_poll_seconds: float = Field(5.0, description="How often the server looks for ended runs to announce to webhooks.")
+    webhook_retry_seconds: float = Field(30.0, description="Wait before retrying a failed webhook delivery; doubles after each failure.")
+    webhook_max_attempts: int = Field(5, description="A webhook delivery that failed this often is given up.")
+    webhook_timeout_seconds: float = Field(10.0, description="How long a webhook receiver may take to answer.")
 
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'peftlab.sqlite').resolve()}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     @property
     def resolved_broker_url(self) -> str:

@@ -4,7 +4,12 @@ from fastapi.templating import Jinja2Templates
 
 from app.resources import ROOT  # the checkout root, or app/share in a wheel
 
+from app.methods import all_specs
+
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
+# Every page that lists methods (filters, forms, labels) reads them from the registry.
+templates.env.globals["method_specs"] = all_specs()
+templates.env.globals["method_titles"] = {spec.name: spec.title for spec in all_specs()}
 
 
 def render(request: Request, name: str, title: str, http_status: int = 200, **context):

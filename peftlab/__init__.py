@@ -24,7 +24,7 @@ def load(adapter_dir: str | Path, base: str | Path | None = None):
     bundled all-MiniLM-L6-v2 (base_model "minilm-l6"); other runs name a server-side registry
     entry, which this machine cannot resolve, so they need it.
     """
-    from app.models.service import BUNDLED_ID, bundled_dir
+    from app.models.bundled import BUNDLED_ID, bundled_dir
     from workers.training.checkpoints import load_trained, read_metadata
 
     adapter_dir = Path(adapter_dir)

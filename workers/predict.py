@@ -17,7 +17,7 @@ from app.artifacts.service import absolute_path
 from app.artifacts.service import get as get_artifact
 from app.config import get_settings
 from app.db import session_scope
-from app.inference import service as inference
+from app.inference import records as inference
 from app.inference.models import InferenceRequest
 from app.models.service import resolve_source
 from app.queue import PREDICT_TASK

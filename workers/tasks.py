@@ -23,8 +23,10 @@ from app.datasets.models import Dataset
 from app.datasets.reader import iter_rows
 from app.datasets.service import dataset_file
 from app.db import session_scope
+from app.models.inspect import ModelSourceError, config_facts, model_facts, read_config
 from app.models.service import resolve_source
 from app.queue import TRAIN_TASK
+from app.runs.checks import run_problems, usable_length
 from app.runs.lifecycle import Lease, finish, save_result, take_next
 from app.runs.models import Run
 from app.runs.schemas import EvalSummary, RunCreate, RunSummary, Training
@@ -76,7 +78,7 @@ def train_run(message_run_id: int) -> None:
                 delete_for_run(session, settings=settings, run_id=run_id)  # no half-written adapter stays
     finally:
         keeper.close()
-        logs.stop()
+        logs.stop(store_rest=not keeper.lost.is_set())  # a stale attempt writes nothing more
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next run in this process gets the whole GPU
 
@@ -160,8 +162,16 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
 
     find_adapter(run_id) finds another run's saved adapter (AdapterFusion builds on them)."""
     t = config.training
+    facts = source_facts(source)
+    # The server made the same checks at POST /api/runs; the data or the model may have changed since.
+    problems = run_problems(config, num_rows=len(rows), columns=list(rows[0]) if rows else None,
+                            eval_columns=list(eval_rows[0]) if eval_rows else None, facts=facts,
+                            max_trainable=get_settings().max_trainable_params, dataset_name="training dataset")
+    if problems:
+        raise ValueError(f"{'.'.join(map(str, problems[0].loc))}: {problems[0].msg}")
     tokenizer = load_tokenizer(source)
-    max_length = usable_length(source, config)
+    max_length = usable_length(facts.get("max_positions"), getattr(config.method, "num_virtual_tokens", 0),
+                               t.max_length)
     data = prepare_data(rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer,
                         max_length=max_length, eval_fraction=config.eval_fraction, seed=t.seed)
     log.info("data: %d training and %d eval examples, max_length %d%s", len(data.train), len(data.eval), max_length,
@@ -198,21 +208,18 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     return summary.model_dump(mode="json"), artifacts
 
 
-def usable_length(source: str, config: RunCreate) -> int:
-    """max_length, capped at what the model's position table holds once virtual tokens (prompt,
-    P-tuning, prefix) take their places: asking a 512-position MiniLM for 1024 tokens truncates
-    to 512 instead of failing with an index error deep inside the embedding."""
+def source_facts(source: str) -> dict:
+    """The base model's shape facts as the server reads them: from config.json (and the safetensors
+    headers) of a local directory, or from the hub config of a hub id (without a parameter count)."""
+    path = Path(source)
+    if path.is_dir():
+        try:
+            return model_facts(path)
+        except ModelSourceError:
+            return config_facts(read_config(path)) if (path / "config.json").is_file() else {}
     from transformers import AutoConfig
 
-    model_config = AutoConfig.from_pretrained(source)
-    positions = getattr(model_config, "max_position_embeddings", None) or getattr(model_config, "n_positions", None)
-    if not positions:
-        return config.training.max_length
-    room = positions - getattr(config.method, "num_virtual_tokens", 0)
-    if room < 8:
-        raise ValueError(f"the model holds {positions} positions; {config.method.num_virtual_tokens} virtual tokens "
-                         "leave no room for text: use fewer num_virtual_tokens")
-    return min(config.training.max_length, room)
+    return config_facts(AutoConfig.from_pretrained(source).to_dict())
 
 
 def failure_reason(e: BaseException) -> str:

@@ -94,16 +94,18 @@ async def login_submit(request: Request, session: DB, username: Annotated[str, F
                        password: Annotated[str, Form(max_length=1000)] = "", csrf_token: Annotated[str, Form()] = "",
                        next: Annotated[str, Form()] = "/runs"):
     _check_form_csrf(request, csrf_token)
-    keys = [f"user:{username.strip().lower()}", f"ip:{request.client.host if request.client else '?'}"]
-    if await run_in_threadpool(service.too_many_failures, session, keys=keys):
+    # The peer's address; behind a proxy listed in PEFTLAB_TRUSTED_PROXIES, the client it forwarded
+    # for (`peftlab serve` has uvicorn read X-Forwarded-For from those proxies only).
+    address = request.client.host if request.client else "?"
+    if await run_in_threadpool(service.too_many_failures, session, username=username, address=address):
         return _form_page(request, "auth/login.html", "Sign in", 429, next=_safe_next(next), username=username,
-                          error="Too many failed sign-ins. Wait 15 minutes and try again.")
+                          error="Too many failed sign-ins from here. Wait 15 minutes and try again.")
     user = await run_in_threadpool(service.authenticate, session, username=username, password=password)
     if user is None:
-        await run_in_threadpool(service.record_failure, session, keys=keys)
+        await run_in_threadpool(service.record_failure, session, username=username, address=address)
         return _form_page(request, "auth/login.html", "Sign in", 401, next=_safe_next(next), username=username,
                           error="Wrong username or password.")
-    service.clear_failures(session, keys=keys[:1])
+    await run_in_threadpool(service.clear_failures, session, username=username, address=address)
     return _signed_in(request, session, user, next)
 
 

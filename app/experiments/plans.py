@@ -1,36 +1,23 @@
 """From an experiment request to the run configs it launches: plain dicts in POST /api/runs's shape,
 validated afterwards exactly like POST /api/runs. No database here.
 
-Per-method defaults for "every method on this dataset". The learning rates follow each method's
-paper or its usual practice; prompt-family methods train few parameters from scratch and need
-much higher rates, full fine-tuning moves every pretrained weight and needs a low one:
-
-| method  | settings                                   | learning rate | why |
-|---------|--------------------------------------------|---------------|-----|
-| lora    | r 8, alpha 16, dropout 0.1                 | 5e-4          | Hu et al. 2021 used 2e-4 to 5e-4 on GLUE |
-| adapter | Houlsby, reduction factor 16, relu         | 1e-3          | Houlsby et al. 2019 swept 3e-5 to 3e-3; short runs want the top |
-| prefix  | 20 virtual tokens, no projection           | 5e-3          | P-tuning v2 (prefix without reparameterisation) used 5e-3 to 1e-2 |
-| ptuning | 20 virtual tokens, MLP encoder, hidden 128 | 1e-2          | a small encoder trained from scratch |
-| prompt  | 20 virtual tokens, random init             | 3e-2          | Lester et al. 2021 used 0.3 (Adafactor); AdamW wants less |
-| full    | —                                          | 2e-5          | Devlin et al. 2019 fine-tuned BERT at 2e-5 to 5e-5 |
-
-A `learning_rate` given in the request's `training` replaces these for every run.
+Per-method defaults for "every method on this dataset" come from the method registry
+(app/methods): each spec's default settings and its preset learning rate, measured in
+bench/methods_quality.py (docs/METHODS.md has the table and the figures behind it). A
+`learning_rate` given in the request's `training` replaces them for every run.
 """
 import copy
 import itertools
 import json
 from math import prod
 
+from app.methods import all_specs
+
 MAX_RUNS = 64  # one experiment launches at most this many runs
 
+# {method: (its default settings, its preset learning rate)} for the methods a preset can run.
 METHOD_PRESETS: dict[str, tuple[dict, float]] = {
-    "lora": ({"type": "lora", "r": 8, "alpha": 16, "dropout": 0.1}, 5e-4),
-    "adapter": ({"type": "adapter", "variant": "houlsby", "reduction_factor": 16, "non_linearity": "relu"}, 1e-3),
-    "prefix": ({"type": "prefix", "num_virtual_tokens": 20, "projection": False}, 5e-3),
-    "ptuning": ({"type": "ptuning", "num_virtual_tokens": 20, "encoder": "mlp", "encoder_hidden_size": 128}, 1e-2),
-    "prompt": ({"type": "prompt", "num_virtual_tokens": 20, "init": "random"}, 3e-2),
-    "full": ({"type": "full"}, 2e-5),
-}
+    spec.name: (spec.defaults(), spec.learning_rate) for spec in all_specs() if spec.presets}
 
 
 class PlanError(ValueError):

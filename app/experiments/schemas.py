@@ -4,11 +4,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from app.experiments.plans import MAX_RUNS
+from app.experiments.plans import MAX_RUNS, METHOD_PRESETS
 from app.ids import Id
 from app.runs.schemas import Columns, RunOut
 
-PresetMethod = Literal["lora", "adapter", "prefix", "ptuning", "prompt", "full"]
+PresetMethod = Literal[tuple(METHOD_PRESETS)]  # the registry's methods that run on defaults alone
 GridKey = Annotated[str, StringConstraints(pattern=r"^[a-z_]+(\.[a-z_]+){0,3}$", max_length=100)]
 
 
@@ -27,7 +27,7 @@ class MethodsExperiment(_Strict):
     base_model: str = Field("minilm-l6", min_length=1, max_length=64)
     task: Literal["classification", "causal_lm"] = "classification"
     columns: Columns
-    methods: list[PresetMethod] = Field(min_length=1, max_length=6, description="Methods to run, one run each.")
+    methods: list[PresetMethod] = Field(min_length=1, max_length=len(METHOD_PRESETS), description="Methods to run, one run each.")
     training: dict[str, Any] = Field(
         default_factory=dict, max_length=20,
         description="Training settings for every run (the `training` of POST /api/runs). A learning_rate "

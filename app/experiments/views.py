@@ -9,7 +9,6 @@ from app.db import get_db
 from app.ids import Id
 from app.experiments import service
 from app.experiments.models import Experiment
-from app.experiments.plans import METHOD_PRESETS
 from app.experiments.schemas import ExperimentCreate, ExperimentDetail, ExperimentOut, MoveOut, MoveRequest
 from app.runs import queue_order
 from app.runs.schemas import RunOut
@@ -96,8 +95,7 @@ def move_run(body: MoveRequest, run: RunDep, session: DB, visible: Visible):
 
 @pages.get("/experiments")
 def experiments_page(request: Request):
-    return render(request, "experiments/list.html", "Experiments",
-                  learning_rates={method: rate for method, (_, rate) in METHOD_PRESETS.items()})
+    return render(request, "experiments/list.html", "Experiments")
 
 
 @pages.get("/experiments/{experiment_id}")

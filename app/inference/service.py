@@ -8,11 +8,12 @@ import logging
 import time
 
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy import delete, update
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
-from app.db import get_sessionmaker, utcnow
+from app.db import get_sessionmaker
 from app.inference.models import InferenceRequest
+from app.inference.records import answer, claim  # noqa: F401 — the worker's side, kept free of FastAPI
 from app.inference.schemas import PredictRequest
 from app.queue import send_predict
 
@@ -45,25 +46,6 @@ def create(session: Session, *, run_id: int, body: PredictRequest) -> int:
 
 def get(session: Session, *, request_id: int) -> InferenceRequest | None:
     return session.get(InferenceRequest, request_id)
-
-
-def claim(session: Session, request_id: int) -> bool:
-    """Worker: pending → running, once. False when expired, taken or gone."""
-    result = session.execute(update(InferenceRequest)
-                             .where(InferenceRequest.id == request_id, InferenceRequest.status == "pending")
-                             .values(status="running"))
-    session.commit()
-    return result.rowcount == 1
-
-
-def answer(session: Session, request_id: int, *, outputs: list[dict] | None = None,
-           base_outputs: list[dict] | None = None, error: str | None = None) -> None:
-    """Worker: the outputs, or the reason there are none."""
-    session.execute(update(InferenceRequest)
-                    .where(InferenceRequest.id == request_id, InferenceRequest.status == "running")
-                    .values(status="failed" if error else "succeeded", outputs=outputs,
-                            base_outputs=base_outputs, error=error, finished_at=utcnow()))
-    session.commit()
 
 
 def expire(session: Session, request_id: int) -> bool:

@@ -20,9 +20,9 @@ def clip(message: str) -> str:
     return message[: MAX_LINE_CHARS - 1] + "…"
 
 
-def append(session: Session, run_id: int, lines: Sequence[tuple[int, float, str, str]]) -> int:
-    """Insert (seq, time, level, message) lines; ones already stored are ignored. Commits.
-    Returns how many were new."""
+def append(session: Session, run_id: int, lines: Sequence[tuple[int, float, str, str]], *, commit: bool = True) -> int:
+    """Insert (seq, time, level, message) lines; ones already stored are ignored. Returns how many were new.
+    commit=False leaves the transaction open (a worker's flush commits it with its points)."""
     rows = [{"run_id": run_id, "seq": int(seq), "time": float(t), "level": level[:16], "message": clip(message)}
             for seq, t, level, message in lines if 1 <= seq <= MAX_LINES]
     if not rows:
@@ -30,7 +30,8 @@ def append(session: Session, run_id: int, lines: Sequence[tuple[int, float, str,
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = insert(RunLogLine).values(rows).on_conflict_do_nothing(index_elements=["run_id", "seq"])
     inserted = len(session.execute(stmt.returning(RunLogLine.seq)).all())
-    session.commit()
+    if commit:
+        session.commit()
     return inserted
 
 

@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from app.auth import service as auth_service
-from app.db import get_sessionmaker
+from app.db import db_slot, get_sessionmaker
 from app.metrics import service
 from app.runs.models import TERMINAL, Run
 
@@ -73,10 +73,15 @@ def _read(run_id: int, cursor: int | None, credentials: set[Credential]) -> _Rea
     return _Read(base, points, None if row is None else tuple(row), credentials, valid)
 
 
-def read_backlog(run_id: int, cursor: int, upto: int, limit: int = 1000) -> list[Point]:
-    """Points in (cursor, upto] for a stream behind the feed's buffer, in a short session of its own."""
+def _backlog(run_id: int, cursor: int, upto: int, limit: int) -> list[Point]:
     with get_sessionmaker()() as session:
         return [point_event(p) for p in service.points_after(session, run_id, cursor, limit=limit) if p.id <= upto]
+
+
+async def read_backlog(run_id: int, cursor: int, upto: int, limit: int = 1000) -> list[Point]:
+    """Points in (cursor, upto] for a stream behind the feed's buffer, in a short session of its own."""
+    async with db_slot():
+        return await run_in_threadpool(_backlog, run_id, cursor, upto, limit)
 
 
 class RunFeed:
@@ -130,8 +135,9 @@ class RunFeed:
     async def poll(self) -> None:
         while True:
             try:
-                read = await run_in_threadpool(_read, self.run_id, None if self.base is None else self.cursor,
-                                               set(self.credentials))
+                async with db_slot():
+                    read = await run_in_threadpool(_read, self.run_id, None if self.base is None else self.cursor,
+                                                   set(self.credentials))
             except Exception:  # noqa: BLE001 — the database is down or busy: streams wait, the next poll retries
                 log.warning("live feed of run %s could not read; retrying", self.run_id, exc_info=True)
             else:

@@ -4,11 +4,11 @@ import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from app.config import get_settings
+from app.db import release
 from app.auth.deps import credential_digest
 from app.metrics import live, service
 from app.metrics.downsample import min_max_buckets
@@ -65,9 +65,11 @@ async def run_events(run: RunDep, request: Request, session: DB):
     kind, digest = credential_digest(request) or ("none", "")
     credential = live.Credential(kind, digest)
     # The sign-in check and the run lookup are done: give their connection back before streaming.
-    await run_in_threadpool(session.close)
+    await release(session)
 
     async def stream():
+        # What one wake-up has to say goes out as one chunk: one write per stream per poll.
+        # A client that goes away ends the generator (Starlette cancels it on http.disconnect).
         nonlocal cursor, seen_version
         feed = live.join(run_id, credential, poll_every)
         try:
@@ -76,36 +78,39 @@ async def run_events(run: RunDep, request: Request, session: DB):
             while True:
                 if credential in feed.revoked:
                     return  # signed out or token revoked: this stream was opened with it
+                out: list[str] = []
                 if feed.ready and not feed.covers(cursor):
                     # Behind the feed's buffer (a replay): read the backlog in short sessions.
-                    backlog = await run_in_threadpool(live.read_backlog, run_id, cursor, feed.base)
+                    backlog = await live.read_backlog(run_id, cursor, feed.base)
                     for p in backlog:
                         cursor = p.id
-                        yield _metric(p, seen_version)
+                        out.append(_metric(p, seen_version))
                     if not backlog:
                         cursor = feed.base  # nothing stored between: caught up with the buffer
-                    last_sent = time.monotonic()
+                    if out:
+                        last_sent = time.monotonic()
+                        yield "".join(out)
                     continue
                 if feed.ready and feed.state is None:
                     return  # the run was deleted
+                done = False
                 if feed.ready:
                     for p in feed.after(cursor):
                         cursor = p.id
-                        yield _metric(p, seen_version)
-                        last_sent = time.monotonic()
+                        out.append(_metric(p, seen_version))
                     status, progress, version = feed.state
                     if version != seen_version:
                         seen_version = version
-                        yield _sse("status", _event_id(cursor, version), {"status": status, "progress": progress})
-                        last_sent = time.monotonic()
-                    if feed.final and cursor >= feed.cursor:
-                        return  # everything is sent; the client closes or reconnects to nothing new
-                if await request.is_disconnected():
-                    return
-                await feed.next_tick(poll_every * 4)
-                if time.monotonic() - last_sent >= KEEP_ALIVE_SECONDS:
+                        out.append(_sse("status", _event_id(cursor, version), {"status": status, "progress": progress}))
+                    done = feed.final and cursor >= feed.cursor
+                if not out and time.monotonic() - last_sent >= KEEP_ALIVE_SECONDS:
+                    out.append(": keep-alive\n\n")
+                if out:
                     last_sent = time.monotonic()
-                    yield ": keep-alive\n\n"
+                    yield "".join(out)
+                if done:
+                    return  # everything is sent; the client closes or reconnects to nothing new
+                await feed.next_tick(poll_every * 4)
         finally:
             live.leave(feed, credential)
 

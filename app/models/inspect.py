@@ -13,6 +13,8 @@ _ALIASES = {
     # Grouped-query attention (Llama): k_proj / v_proj are num_key_value_heads · head_dim wide.
     "num_key_value_heads": ("num_key_value_heads",),
     "head_dim": ("head_dim",),
+    # How many token positions the model holds (virtual tokens take some of them).
+    "max_positions": ("max_position_embeddings", "n_positions"),
 }
 
 
@@ -65,6 +67,13 @@ def model_facts(model_dir: Path) -> dict:
     files = safetensors_files(model_dir)
     if not files:
         raise ModelSourceError(f"{model_dir} has no model.safetensors; peftlab loads safetensors weights only (never pickle).")
+    facts = config_facts(config)
+    facts["num_parameters"] = count_parameters(files)
+    return facts
+
+
+def config_facts(config: dict) -> dict:
+    """The shape facts a config.json (as a dict) gives, without the parameter count."""
     facts = {"model_type": config.get("model_type")}
     for key, names in _ALIASES.items():
         facts[key] = next((config[n] for n in names if isinstance(config.get(n), int)), None)
@@ -72,5 +81,4 @@ def model_facts(model_dir: Path) -> dict:
     facts["tie_word_embeddings"] = bool(config.get("tie_word_embeddings", True))
     archs = config.get("architectures") or []
     facts["architecture"] = archs[0] if archs else config.get("model_type")
-    facts["num_parameters"] = count_parameters(files)
     return facts

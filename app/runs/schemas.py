@@ -5,6 +5,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.ids import Id
+from app.methods import all_specs, get_spec, method_union
+from app.methods.adapter import AdapterMethod  # noqa: F401 — re-exported: the configs' old home
+from app.methods.adapter_fusion import AdapterFusionMethod  # noqa: F401
+from app.methods.full import FullMethod  # noqa: F401
+from app.methods.lora import LoraMethod  # noqa: F401
+from app.methods.prefix import PrefixMethod  # noqa: F401
+from app.methods.prompt import PromptMethod  # noqa: F401
+from app.methods.ptuning import PTuningMethod  # noqa: F401
 
 
 class _Strict(BaseModel):
@@ -13,89 +21,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-class LoraMethod(_Strict):
-    """LoRA (Hu et al. 2021): trainable low-rank A·B beside frozen linear layers, B = 0 at init."""
-
-    type: Literal["lora"]
-    r: int = Field(8, ge=1, le=1024, description="Rank of the update matrices.")
-    alpha: float = Field(16, gt=0, le=4096, description="Scaling numerator: the update is scaled by alpha / r.")
-    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the LoRA input.")
-    target_modules: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
-        None, max_length=64,
-        description="Module names to adapt; null = the default for the architecture (BERT: query, value; "
-        "GPT-2: c_attn; Llama: q_proj, v_proj).",
-    )
+# The method configs live with their specs in app/methods (one module per method); the union is the registry's.
+Method = method_union()
+METHOD_TYPES = tuple(spec.name for spec in all_specs())
 
 
-class AdapterMethod(_Strict):
-    """Bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2021): down-projection → non-linearity →
-    up-projection + residual, after the attention and FFN sublayers (houlsby) or after the FFN only (pfeiffer)."""
+class MethodOut(BaseModel):
+    """GET /api/methods: one registered method."""
 
-    type: Literal["adapter"]
-    variant: Literal["houlsby", "pfeiffer"] = Field("houlsby", description="Where adapters sit: houlsby = after attention and FFN; pfeiffer = after the FFN only.")
-    reduction_factor: int = Field(16, ge=1, le=1024, description="Bottleneck size m = hidden_size // reduction_factor.")
-    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = Field("relu", description="Activation between the projections.")
-
-
-class AdapterFusionMethod(_Strict):
-    """AdapterFusion (Pfeiffer et al. 2021): per-layer attention over the outputs of already trained,
-    frozen adapters; only the fusion layers (query, key, value) and the head train."""
-
-    type: Literal["adapter_fusion"]
-    adapter_run_ids: list[Id] = Field(min_length=2, max_length=16, description="Two or more succeeded Adapter runs on the same base model.")
-
-    @model_validator(mode="after")
-    def _distinct(self) -> "AdapterFusionMethod":
-        if len(set(self.adapter_run_ids)) != len(self.adapter_run_ids):
-            raise ValueError("adapter_run_ids must not repeat a run")
-        return self
-
-
-class PrefixMethod(_Strict):
-    """Prefix-tuning (Li & Liang 2021): trainable key/value prefixes in every layer's attention;
-    without projection it is P-tuning v2."""
-
-    type: Literal["prefix"]
-    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Prefix length per layer.")
-    projection: bool = Field(False, description="Reparameterise the prefixes through an MLP (the paper's setup).")
-    encoder_hidden_size: int = Field(512, ge=1, le=16384, description="Hidden size of that MLP.")
-
-
-class PTuningMethod(_Strict):
-    """P-tuning (Liu et al. 2021): virtual-token embeddings produced by a prompt encoder (MLP or LSTM)."""
-
-    type: Literal["ptuning"]
-    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Number of virtual tokens.")
-    encoder: Literal["mlp", "lstm"] = Field("mlp", description="The prompt encoder.")
-    encoder_hidden_size: int = Field(128, ge=1, le=16384, description="Hidden size of the prompt encoder.")
-
-
-class PromptMethod(_Strict):
-    """Prompt-tuning (Lester et al. 2021): trainable virtual-token embeddings prepended to the input."""
-
-    type: Literal["prompt"]
-    num_virtual_tokens: int = Field(20, ge=1, le=512, description="Number of virtual tokens.")
-    init: Literal["random", "text", "vocab"] = Field("random", description="Initialise from random values, the embeddings of init_text, or sampled vocabulary embeddings.")
-    init_text: str | None = Field(None, max_length=2000, description="Text whose token embeddings initialise the prompt (init = text).")
-
-    @model_validator(mode="after")
-    def _text_needs_text(self) -> "PromptMethod":
-        if self.init == "text" and not (self.init_text or "").strip():
-            raise ValueError("init = text needs init_text")
-        return self
-
-
-class FullMethod(_Strict):
-    """Full fine-tuning: every weight trains. The baseline every comparison needs."""
-
-    type: Literal["full"]
-
-
-Method = Annotated[
-    LoraMethod | AdapterMethod | AdapterFusionMethod | PrefixMethod | PTuningMethod | PromptMethod | FullMethod,
-    Field(discriminator="type"),
-]
-METHOD_TYPES = ("lora", "adapter", "adapter_fusion", "prefix", "ptuning", "prompt", "full")
+    name: str
+    title: str
+    description: str
+    paper: str
+    learning_rate: float = Field(description="The preset: a run config without training.learning_rate gets it.")
+    tasks: list[str]
+    architectures: list[str] | None = Field(description="model_type values it supports; null = any.")
+    quantized_base: bool
+    presets: bool = Field(description="Offered by 'every method' experiments.")
+    defaults: dict
+    settings_schema: dict = Field(description="JSON schema of the method's settings.")
 
 
 class Columns(_Strict):
@@ -107,7 +51,7 @@ class Columns(_Strict):
 
 
 class Training(_Strict):
-    learning_rate: float = Field(5e-4, gt=0, le=1)
+    learning_rate: float = Field(5e-4, gt=0, le=1, description="Left out of a run config: the method's preset (GET /api/methods).")
     epochs: float = Field(1, gt=0, le=1000)
     max_steps: int | None = Field(None, ge=1, le=10_000_000)
     batch_size: int = Field(32, ge=1, le=4096)
@@ -129,6 +73,14 @@ class RunCreate(_Strict):
     columns: Columns
     method: Method
     training: Training = Field(default_factory=Training)
+
+    @model_validator(mode="after")
+    def _method_learning_rate(self) -> "RunCreate":
+        """A run that leaves the learning rate out trains at its method's preset (the registry's):
+        prompt-tuning at a LoRA rate stays at chance."""
+        if "learning_rate" not in self.training.model_fields_set:
+            self.training.learning_rate = get_spec(self.method.type).learning_rate
+        return self
 
     @model_validator(mode="after")
     def _columns_fit_task(self) -> "RunCreate":

@@ -5,11 +5,12 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.config import Settings
+from app.config import Settings, get_settings
 from app.datasets.models import Dataset
 from app.models import service as models_service
 from app.queue import send_train
 from app.runs import lifecycle
+from app.runs.checks import run_problems
 from app.runs.models import Run, RunTag
 from app.runs.schemas import RunCreate, RunUpdate
 
@@ -50,22 +51,20 @@ def validate_references(session: Session, body: RunCreate, visible: set[int] | N
             # The run lives in the dataset's project: its members must not see another project's data.
             errors.append(_err(("eval_dataset_id",), "The eval dataset must be in the same project as the dataset."))
     models_service.ensure_bundled(session)
-    if models_service.get(session, model_id=body.base_model) is None:
+    model = models_service.get(session, model_id=body.base_model)
+    if model is None:
         errors.append(_err(("base_model",), f"Base model {body.base_model!r} is not registered; see /api/models."))
-    for ds, label in ((dataset, "the dataset"), (eval_dataset, "the eval dataset")):
-        if ds is None:
-            continue
-        names = {c["name"] for c in ds.columns}
-        for role, column in body.columns.model_dump().items():
-            if column is not None and column not in names:
-                errors.append(_err(("columns", role), f"Column {column!r} is not in {label} (it has: {', '.join(sorted(names)[:20])})."))
-    if dataset is not None and body.eval_dataset_id is None and body.eval_fraction > 0:
-        if round(dataset.num_rows * body.eval_fraction) < 1:
-            errors.append(_err(("eval_fraction",), f"{body.eval_fraction} of {dataset.num_rows} rows leaves no eval rows."))
-        elif dataset.num_rows - round(dataset.num_rows * body.eval_fraction) < 1:
-            errors.append(_err(("eval_fraction",), "No training rows would be left."))
+    fusion_variant = None
     if body.method.type == "adapter_fusion":
-        errors += _fusion_errors(session, body, visible, dataset.project_id if dataset is not None else None)
+        fusion, fusion_variant = _fusion_errors(session, body, visible, dataset.project_id if dataset is not None else None)
+        errors += fusion
+    # What the worker would find out only after the run waited in the queue (app/runs/checks.py).
+    problems = run_problems(body, num_rows=dataset.num_rows if dataset is not None else None,
+                            columns=[c["name"] for c in dataset.columns] if dataset is not None else None,
+                            eval_columns=[c["name"] for c in eval_dataset.columns] if eval_dataset is not None else None,
+                            facts=models_service.shape_facts(session, model) if model is not None else None,
+                            max_trainable=get_settings().max_trainable_params, fusion_variant=fusion_variant)
+    errors += [_err(p.loc, p.msg) for p in problems]
     if errors:
         raise FieldErrors(errors)
     return dataset, eval_dataset
@@ -74,10 +73,11 @@ def validate_references(session: Session, body: RunCreate, visible: set[int] | N
 FUSION_LOC = ("method", "adapter_fusion", "adapter_run_ids")
 
 
-def _fusion_errors(session: Session, body: RunCreate, visible: set[int] | None, project_id: int | None) -> list[dict]:
+def _fusion_errors(session: Session, body: RunCreate, visible: set[int] | None,
+                   project_id: int | None) -> tuple[list[dict], str | None]:
     """AdapterFusion fuses trained adapters: each id must be a succeeded Adapter run on the same
     base model and task as the new run, in the same project (the fused weights ship inside the new
-    run's download), and all of one variant (they must sit at the same places)."""
+    run's download), and all of one variant (they must sit at the same places). Returns (errors, that variant)."""
     errors, variants = [], {}
     for run_id in body.method.adapter_run_ids:
         run = session.get(Run, run_id)
@@ -102,7 +102,7 @@ def _fusion_errors(session: Session, body: RunCreate, visible: set[int] | None, 
     if len(set(variants.values())) > 1:
         listed = ", ".join(f"run {i}: {v}" for i, v in variants.items())
         errors.append(_err(FUSION_LOC, f"The adapters must be of one variant to be fused ({listed})."))
-    return errors
+    return errors, (next(iter(variants.values())) if len(set(variants.values())) == 1 and not errors else None)
 
 
 def create(session: Session, *, body: RunCreate, owner_id: int | None = None, visible: set[int] | None = None) -> Run:

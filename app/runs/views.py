@@ -9,15 +9,18 @@ from app.auth.deps import Viewer, Visible, can_see
 from app.config import Settings, get_settings
 from app.db import get_db
 from app.ids import Id
+from app.methods import all_specs
 from app.metrics import service as metrics_service
 from app.runs import config_file, lifecycle, queue_order, service
+from app.runs.method_form import form_fields
 from app.runs.models import Run
-from app.runs.schemas import MAX_TAG_CHARS, RunCreate, RunListItem, RunOut, RunUpdate
+from app.runs.schemas import MAX_TAG_CHARS, MethodOut, RunCreate, RunListItem, RunOut, RunUpdate
 from app.runs.sorting import SORT_KEYS, sort_runs
 from app.templating import render
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 pages = APIRouter(include_in_schema=False)
+methods_router = APIRouter(prefix="/api/methods", tags=["runs"])
 DB = Annotated[Session, Depends(get_db)]
 
 
@@ -136,9 +139,22 @@ def runs_page(request: Request):
 
 @pages.get("/runs/new")
 def new_run_page(request: Request, dataset_id: Id | None = None):
-    return render(request, "runs/new.html", "New run", dataset_id=dataset_id)
+    return render(request, "runs/new.html", "New run", dataset_id=dataset_id,
+                  method_fields={spec.name: form_fields(spec) for spec in all_specs()})
 
 
 @pages.get("/runs/{run_id}")
 def run_page(request: Request, run: RunDep):
     return render(request, "runs/detail.html", run.name, run_id=run.id)
+
+
+@methods_router.get("", response_model=list[MethodOut])
+def list_methods():
+    """Every fine-tuning method the server accepts (the registry, app/methods): its settings as a JSON
+    schema (defaults, bounds, help, choices), the preset learning rate a run without one gets, and
+    what it supports."""
+    return [MethodOut(name=s.name, title=s.title, description=s.description, paper=s.paper,
+                      learning_rate=s.learning_rate, tasks=list(s.tasks),
+                      architectures=list(s.architectures) if s.architectures else None,
+                      quantized_base=s.quantized_base, presets=s.presets, defaults=s.defaults(),
+                      settings_schema=s.schema()) for s in all_specs()]

@@ -178,10 +178,8 @@ export function showAlert(container, message, kind = "error") {
   container.append(document.createTextNode(message));
 }
 
-export const METHOD_LABELS = {
-  lora: "LoRA", full: "Full fine-tuning", adapter: "Adapter", adapter_fusion: "AdapterFusion",
-  prefix: "Prefix-tuning", ptuning: "P-tuning", prompt: "Prompt-tuning",
-};
+// The method registry's titles, which the layout puts on <body> (app/templating.py).
+export const METHOD_LABELS = JSON.parse(document.body.dataset.methodTitles || "{}");
 
 export function methodLabel(type) {
   return METHOD_LABELS[type] || type || "—";

@@ -2,6 +2,10 @@
 import { LiveChart } from "./charts.js";
 import { setupTryIt, showMergedLink } from "./try_it.js";
 import { setupNotes } from "./run_notes.js";
+import { addChartControls } from "./chart_controls.js";
+import { showConfusion } from "./confusion.js";
+import { setupLogTail } from "./log_tail.js";
+import { SYSTEM_METRICS, systemCharts } from "./run_charts.js";
 import {
   $, api, badge, el, fmtBytes, fmtCount, fmtDate, fmtDuration, fmtInt, fmtNumber, fmtPercent,
   methodLabel, runDuration, setProgress, showAlert, TERMINAL,
@@ -37,6 +41,10 @@ const charts = {
     scales: { y: { format: expFormat } },
   }),
 };
+
+Object.assign(charts, systemCharts());
+// Smoothing and log scale on every chart, remembered per chart.
+for (const [key, chart] of Object.entries(charts)) addChartControls(chart.container.closest(".chart-card"), chart, key);
 
 function addMetric(m) {
   for (const chart of Object.values(charts)) {
@@ -178,6 +186,7 @@ async function fetchRun() {
     setupTryIt(run);
     showMergedLink(run);
   }
+  if (status === "succeeded" && run.task === "classification") showConfusion(base, run);
 }
 
 function openStream() {
@@ -210,6 +219,7 @@ function openStream() {
 // Finished runs: one downsampled request is cheaper than replaying every event.
 async function loadFinishedCurves() {
   const names = ["train/loss", "eval/loss", "eval/accuracy", "eval/f1", "eval/perplexity", "train/lr"];
+  names.push(...SYSTEM_METRICS);
   const data = await api(`${base}/metrics?names=${encodeURIComponent(names.join(","))}&max_points=2000`);
   for (const [name, points] of Object.entries(data.series || {})) {
     for (const [step, value] of points) addMetric({ name, step, value });
@@ -252,6 +262,7 @@ async function start() {
     return;
   }
   renderConfig();
+  setupLogTail(base, () => status, (s) => TERMINAL.has(s));
   if (TERMINAL.has(status)) {
     try {
       await loadFinishedCurves();

@@ -1,5 +1,5 @@
 // /runs/new: build the POST /api/runs body from the form and show 422 errors beside their fields.
-import { $, $$, api, el, fmtCount, fmtInt, fmtPercent } from "./common.js";
+import { $, $$, api, el, fmtCount, fmtInt, fmtPercent, methodLabel } from "./common.js";
 
 const form = $("#run-form");
 const datasetSelect = $("#run-dataset");
@@ -40,10 +40,26 @@ function syncVisibility() {
   }
   const method = methodType();
   for (const group of $$(".method-fields")) group.hidden = group.dataset.method !== method;
-  $("#prompt-init-text-field").hidden = $("#prompt-init").value !== "text";
+  applyShowIf(methodGroup());
   $("#eval-fraction-field").hidden = evalSelect.value !== "";
-  if (method === "adapter_fusion") loadFusionRuns();
+  for (const picker of $$("[data-kind=runs]", methodGroup())) loadRunPicker(picker);
   scheduleEstimate();
+}
+
+function methodGroup() {
+  return $(`.method-fields[data-method="${CSS.escape(methodType())}"]`);
+}
+
+// A setting with data-show-if='{"init": "text"}' applies only while those settings have those values.
+function applyShowIf(group) {
+  if (!group) return;
+  for (const field of $$("[data-show-if]", group)) {
+    const conditions = JSON.parse(field.dataset.showIf);
+    field.hidden = !Object.entries(conditions).every(([key, want]) => {
+      const input = $(`[data-loc="method.${CSS.escape(key)}"]`, group);
+      return input && readSetting(input) === want;
+    });
+  }
 }
 
 function fillColumnSelects() {
@@ -131,58 +147,63 @@ function buildBody() {
   };
 }
 
-// The chosen method's settings, read from its visible group: data-loc "method.<field>".
+// One setting's value, by the kind its spec gave it (app/runs/method_form.py).
+function readSetting(input) {
+  switch (input.dataset.kind) {
+    case "check": return input.checked;
+    case "number": return numberOrNull(input);
+    case "list": {
+      const items = input.value.split(",").map((t) => t.trim()).filter(Boolean);
+      return items.length ? items : null;
+    }
+    case "runs": return $$("input:checked", input).map((box) => Number(box.value));
+    case "text": return input.value.trim() === "" ? null : input.value;
+    default: return input.value;
+  }
+}
+
+// The chosen method's settings, read from its group: data-loc "method.<field>" (hidden ones left out).
 function buildMethod() {
   const method = { type: methodType() };
-  if (method.type === "adapter_fusion") {
-    method.adapter_run_ids = $$("#fusion-runs input:checked").map((box) => Number(box.value));
-    return method;
-  }
-  const group = $(`.method-fields[data-method="${CSS.escape(method.type)}"]`);
-  for (const input of $$("[data-loc^='method.']", group)) {
+  for (const input of $$("[data-loc^='method.']", methodGroup())) {
     if (!visible(input)) continue;
-    const key = input.dataset.loc.slice("method.".length);
-    if (key === "target_modules") {
-      const targets = input.value.split(",").map((t) => t.trim()).filter(Boolean);
-      method[key] = targets.length ? targets : null;
-    } else if (input.type === "checkbox") method[key] = input.checked;
-    else if (input.type === "number") method[key] = numberOrNull(input);
-    else method[key] = input.value.trim() === "" && input.tagName === "INPUT" ? null : input.value;
+    method[input.dataset.loc.slice("method.".length)] = readSetting(input);
   }
   return method;
 }
 
-// ---- AdapterFusion: pick succeeded Adapter runs on the chosen base model and task ----------
+// ---- run pickers (e.g. AdapterFusion's adapters): runs matching the spec's filter on this model and task
 
-let fusionKey = null;
-let clonedFusionIds = []; // a cloned AdapterFusion run's adapters, ticked once the list loads
+let clonedRunIds = []; // a cloned run's picked runs, ticked once the list loads
 
-async function loadFusionRuns() {
+async function loadRunPicker(box) {
   const key = `${modelSelect.value}|${taskSelect.value}`;
-  if (key === fusionKey) return;
-  fusionKey = key;
-  const box = $("#fusion-runs");
-  const checked = new Set([...$$("input:checked", box).map((i) => i.value), ...clonedFusionIds]);
+  if (box.dataset.loaded === key) return;
+  box.dataset.loaded = key;
+  const filter = JSON.parse(box.dataset.runs);
+  const checked = new Set([...$$("input:checked", box).map((i) => i.value), ...clonedRunIds]);
   try {
-    const runs = (await api("/api/runs?status=succeeded&method=adapter"))
+    const runs = (await api(`/api/runs?${new URLSearchParams(filter)}`))
       .filter((r) => r.base_model === modelSelect.value && r.task === taskSelect.value);
-    if (key !== fusionKey) return; // the model or task changed meanwhile
+    if (box.dataset.loaded !== key) return; // the model or task changed meanwhile
     if (!runs.length) {
       box.replaceChildren(el("p", { class: "hint" },
-        "No succeeded Adapter runs on this base model and task yet: train two Adapter runs first."));
+        `No ${filter.status || ""} ${methodLabel(filter.method)} runs on this base model and task yet.`));
     } else {
-      box.replaceChildren(...runs.map((r) => {
-        const variant = (r.config.method || {}).variant || "houlsby";
-        return el("label", { class: "check" },
-          el("input", { type: "checkbox", value: r.id, checked: checked.has(String(r.id)) }),
-          ` ${r.name} `, el("span", { class: "muted" }, `#${r.id} · ${variant}`));
-      }));
+      box.replaceChildren(...runs.map((r) => el("label", { class: "check" },
+        el("input", { type: "checkbox", value: r.id, checked: checked.has(String(r.id)) }),
+        ` ${r.name} `, el("span", { class: "muted" }, `#${r.id} · ${settingsSummary(r.config.method || {})}`))));
     }
   } catch (err) {
-    fusionKey = null;
-    box.replaceChildren(el("p", { class: "hint" }, `Could not load Adapter runs: ${err.message}`));
+    delete box.dataset.loaded;
+    box.replaceChildren(el("p", { class: "hint" }, `Could not load runs: ${err.message}`));
   }
   scheduleEstimate();
+}
+
+function settingsSummary(method) {
+  return Object.entries(method).filter(([k, v]) => k !== "type" && v != null && typeof v !== "object")
+    .map(([k, v]) => `${k} ${v}`).join(", ");
 }
 
 // ---- live trainable-parameter count (POST /api/models/{id}/estimate) ------------------------
@@ -311,12 +332,18 @@ datasetSelect.addEventListener("change", () => { fillColumnSelects(); scheduleEs
 modelSelect.addEventListener("change", () => { describeModel(); syncVisibility(); });
 evalSelect.addEventListener("change", syncVisibility);
 taskSelect.addEventListener("change", syncVisibility);
-for (const radio of $$("input[name=lm-mode], input[name=method]")) radio.addEventListener("change", syncVisibility);
-$("#prompt-init").addEventListener("change", syncVisibility);
-// Any method setting (including the fusion checkboxes) changes the count.
+for (const radio of $$("input[name=lm-mode]")) radio.addEventListener("change", syncVisibility);
+// Choosing a method fills in its preset learning rate (the spec's), then shows its settings.
+for (const radio of $$("input[name=method]")) {
+  radio.addEventListener("change", () => {
+    $("#tr-learning_rate").value = radio.dataset.learningRate;
+    syncVisibility();
+  });
+}
+// Any method setting (including run pickers) changes the count, and may show or hide another.
 for (const group of $$(".method-fields")) {
   group.addEventListener("input", scheduleEstimate);
-  group.addEventListener("change", scheduleEstimate);
+  group.addEventListener("change", () => { applyShowIf(group); scheduleEstimate(); });
 }
 $("#col-label").addEventListener("change", scheduleEstimate);
 
@@ -327,10 +354,6 @@ form.addEventListener("submit", async (e) => {
   const missing = [];
   if (!datasetSelect.value) missing.push({ loc: ["body", "dataset_id"], msg: "Choose a dataset." });
   if (!modelSelect.value) missing.push({ loc: ["body", "base_model"], msg: "Choose a base model." });
-  // The server's "init = text needs init_text" names the method, not the field: say it at the field.
-  if (methodType() === "prompt" && $("#prompt-init").value === "text" && !$("#prompt-init_text").value.trim()) {
-    missing.push({ loc: ["body", "method", "prompt", "init_text"], msg: "Give the text whose embeddings initialise the prompt." });
-  }
   if (missing.length) { showErrors(missing); return; }
   submit.disabled = true;
   submit.textContent = "Launching…";
@@ -348,7 +371,7 @@ form.addEventListener("submit", async (e) => {
 // ---- clone: /runs/new?clone=ID prefills every field from that run's config -------------------
 
 function setValue(input, value) {
-  if (!input) return;
+  if (!input || input.dataset.kind === "runs") return; // run pickers tick clonedRunIds once loaded
   if (input.type === "checkbox") input.checked = Boolean(value);
   else input.value = value == null ? "" : (Array.isArray(value) ? value.join(", ") : String(value));
 }
@@ -373,7 +396,7 @@ async function prefillFrom(runId) {
   const columns = cfg.columns || {};
   $(`input[name=lm-mode][value="${columns.prompt ? "pair" : "text"}"]`).checked = true;
   const method = cfg.method || { type: "lora" };
-  clonedFusionIds = (method.adapter_run_ids || []).map(String);
+  clonedRunIds = Object.values(method).filter(Array.isArray).flat().filter(Number.isInteger).map(String);
   const radio = $(`input[name=method][value="${CSS.escape(method.type)}"]`);
   if (radio) radio.checked = true;
   fillColumnSelects();
@@ -391,7 +414,7 @@ async function prefillFrom(runId) {
     const key = input.dataset.loc.slice("training.".length);
     if (key in (cfg.training || {})) setValue(input, cfg.training[key]);
   }
-  syncVisibility(); // prompt init = text shows its field now
+  syncVisibility(); // settings shown only with others (data-show-if) follow the prefilled values
   scheduleEstimate();
 }
 

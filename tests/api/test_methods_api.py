@@ -73,8 +73,8 @@ def errors(res) -> list[dict]:
 # ---- per-method field errors ------------------------------------------------------------------
 
 @pytest.mark.parametrize("method, loc, words", [
-    ({"type": "prompt", "init": "text"}, ["body", "method", "prompt"], "init_text"),
-    ({"type": "prompt", "init": "text", "init_text": "   "}, ["body", "method", "prompt"], "init_text"),
+    ({"type": "prompt", "init": "text"}, ["body", "method", "prompt", "init_text"], "init_text"),
+    ({"type": "prompt", "init": "text", "init_text": "   "}, ["body", "method", "prompt", "init_text"], "init_text"),
     ({"type": "prompt", "init": "words"}, ["body", "method", "prompt", "init"], "random"),
     ({"type": "ptuning", "encoder": "gru"}, ["body", "method", "ptuning", "encoder"], "mlp"),
     ({"type": "ptuning", "encoder_hidden_size": 0}, ["body", "method", "ptuning", "encoder_hidden_size"], "greater"),

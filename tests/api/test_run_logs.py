@@ -1,28 +1,28 @@
 """The run's log tail: lines captured by the worker's handler (workers/training/log_capture.py), written on
 the metric reporter's flushes, read back with GET /api/runs/{id}/logs?after=SEQ."""
 import logging
-import threading
 
 import pytest
 
 from app.datasets.models import Dataset
 from app.db import session_scope
 from app.logs.service import MAX_LINE_CHARS, MAX_LINES
+from app.runs import lifecycle
 from app.runs.models import Run
 from workers.training.log_capture import RunLogCapture
-from workers.training.reporting import SqlReporter
+from workers.training.reporting import LeaseKeeper, LeaseLost, SqlReporter
 
 WORKER = "tests:1"
 
 
 @pytest.fixture
 def run_id(client):
-    """A running run of the admin's, held by WORKER."""
+    """A queued run of the admin's (never sent to the broker)."""
     csv = "text,label\n" + "".join(f"good {i},pos\nbad {i},neg\n" for i in range(5))
     ds = client.post("/api/datasets", files={"file": ("logs.csv", csv.encode())}).json()
     with session_scope() as s:
         project = s.get(Dataset, ds["id"]).project_id
-        run = Run(name="log tail", status="running", worker=WORKER, config={}, summary={}, dataset_id=ds["id"],
+        run = Run(name="log tail", status="queued", config={}, summary={}, dataset_id=ds["id"],
                   base_model="minilm-l6", method="lora", task="classification", project_id=project)
         s.add(run)
         s.flush()
@@ -30,6 +30,12 @@ def run_id(client):
     yield made
     with session_scope() as s:
         s.delete(s.get(Run, made))
+
+
+def _lease(run_id: int):
+    """The run taken by WORKER, as a worker's claim takes it."""
+    with session_scope() as s:
+        return lifecycle.take(s, run_id, WORKER, 30)
 
 
 @pytest.fixture
@@ -42,7 +48,8 @@ def training_log():
 
 def test_lines_reach_the_api_through_the_reporters_flush(client, run_id, training_log):
     capture = RunLogCapture(run_id).start()
-    reporter = SqlReporter(run_id, WORKER, threading.Event())
+    lease = _lease(run_id)
+    reporter = SqlReporter(lease, LeaseKeeper(lease, 30, 1))  # the keeper not started: no heartbeat needed here
     reporter.on_flush.append(capture.write)
     try:
         training_log.info("step %d: eval accuracy %.2f", 4, 0.75)
@@ -65,6 +72,27 @@ def test_lines_reach_the_api_through_the_reporters_flush(client, run_id, trainin
     assert client.get(f"/api/runs/{run_id}/logs", params={"after": 3}).json() == {"lines": [], "last_seq": 3,
                                                                                  "max_lines": MAX_LINES}
     assert client.get(f"/api/runs/{run_id}/metrics").json()["series"]["train/loss"] == [[1, 0.5]]
+
+
+def test_a_stale_attempt_writes_no_lines(client, run_id, training_log):
+    """Once the run was given away (another attempt holds it), the old attempt's lines are dropped like its points."""
+    capture = RunLogCapture(run_id).start()
+    lease = _lease(run_id)
+    reporter = SqlReporter(lease, LeaseKeeper(lease, 30, 1))
+    reporter.on_flush.append(capture.write)
+    try:
+        training_log.info("written while the lease holds")
+        reporter.flush()
+        with session_scope() as s:  # the reaper gives the run to a second attempt
+            s.get(Run, run_id).attempts += 1
+        training_log.info("from the stale attempt")
+        reporter.report("train/loss", 2, 0.4)
+        with pytest.raises(LeaseLost):
+            reporter.flush()
+    finally:
+        capture.stop(store_rest=not reporter.keeper.lost.is_set())
+    lines = client.get(f"/api/runs/{run_id}/logs").json()["lines"]
+    assert [l["message"].split(": ")[-1] for l in lines] == ["written while the lease holds"]
 
 
 def test_a_second_attempt_continues_the_numbering(client, run_id, training_log):

@@ -115,7 +115,7 @@ def test_clone_prefills_the_form(page, two_runs):
     expect(page.locator("input[name=method][value=lora]")).to_be_checked()
     expect(page.locator("#lora-r")).to_have_value("16")
     expect(page.locator("#lora-alpha")).to_have_value("32")
-    expect(page.locator("#lora-targets")).to_have_value("query, value")
+    expect(page.locator("#lora-target_modules")).to_have_value("query, value")
     expect(page.locator("#run-eval-fraction")).to_have_value("0.2")
     expect(page.locator("#col-text")).to_have_value("text")
     expect(page.locator("#tr-learning_rate")).to_have_value("0.003")

@@ -63,6 +63,24 @@ def test_each_method_shows_its_fields_and_a_parameter_count(page, api, dataset, 
                                        str(expected_count(api, model_id, {"type": "adapter", "variant": "pfeiffer"})))
 
 
+def test_the_form_follows_the_registry_and_fills_preset_learning_rates(page, api, dataset, model_id):
+    """Every registered method has its option and settings (from its spec's JSON schema), and choosing
+    one fills in its preset learning rate."""
+    specs = api.get("/api/methods").json()
+    open_form(page, dataset, model_id)
+    expect(page.locator("input[name=method]")).to_have_count(len(specs))
+    for spec in specs:
+        page.check(f"input[name=method][value={spec['name']}]")
+        expect(page.locator("#tr-learning_rate")).to_have_value(str(spec["learning_rate"]))
+        for field, prop in spec["settings_schema"]["properties"].items():
+            if field == "type" or prop.get("x-show-if"):
+                continue
+            expect(page.locator(f"#{spec['name']}-{field}")).to_be_visible()
+            if "default" in prop and isinstance(prop["default"], (int, float)) and not isinstance(prop["default"], bool):
+                value = page.locator(f"#{spec['name']}-{field}").input_value()
+                assert float(value) == prop["default"], (spec["name"], field)
+
+
 def test_prompt_init_text_is_asked_for_beside_its_field(page, api, dataset, model_id):
     runs_before = len(api.get("/api/runs").json())
     open_form(page, dataset, model_id)
@@ -121,12 +139,12 @@ def test_adapter_run_fusion_picker_and_try_it(page, api, dataset, model_id):
     assert wait_for_status(lambda: api.get(f"/api/runs/{second}").json(), ("succeeded", "failed"))["status"] == "succeeded"
     open_form(page, dataset, model_id)
     page.check("input[name=method][value=adapter_fusion]")
-    picker = page.locator("#fusion-runs input[type=checkbox]")
-    expect(page.locator(f"#fusion-runs input[value='{first}']")).to_be_visible()
-    expect(page.locator(f"#fusion-runs input[value='{second}']")).to_be_visible()
+    picker = page.locator("#adapter_fusion-adapter_run_ids input[type=checkbox]")
+    expect(page.locator(f"#adapter_fusion-adapter_run_ids input[value='{first}']")).to_be_visible()
+    expect(page.locator(f"#adapter_fusion-adapter_run_ids input[value='{second}']")).to_be_visible()
     assert all(api.get(f"/api/runs/{picker.nth(i).get_attribute('value')}").json()["base_model"] == model_id
                for i in range(picker.count()))
-    page.check(f"#fusion-runs input[value='{first}']")
-    page.check(f"#fusion-runs input[value='{second}']")
+    page.check(f"#adapter_fusion-adapter_run_ids input[value='{first}']")
+    page.check(f"#adapter_fusion-adapter_run_ids input[value='{second}']")
     fused = {"type": "adapter_fusion", "adapter_run_ids": sorted([first, second], reverse=True)}
     expect(page.locator("#param-estimate")).to_have_attribute("data-trainable", str(expected_count(api, model_id, fused)))

@@ -22,6 +22,10 @@ def test_split_is_deterministic_disjoint_and_complete():
     assert sorted(train + held) == list(range(100))
     assert split_indices(100, 0.2, seed=8)[1] != held
     assert split_indices(100, 0.0, seed=7) == (list(range(100)), [])
+    # The server's rounding (app/runs/checks.py): what it accepts splits the same, what it refuses fails here.
+    assert len(split_indices(30, 0.05, seed=7)[1]) == round(30 * 0.05) == 2
+    with pytest.raises(ValueError, match="leaves no eval rows"):
+        split_indices(20, 0.01, seed=7)
 
 
 def test_labels_are_sorted_distinct_strings():

@@ -107,6 +107,10 @@ def test_fine_tune_returns_none_when_stopped(tasks, tmp_path):
     ({"columns": {"text": "sentence", "label": "label"}}, "column 'sentence' is not in the training dataset"),
     ({"method": {"type": "lora", "target_modules": ["q_proj"]}}, "q_proj not found in the model"),
     ({"columns": {"text": "text", "label": "text"}}, "looks like a text column"),
+    # The server's checks (app/runs/checks.py), made again by the worker with the same function:
+    ({"method": {"type": "prompt", "num_virtual_tokens": 125}}, "125 virtual tokens leave no room for text"),
+    ({"task": "causal_lm", "columns": {"text": "text"}}, "needs a decoder"),
+    ({"eval_fraction": 0.001}, "leaves no eval rows"),
 ])
 def test_bad_configs_fail_with_a_readable_one_line_reason(tasks, tmp_path, overrides, reason):
     source = str(make_tiny_bert(tmp_path / "bert"))

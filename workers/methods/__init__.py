@@ -1,24 +1,29 @@
-"""Fine-tuning methods behind one interface (workers.methods.base.Method), looked up by `method.type`."""
-from workers.methods.adapter import Adapter
-from workers.methods.adapter_fusion import AdapterFusion
-from workers.methods.base import BuildContext, Method, linear_module_names, total_parameters
-from workers.methods.full import FullFineTuning
-from workers.methods.lora import Lora
-from workers.methods.prefix import Prefix
-from workers.methods.prompt import PromptTuning
-from workers.methods.ptuning import PTuning
+"""Fine-tuning methods behind one interface (workers.methods.base.Method), looked up by `method.type`.
 
-# One line per method module.
-_ALL: tuple[type[Method], ...] = (
-    Lora,
-    FullFineTuning,
-    Prefix,
-    PTuning,
-    PromptTuning,
-    Adapter,
-    AdapterFusion,
-)
-METHODS: dict[str, type[Method]] = {m.name: m for m in _ALL}
+Every module in this package that defines a `Method` subclass is a method implementation,
+registered under its `name`, the name of its torch-free spec in app/methods: adding a method
+is a spec there and a module here, with no edit to this file.
+"""
+import importlib
+import inspect
+import pkgutil
+
+from workers.methods.base import BuildContext, Method, linear_module_names, total_parameters
+
+
+def _discover() -> dict[str, type[Method]]:
+    found: dict[str, type[Method]] = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, Method) and cls.__module__ == module.__name__ and not inspect.isabstract(cls):
+                if cls.name in found:
+                    raise ValueError(f"two implementations of method {cls.name!r}: {found[cls.name]} and {cls}")
+                found[cls.name] = cls
+    return found
+
+
+METHODS: dict[str, type[Method]] = _discover()
 
 
 def get_method(type_name: str) -> Method:

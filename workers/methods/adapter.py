@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from app.runs.schemas import AdapterMethod
+from app.methods.adapter import AdapterMethod
 from workers.methods.base import BuildContext, Method
 from workers.methods.bottleneck import LAYOUTS, VARIANT_LOCATIONS, AdaptedModel, adapter_stack
 

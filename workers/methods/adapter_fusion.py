@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from app.runs.schemas import AdapterFusionMethod
+from app.methods.adapter_fusion import AdapterFusionMethod
 from workers.methods.adapter import (FORMAT_VERSION, base_facts, check_fits, read_adapter_files,
                                      write_adapter_files)
 from workers.methods.base import BuildContext, Method

@@ -9,7 +9,7 @@ from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from app.runs.schemas import LoraMethod
+from app.methods.lora import LoraMethod
 from workers.methods.base import BuildContext, Method, linear_module_names
 
 _TASK_TYPES = {"classification": TaskType.SEQ_CLS, "causal_lm": TaskType.CAUSAL_LM}

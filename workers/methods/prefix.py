@@ -23,7 +23,7 @@ from peft import PeftModel, PrefixTuningConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from app.runs.schemas import PrefixMethod
+from app.methods.prefix import PrefixMethod
 from workers.methods.base import BuildContext, Method
 from workers.methods.prompt import TASK_TYPES
 

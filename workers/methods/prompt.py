@@ -13,7 +13,7 @@ from peft import PeftConfig, PeftModel, PromptTuningConfig, PromptTuningInit, Ta
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from app.runs.schemas import PromptMethod
+from app.methods.prompt import PromptMethod
 from workers.methods.base import BuildContext, Method
 
 TASK_TYPES = {"classification": TaskType.SEQ_CLS, "causal_lm": TaskType.CAUSAL_LM}

@@ -15,7 +15,7 @@ from pathlib import Path
 from peft import PromptEncoderConfig, PromptEncoderReparameterizationType
 from torch import nn
 
-from app.runs.schemas import PTuningMethod
+from app.methods.ptuning import PTuningMethod
 from workers.methods.base import BuildContext, Method
 from workers.methods.prompt import (TASK_TYPES, build_virtual_token_model, load_virtual_token_model,
                                     save_virtual_token_model)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from app.runs.checks import column_problems, eval_rows, split_problems
 from app.runs.schemas import Columns
 
 IGNORE_INDEX = -100  # the label torch's cross_entropy skips
@@ -90,18 +91,21 @@ def _needed_columns(task: str, columns: Columns) -> list[str]:
 
 
 def check_columns(rows: Sequence[dict], needed: list[str], what: str) -> None:
-    """A clear error naming the missing column and the ones the data has (the first row decides)."""
+    """A clear error naming the missing column and the ones the data has (the first row decides);
+    the same words as the server's check (app/runs/checks.py)."""
     available = list(rows[0].keys()) if rows else []
     missing = [c for c in needed if c not in available]
     if missing:
-        raise ValueError(f"column {missing[0]!r} is not in the {what} (its columns: {_preview(available)})")
+        raise ValueError(column_problems(Columns(text=missing[0]), available, what)[0].msg)
 
 
 def split_indices(n: int, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Deterministic train/eval split of range(n): the same seed always holds out the same rows."""
-    if eval_fraction <= 0 or n < 2:
-        return list(range(n)), []
-    n_eval = min(n - 1, max(1, round(n * eval_fraction)))
+    """Deterministic train/eval split of range(n): the same seed always holds out the same rows.
+    The held-out count is the server's (app/runs/checks.py), which refuses splits that leave a side empty."""
+    problems = split_problems(n, eval_fraction)
+    if problems:
+        raise ValueError(problems[0].msg)
+    n_eval = eval_rows(n, eval_fraction)
     order = list(range(n))
     random.Random(seed).shuffle(order)  # Python's RNG: identical on every platform and torch version
     return sorted(order[n_eval:]), sorted(order[:n_eval])

@@ -3,13 +3,15 @@
 While a run trains, a handler on the root logger (and on transformers' logger, which does not
 propagate) keeps this process's log records at the worker's level (INFO by default) in a buffer.
 `write(session)` stores what is buffered; the worker's `SqlReporter` calls it on every metric
-flush, so the log costs no writes of its own, and `stop()` stores the rest when the run ends.
+flush, inside the transaction its lease fences, so the log costs no writes of its own and a stale
+attempt's lines are dropped like its points. `stop()` stores the rest when the run ends.
 Bounded: at most `MAX_LINES` lines per run (the last one says the rest was dropped), each cut at
 `MAX_LINE_CHARS`.
 """
 import logging
 import os
 import threading
+from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
@@ -67,23 +69,33 @@ class RunLogCapture(logging.Handler):
             self._pending.append((self._next_seq, record.created, record_level, message))
             self._next_seq += 1
 
-    def write(self, session: Session) -> None:
-        """Store the buffered lines (commits). On failure they stay buffered for the next call."""
+    def write(self, session: Session) -> Callable[[], None]:
+        """Add the buffered lines to the session's transaction (not committed here); returns what drops
+        them from the buffer once that transaction is committed. Uncommitted, they are sent again."""
         with self._buffer_lock:
             lines = list(self._pending)
-        if not lines:
-            return
-        append(session, self.run_id, lines)
-        with self._buffer_lock:
-            del self._pending[: len(lines)]
+        if lines:
+            append(session, self.run_id, lines, commit=False)
 
-    def stop(self) -> None:
-        """Stop listening and store what is left. Safe to call more than once."""
+        def committed() -> None:
+            with self._buffer_lock:
+                del self._pending[: len(lines)]
+
+        return committed
+
+    def stop(self, store_rest: bool = True) -> None:
+        """Stop listening and store what is left (unless the run was given away: store_rest=False).
+        Safe to call more than once."""
         for logger in self._loggers:
             logger.removeHandler(self)
         self._loggers = []
+        if not store_rest:
+            with self._buffer_lock:
+                self._pending.clear()
+            return
         try:
             with session_scope() as session:
-                self.write(session)
+                committed = self.write(session)
+            committed()
         except Exception:  # noqa: BLE001 — losing the tail's last lines must not fail the run
             log.warning("run %s: could not store its last log lines", self.run_id, exc_info=True)

@@ -112,8 +112,9 @@ class SqlReporter:
         self._points: list[tuple[str, int, float, float]] = []
         self._progress: float | None = None
         self._last_flush = time.monotonic()
-        # Extra writes that ride on each flush's session, e.g. the run's captured log lines.
-        self.on_flush: list[Callable[[Session], None]] = []
+        # Extra writes that ride on each flush's transaction, e.g. the run's captured log lines: called with
+        # the session before anything is committed, each returns a callable to run once the flush committed.
+        self.on_flush: list[Callable[[Session], Callable[[], None]]] = []
 
     def report(self, name: str, step: int, value: float) -> None:
         if self.keeper.lost.is_set():  # the loop stops within a step; nothing it reports goes anywhere
@@ -141,14 +142,16 @@ class SqlReporter:
                 self._points, self._progress = [], None
                 self.keeper.lose()
                 raise LeaseLost()
+            # The extra writes go first, inside the held transaction (fenced like the points); each gives
+            # back what to do once it is committed.
+            committed = [write(session) for write in self.on_flush]
             if points:
                 record_points(session, lease.run_id, points)  # commits the held transaction
             if progress is not None:
                 set_progress(session, lease.run_id, lease.worker, progress, attempt=lease.attempt)
-            if self.on_flush and hold(session, lease) is not None:  # the writes above committed: hold again
-                for write in self.on_flush:
-                    write(session)
         # Reached only when the write succeeded: a failed one keeps the buffer for the next flush.
+        for done in committed:
+            done()
         self._points, self._progress = [], None
         self._last_flush = time.monotonic()
 

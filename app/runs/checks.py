@@ -1,0 +1,120 @@
+"""The checks of a run config that need more than its own fields — the dataset's columns and size,
+the base model's shape — made by the server at POST /api/runs (and for every experiment run) and
+by the worker before it trains, with this one function, so both refuse the same things with the
+same words. No torch, no web layer: the worker imports it.
+
+Each problem carries the config field it is about (`loc`, without FastAPI's "body"), so the
+server's 422 and the New run form can put it beside that field.
+"""
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from app.methods import get_spec
+from app.methods.shape import ModelShape, ShapeError, shape_from
+from app.models.param_count import EstimateError, estimate
+from app.runs.schemas import Columns, RunCreate
+
+# Positions a run must leave for real text after virtual tokens take theirs.
+MIN_TEXT_POSITIONS = 8
+# The class count assumed where the labels are not known yet (the head is a rounding error then).
+ASSUMED_LABELS = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    loc: tuple
+    msg: str
+
+
+def eval_rows(num_rows: int, eval_fraction: float) -> int:
+    """How many rows a held-out split of `eval_fraction` takes (the worker's split uses the same)."""
+    return round(num_rows * eval_fraction) if eval_fraction > 0 else 0
+
+
+def split_problems(num_rows: int, eval_fraction: float) -> list[Problem]:
+    held = eval_rows(num_rows, eval_fraction)
+    if eval_fraction > 0 and held < 1:
+        return [Problem(("eval_fraction",), f"{eval_fraction} of {num_rows} rows leaves no eval rows.")]
+    if num_rows - held < 1:
+        return [Problem(("eval_fraction",), f"{eval_fraction} of {num_rows} rows leaves no training rows.")]
+    return []
+
+
+def column_problems(columns: Columns, available: Iterable[str], what: str) -> list[Problem]:
+    """Every column the config names must be in the data (`what`: "dataset", "training dataset", …)."""
+    names = list(available)
+    shown = ", ".join(repr(n) for n in names[:20]) + (", …" if len(names) > 20 else "")
+    return [Problem(("columns", role), f"column {column!r} is not in the {what} (its columns: [{shown}])")
+            for role, column in columns.model_dump().items() if column is not None and column not in names]
+
+
+def usable_length(positions: int | None, virtual_tokens: int, max_length: int) -> int:
+    """max_length, capped at what the model's position table holds once virtual tokens take theirs."""
+    if not positions:
+        return max_length
+    return min(max_length, positions - virtual_tokens)
+
+
+def model_problems(config: RunCreate, facts: dict | None, *, max_trainable: int | None,
+                   fusion_variant: str | None = None) -> list[Problem]:
+    """What the base model's shape rules out: the task, the method's own checks (e.g. LoRA's target
+    modules), virtual tokens that leave no room for text, and absurd trainable-parameter counts."""
+    spec = get_spec(config.method.type)
+    here = ("method", spec.name)
+    problems = []
+    if config.task not in spec.tasks:
+        problems.append(Problem(("task",), f"{spec.title} does not support {config.task}; it supports "
+                                           f"{', '.join(spec.tasks)}."))
+    try:
+        shape = shape_from(facts or {})
+    except ShapeError:
+        return problems  # registered by hub id: the worker checks what it finds
+    if config.task == "causal_lm" and shape.is_encoder:
+        problems.append(Problem(("task",), f"The base model {config.base_model!r} is an encoder "
+                                           f"({shape.model_type}) without a language-modelling head; causal_lm "
+                                           "needs a decoder such as GPT-2 or Llama."))
+    if spec.architectures is not None and shape.model_type not in spec.architectures:
+        problems.append(Problem(here, f"{spec.title} supports {', '.join(spec.architectures)} models, "
+                                      f"not {shape.model_type}."))
+    if spec.check is not None:
+        problems += [Problem((*here, field), msg) for field, msg in spec.check(shape, config.method, config.task)]
+    virtual = getattr(config.method, "num_virtual_tokens", 0)
+    if shape.positions and shape.positions - virtual < MIN_TEXT_POSITIONS:
+        problems.append(Problem((*here, "num_virtual_tokens"),
+                                f"the model holds {shape.positions} positions; {virtual} virtual tokens leave no room "
+                                f"for text (at least {MIN_TEXT_POSITIONS} positions must stay): use fewer "
+                                "num_virtual_tokens"))
+    problems += _size_problems(config, facts, shape, max_trainable, fusion_variant)
+    return problems
+
+
+def _size_problems(config: RunCreate, facts: dict, shape: ModelShape, max_trainable: int | None,
+                   fusion_variant: str | None) -> list[Problem]:
+    if not shape.num_parameters:
+        return []
+    here = ("method", config.method.type)
+    try:
+        count = estimate(facts, config.task, ASSUMED_LABELS, config.method.model_dump(), fusion_variant=fusion_variant)
+    except EstimateError as e:
+        return [Problem((*here, e.field) if e.field else here, str(e))]
+    if max_trainable is not None and count.trainable_params > max_trainable:
+        return [Problem(here, f"these settings would train {count.trainable_params:,} parameters, more than the "
+                              f"{max_trainable:,} this server allows (PEFTLAB_MAX_TRAINABLE_PARAMS)")]
+    return []
+
+
+def run_problems(config: RunCreate, *, num_rows: int | None, columns: Iterable[str] | None,
+                 eval_columns: Iterable[str] | None, facts: dict | None, max_trainable: int | None,
+                 fusion_variant: str | None = None, dataset_name: str = "dataset",
+                 eval_dataset_name: str = "eval dataset") -> list[Problem]:
+    """Everything that can be known before training; [] when the run can start. None for what
+    the caller does not know (the server skips a missing dataset, it reports that itself)."""
+    problems = []
+    if columns is not None:
+        problems += column_problems(config.columns, columns, dataset_name)
+    if eval_columns is not None:
+        problems += column_problems(config.columns, eval_columns, eval_dataset_name)
+    if num_rows is not None and config.eval_dataset_id is None:
+        problems += split_problems(num_rows, config.eval_fraction)
+    problems += model_problems(config, facts, max_trainable=max_trainable, fusion_variant=fusion_variant)
+    return problems
