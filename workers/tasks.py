@@ -131,12 +131,20 @@ def _run(run_id: int, settings: Settings, reporter: Reporter) -> tuple[dict, dic
             files.append(_dataset_location(session, settings, config.eval_dataset_id))
     rows = [list(iter_rows(*f)) for f in files]
     outcome = fine_tune(config, rows[0], rows[1] if len(rows) > 1 else None, source, reporter,
-                        artifact_dir=lambda kind: run_artifact_dir(settings, run_id, kind),
+                        artifact_dir=lambda kind: _output_dir(settings, run_id, kind, reporter),
                         find_adapter=lambda other: _adapter_location(settings, other))
     if outcome is not None:  # README.md cards, a base model others can resolve (reads SQL: rides out an outage)
         retry_database(lambda: write_model_cards(run_id, config, *outcome),
                        until=time.monotonic() + settings.save_retry_seconds, what=f"run {run_id}: the model card")
     return outcome  # recorded by _save, in the same transaction as the run's status
+
+
+def _output_dir(settings: Settings, run_id: int, kind: str, reporter: Reporter) -> Path:
+    """A fresh directory for one output, made only while this attempt still holds the run: a worker
+    that lost its lease must not empty the directory its successor writes to."""
+    if isinstance(reporter, SqlReporter):
+        reporter.check_lease()
+    return run_artifact_dir(settings, run_id, kind)
 
 
 def _adapter_location(settings: Settings, run_id: int) -> Path:

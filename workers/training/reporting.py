@@ -155,6 +155,20 @@ class SqlReporter:
         self._points, self._progress = [], None
         self._last_flush = time.monotonic()
 
+    def check_lease(self) -> None:
+        """Raise LeaseLost when this attempt no longer holds the run. A database error proves nothing
+        either way and is let pass: every SQL write is fenced on its own."""
+        if self.keeper.lost.is_set():
+            raise LeaseLost()
+        try:
+            with session_scope() as session:
+                held = hold(session, self.lease)
+        except (OperationalError, InterfaceError):
+            return
+        if held is None:
+            self.keeper.lose()
+            raise LeaseLost()
+
     def _maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush < self.flush_seconds:
             return
