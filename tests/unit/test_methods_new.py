@@ -18,6 +18,8 @@ LABELS = ["neg", "pos"]
 CASES = [
     ({"type": "ia3"}, "classification", "bert", "peft"),
     ({"type": "ia3"}, "causal_lm", "gpt2", "peft"),
+    ({"type": "ln_tuning"}, "classification", "bert", "peft"),
+    ({"type": "ln_tuning"}, "causal_lm", "llama", "peft"),
 ]
 
 
