@@ -20,6 +20,8 @@ CASES = [
     ({"type": "ia3"}, "causal_lm", "gpt2", "peft"),
     ({"type": "ln_tuning"}, "classification", "bert", "peft"),
     ({"type": "ln_tuning"}, "causal_lm", "llama", "peft"),
+    ({"type": "bitfit"}, "classification", "bert", "in-house"),
+    ({"type": "bitfit"}, "causal_lm", "gpt2", "in-house"),
 ]
 
 
@@ -47,8 +49,8 @@ def test_the_download_loads_and_answers_like_the_trained_model(sources, tmp_path
     out = tmp_path / "adapter"
     save_adapter(model, implementation, tokenizer, out, task=task, base_model="tiny", method_config=config.model_dump(),
                  labels=LABELS if task == "classification" else None, columns={"text": "text"}, max_length=32)
-    if kind == "peft":
-        assert json.loads((out / "adapter_config.json").read_text())["peft_type"]
+    saved = json.loads((out / "adapter_config.json").read_text())
+    assert saved["peft_type"] if kind == "peft" else saved["peftlab_method"] == method["type"]
     loaded, loaded_tokenizer, metadata = peftlab.load(out, base=sources[arch])
     texts = [row["text"] for row in sentiment_rows(4, seed=5)]
     batch = tokenizer(texts, padding=True, return_tensors="pt")
@@ -58,3 +60,17 @@ def test_the_download_loads_and_answers_like_the_trained_model(sources, tmp_path
     if task == "classification":
         answers = peftlab.predict(loaded, loaded_tokenizer, metadata, texts)
         assert [a["label"] in LABELS for a in answers] == [True] * len(texts)
+
+
+def test_bitfit_is_refused_where_there_are_no_biases(sources):
+    """Server and worker share the check (app/runs/checks.py): a Llama has no bias terms."""
+    from pathlib import Path
+
+    from app.models.inspect import model_facts
+    from app.runs.checks import model_problems
+
+    config = RunCreate.model_validate({"dataset_id": 1, "columns": {"text": "t", "label": "l"},
+                                       "method": {"type": "bitfit"}})
+    [problem] = model_problems(config, model_facts(Path(sources["llama"])), max_trainable=None)
+    assert problem.loc == ("method", "bitfit") and "no bias terms" in problem.msg
+    assert model_problems(config, model_facts(Path(sources["bert"])), max_trainable=None) == []
