@@ -25,6 +25,7 @@ NON_DEFAULT = {
     "prefix": {"num_virtual_tokens": 3, "projection": True, "encoder_hidden_size": 8},
     "ptuning": {"num_virtual_tokens": 3, "encoder": "lstm", "encoder_hidden_size": 6},
     "prompt": {"num_virtual_tokens": 5},
+    "freeze": {"trainable_layers": 1},
 }
 ARCHS = ("bert", "gpt2", "llama")
 
