@@ -26,6 +26,7 @@ NON_DEFAULT = {
     "ptuning": {"num_virtual_tokens": 3, "encoder": "lstm", "encoder_hidden_size": 6},
     "prompt": {"num_virtual_tokens": 5},
     "freeze": {"trainable_layers": 1},
+    "vera": {"r": 6},
 }
 ARCHS = ("bert", "gpt2", "llama")
 

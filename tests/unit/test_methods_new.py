@@ -22,6 +22,8 @@ CASES = [
     ({"type": "ln_tuning"}, "causal_lm", "llama", "peft"),
     ({"type": "bitfit"}, "classification", "bert", "in-house"),
     ({"type": "bitfit"}, "causal_lm", "gpt2", "in-house"),
+    ({"type": "vera", "r": 8}, "classification", "bert", "peft"),
+    ({"type": "vera", "r": 8}, "causal_lm", "gpt2", "peft"),
     ({"type": "freeze", "trainable_layers": 1}, "classification", "bert", "in-house"),
     ({"type": "freeze", "trainable_layers": 1}, "causal_lm", "llama", "in-house"),
 ]
