@@ -16,6 +16,13 @@ from workers.training.checkpoints import save_adapter
 LABELS = ["neg", "pos"]
 # (method config, task, architecture, what the download must be)
 CASES = [
+    ({"type": "lora", "use_dora": True}, "classification", "bert", "peft"),
+    ({"type": "lora", "use_dora": True, "use_rslora": True}, "causal_lm", "gpt2", "peft"),
+    ({"type": "lora", "init": "pissa"}, "classification", "bert", "peft"),
+    ({"type": "lora", "init": "pissa", "use_rslora": True}, "causal_lm", "llama", "peft"),
+    ({"type": "lora", "init": "olora"}, "causal_lm", "llama", "peft"),
+    ({"type": "lora", "init": "pissa"}, "causal_lm", "gpt2", "peft"),
+    ({"type": "lora", "init": "gaussian"}, "classification", "llama", "peft"),
     ({"type": "ia3"}, "classification", "bert", "peft"),
     ({"type": "ia3"}, "causal_lm", "gpt2", "peft"),
     ({"type": "ln_tuning"}, "classification", "bert", "peft"),
@@ -78,3 +85,45 @@ def test_bitfit_is_refused_where_there_are_no_biases(sources):
     [problem] = model_problems(config, model_facts(Path(sources["llama"])), max_trainable=None)
     assert problem.loc == ("method", "bitfit") and "no bias terms" in problem.msg
     assert model_problems(config, model_facts(Path(sources["bert"])), max_trainable=None) == []
+
+
+LORA_OPTIONS = [({"type": "lora", "use_dora": True, "r": 3}, arch, task) for arch, task in
+                (("bert", "classification"), ("gpt2", "causal_lm"), ("gpt2", "classification"), ("llama", "causal_lm"))]
+LORA_OPTIONS += [({"type": "lora", "init": init, "use_rslora": True, "r": 2}, "llama", "classification")
+                 for init in ("gaussian", "pissa", "olora")]
+
+
+@pytest.mark.parametrize("method, arch, task", LORA_OPTIONS)
+def test_lora_options_are_counted_exactly(sources, method, arch, task):
+    from pathlib import Path
+
+    from app.models.inspect import model_facts
+    from app.models.param_count import estimate
+
+    implementation, model, _, config = _build(sources, method, task, arch)
+    est = estimate(model_facts(Path(sources[arch])), task, len(LABELS), config.model_dump())
+    assert est.exact and est.trainable_params == implementation.trainable_parameters(model), est.note
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_impossible_lora_combinations_are_refused_with_a_reason(init):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        RunCreate.model_validate({"dataset_id": 1, "columns": {"text": "t", "label": "l"},
+                                  "method": {"type": "lora", "use_dora": True, "init": init}})
+    [error] = info.value.errors()
+    assert error["loc"] == ("method", "lora", "init") and "DoRA" in error["msg"]
+
+
+def test_olora_is_refused_on_gpt2_by_the_shared_check(sources):
+    from pathlib import Path
+
+    from app.models.inspect import model_facts
+    from app.runs.checks import model_problems
+
+    config = RunCreate.model_validate({"dataset_id": 1, "task": "causal_lm", "columns": {"text": "t"},
+                                       "method": {"type": "lora", "init": "olora"}})
+    [problem] = model_problems(config, model_facts(Path(sources["gpt2"])), max_trainable=None)
+    assert problem.loc == ("method", "lora", "init") and "GPT-2" in problem.msg
+    assert model_problems(config, model_facts(Path(sources["llama"])), max_trainable=None) == []
