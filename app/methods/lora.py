@@ -90,6 +90,6 @@ SPEC = register(MethodSpec(
     name="lora", config=LoraMethod, title="LoRA", order=10,
     description="Trains low-rank update matrices A·B beside the frozen attention weights; the base model stays frozen.",
     paper="Hu et al. 2021, arXiv 2106.09685; DoRA: Liu et al. 2024, arXiv 2402.09353; rsLoRA: Kalajdzievski 2023, "
-          "arXiv 2312.03732; PiSSA: Meng et al. 2024, arXiv 2404.02948", learning_rate=5e-4, count=count, check=check, quantized_base=True,
+          "arXiv 2312.03732; PiSSA: Meng et al. 2024, arXiv 2404.02948", learning_rate=2e-3, count=count, check=check, quantized_base=True,
     settings_note="r 8, alpha 16, dropout 0.1",
 ))
