@@ -11,7 +11,7 @@ up: install
 test: install
 	$(VENV)/bin/pytest
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed node_modules/.installed static/vendor/versions.json
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -22,3 +22,8 @@ $(VENV)/.installed: pyproject.toml
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
+
+# The browser libraries the pages load, copied from node_modules at the locked versions (the wheel build
+# does the same, so an installed peftlab needs no node_modules).
+static/vendor/versions.json: $(VENV)/.installed node_modules/.installed app/build_assets.py
+	$(VENV)/bin/python -m app.build_assets

@@ -80,8 +80,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     settings.ensure_dirs()
+    # X-Forwarded-For/-Proto are believed only from the proxies in PEFTLAB_TRUSTED_PROXIES (none by
+    # default): from anyone else they would let a client pick its own address, e.g. to dodge the
+    # sign-in limit. uvicorn's own default trusts every local process.
+    trusted = settings.trusted_proxies
     uvicorn.run("app.main:create_app", factory=True, host=settings.host, port=settings.port,
-                log_level="info", timeout_graceful_shutdown=3)
+                log_level="info", timeout_graceful_shutdown=3,
+                proxy_headers=bool(trusted), forwarded_allow_ips=trusted or None)
     return 0
 
 
@@ -226,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.add_argument("--data-dir", default=None)
     token_create.set_defaults(func=cmd_token_create)
 
+    from app import cli_runs
+
+    cli_runs.add_parser(sub)
+
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_upgrade = db_sub.add_parser("upgrade", help="apply Alembic migrations")
@@ -237,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    if args.command == "runs":
+        from app.cli_runs import run_command
+
+        return run_command(args)
     return args.func(args)
 
 

@@ -2,10 +2,12 @@
 
 Shared by the server and the workers, so it imports neither FastAPI nor torch.
 """
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -26,17 +28,55 @@ class Settings(BaseSettings):
     requeue_after_seconds: int = Field(600, description="A queued run not picked up for this long is sent to the broker again.")
     reaper_interval_seconds: float = Field(15.0, description="How often the server looks for lost runs.")
     max_attempts: int = Field(3, description="How often a run whose worker died is retried before it fails.")
+    save_retry_seconds: float = Field(600.0, description="How long a worker whose run trained to the end keeps retrying to save the result while the database is unreachable (the write is fenced by its attempt, so a late one never overwrites a retry).")
+    db_pool_size: int = Field(10, ge=1, description="Database connections each process keeps open.")
+    db_max_overflow: int = Field(30, ge=0, description="Extra connections a process may open at busy times, beyond db_pool_size.")
+    db_pool_timeout: float = Field(10.0, gt=0, description="How long a request waits for a free database connection before it is answered 503.")
+    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses or CIDR networks of reverse proxies whose X-Forwarded-For/-Proto headers are believed (JSON list); none by default.")
     sse_poll_seconds: float = Field(0.5, description="How often a live event stream looks for new points.")
     model_dirs: list[Path] = Field(default_factory=list, description="Directories admins may register local base models from (JSON list); data_dir/models is always allowed.")
     secret_key: str | None = Field(None, description="Signs task messages so workers act only on the server's; default: a random key kept in data_dir/secret_key (set the same value on every host at scale).")
     max_trainable_params: int = Field(2_000_000_000, ge=1, description="Runs that would train more parameters than this are refused at POST /api/runs (e.g. an absurd prompt-encoder size).")
     gpus: str | None = Field(None, description="Worker: the GPU index to use (CUDA_VISIBLE_DEVICES); none = auto.")
+    # Dataset uploads are scanned in a child process with these caps (app/datasets/sandbox.py).
+    scan_memory_bytes: int = Field(1024**3, ge=64 * 1024**2, description="Address space the upload scanner's child process may use; past it the upload is refused as too large.")
+    scan_timeout_seconds: float = Field(600.0, gt=0, description="CPU and wall-clock seconds the upload scanner may take; past it the upload is refused as too slow to read.")
+    scan_start_method: Literal["forkserver", "spawn"] = Field("forkserver", description="How the scanner's child starts: forked from a small preloaded server process, or a fresh interpreter.")
+    scan_concurrency: int = Field(2, ge=1, description="Uploads scanned at once per server process; more wait their turn.")
+    max_nesting_depth: int = Field(32, ge=1, le=200, description="Deepest nesting of JSON objects/arrays inside one dataset row.")
+    max_line_bytes: int = Field(16 * 1024**2, ge=1024, description="Longest line (JSONL, CSV/TSV), CSV field or JSON array item in a dataset file.")
+    max_columns: int = Field(1000, ge=1, description="Most columns a dataset may have.")
+    max_column_name_chars: int = Field(256, ge=8, description="Longest column name in a dataset.")
+    preview_cell_chars: int = Field(1000, ge=32, description="A dataset cell shown in previews and row pages is cut to this many characters (with a marker).")
+    preview_row_chars: int = Field(32 * 1024, ge=256, description="The cells of one preview row together are cut to about this many characters.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        """Written the way uvicorn reads them: addresses, or networks with their host bits cleared."""
+        out = []
+        for item in value:
+            try:
+                out.append(str(ipaddress.ip_network(item.strip(), strict=False)) if "/" in item
+                           else str(ipaddress.ip_address(item.strip())))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network (e.g. 10.0.0.5 or 10.0.0.0/8)") from None
+        return out
+    public_url: str | None = Field(None, description="The server's address as users reach it, for links in webhook messages; default http://host:port.")
+    webhook_poll_seconds: float = Field(5.0, description="How often the server looks for ended runs to announce to webhooks.")
+    webhook_retry_seconds: float = Field(30.0, description="Wait before retrying a failed webhook delivery; doubles after each failure.")
+    webhook_max_attempts: int = Field(5, description="A webhook delivery that failed this often is given up.")
+    webhook_timeout_seconds: float = Field(10.0, description="How long a webhook receiver may take to answer.")
 
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'peftlab.sqlite').resolve()}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     @property
     def resolved_broker_url(self) -> str:

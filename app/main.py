@@ -1,17 +1,17 @@
 """The FastAPI application factory: API routers, pages, static files, the reaper."""
 import asyncio
 import logging
-import time
 from contextlib import asynccontextmanager, suppress
 
 from urllib.parse import urlencode
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app import __version__, errors
 from app.artifacts import views as artifacts_views
 from app.auth import views as auth_views
 from app.auth.deps import LoginRequired, viewer
@@ -21,9 +21,13 @@ from app.datasets import views as datasets_views
 from app.experiments import views as experiments_views
 from app.db import get_sessionmaker
 from app.inference import views as inference_views
+from app.logs import views as logs_views
 from app.metrics import views as metrics_views
 from app.models import service as models_service
+from app.pool_busy import HANDLER as POOL_BUSY
 from app.models import views as models_views
+from app.notifications import service as notifications_service
+from app.notifications import views as notifications_views
 from app.runs import service as runs_service
 from app.runs import views as runs_views
 from app.samples import views as samples_views
@@ -50,17 +54,32 @@ async def _reaper(interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+def _notify_once() -> None:
+    settings = get_settings()
+    with get_sessionmaker()() as session:
+        notifications_service.notify_round(session, settings)
+
+
+async def _notifier(interval: float) -> None:
+    """Announces ended runs to project webhooks, here in the server so a slow receiver never holds a worker."""
+    while True:
+        try:
+            await run_in_threadpool(_notify_once)
+        except Exception:  # noqa: BLE001 — a bad round must not stop later ones
+            log.exception("webhook round failed")
+        await asyncio.sleep(interval)
+
+
 def _seed_models() -> None:
     with get_sessionmaker()() as session:
         models_service.ensure_bundled(session)
 
 
-def _remove_stale_uploads(max_age_s: float = 24 * 3600) -> None:
-    """Partial uploads a crashed process left behind (a day old: another replica may be mid-upload)."""
-    cutoff = time.time() - max_age_s
-    for path in get_settings().upload_dir.glob(".incoming-*"):
-        if path.stat().st_mtime < cutoff:
-            path.unlink(missing_ok=True)
+def _remove_stale_uploads() -> None:
+    """Partial uploads a killed server left behind (an upload in progress holds a lock and stays)."""
+    from app.datasets.upload import remove_stale_incoming
+
+    remove_stale_incoming(get_settings().upload_dir)
 
 
 @asynccontextmanager
@@ -69,11 +88,13 @@ async def lifespan(app: FastAPI):
     settings.ensure_dirs()
     await run_in_threadpool(_remove_stale_uploads)
     await run_in_threadpool(_seed_models)
-    task = asyncio.create_task(_reaper(settings.reaper_interval_seconds))
+    tasks = [asyncio.create_task(_reaper(settings.reaper_interval_seconds)),
+             asyncio.create_task(_notifier(settings.webhook_poll_seconds))]
     yield
-    task.cancel()
-    with suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 def _openapi_with_bearer(app: FastAPI) -> dict:
@@ -90,13 +111,14 @@ def _openapi_with_bearer(app: FastAPI) -> dict:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(title="peftlab", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = FastAPI(title="peftlab", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Parameter-efficient fine-tuning experiments: datasets, runs, live metrics, adapters.")
     # Every API route and page needs a signed-in viewer; only the sign-in pages do not.
     signed_in = [Depends(viewer)]
     for router in (datasets_views.router, runs_views.router, models_views.router, metrics_views.router,
                    artifacts_views.router, inference_views.router, auth_views.router, experiments_views.router,
-                   experiments_views.queue_router, samples_views.router):
+                   experiments_views.queue_router, samples_views.router, samples_views.runs_router,
+                   logs_views.router, notifications_views.router):
         app.include_router(router, dependencies=signed_in)
     for router in (datasets_views.pages, runs_views.pages, models_views.pages, auth_views.pages,
                    experiments_views.pages, inference_views.pages, samples_views.pages):
@@ -105,14 +127,26 @@ def create_app() -> FastAPI:
     app.include_router(compare_views.pages, dependencies=signed_in)
     app.include_router(runs_views.methods_router, dependencies=signed_in)
     app.include_router(auth_views.public_pages)
+    errors.install(app)  # 422 that always serialises; 503 while the database or disk cannot serve
     app.add_middleware(SecurityHeaders)
+    app.add_exception_handler(*POOL_BUSY)  # no free database connection: 503, not 500
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
-    for url, package in (("/vendor/uplot", "uplot/dist"), ("/vendor/swagger-ui", "swagger-ui-dist")):
-        folder = ROOT / "node_modules" / package
-        if folder.is_dir():
+    # Browser libraries: static/vendor (built from the npm lockfile, shipped in the wheel), else a
+    # checkout's node_modules where `python -m app.build_assets` has not run yet.
+    for url, vendored, package in (("/vendor/uplot", "uplot", "uplot/dist"),
+                                   ("/vendor/swagger-ui", "swagger-ui", "swagger-ui-dist")):
+        folder = next((f for f in (ROOT / "static" / "vendor" / vendored, ROOT / "node_modules" / package)
+                       if f.is_dir()), None)
+        if folder is not None:
             app.mount(url, StaticFiles(directory=folder), name=url.rsplit("/", 1)[-1])
         else:
-            log.warning("node_modules/%s is missing: run `npm ci`", package)
+            log.warning("static/vendor/%s is missing: run `make install` (npm ci + python -m app.build_assets)",
+                        vendored)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon():
+        return FileResponse(ROOT / "static" / "favicon.ico", media_type="image/x-icon",
+                            headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/docs", include_in_schema=False)
     def api_docs(request: Request):

@@ -1,10 +1,10 @@
 """Runs Alembic migrations programmatically: the only way the schema is created or changed."""
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+from app.resources import ROOT
+
+MIGRATIONS_DIR = ROOT / "migrations"
 
 
 def alembic_config(url: str | None = None) -> Config:

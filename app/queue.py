@@ -26,6 +26,10 @@ def make_celery(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,     # one run at a time per worker: no run waits behind a long one
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        # No remote control: a worker would obey control messages (cancel_consumer, add_consumer,
+        # shutdown, …) from anyone who can write to the broker, and those cannot be signed. peftlab
+        # needs none: cancelling goes through the database, and nothing pings or inspects workers.
+        worker_enable_remote_control=False,
     )
     if settings.resolved_broker_url.startswith("filesystem://"):
         folder = settings.broker_dir / "messages"

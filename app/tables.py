@@ -4,8 +4,11 @@ from app.auth.models import ApiToken, BrowserSession, LoginFailure, Project, Pro
 from app.datasets.models import Dataset
 from app.experiments.models import Experiment
 from app.inference.models import InferenceRequest
+from app.logs.models import RunLogLine
 from app.metrics.models import MetricPoint
 from app.models.models import BaseModel
+from app.notifications.models import Webhook, WebhookDelivery
 from app.runs.models import Run, RunTag
 
-__all__ = ["ApiToken", "Artifact", "BrowserSession", "LoginFailure", "Project", "ProjectMember", "User", "BaseModel", "Dataset", "Experiment", "InferenceRequest", "MetricPoint", "Run", "RunTag"]
+__all__ = ["ApiToken", "Artifact", "BrowserSession", "LoginFailure", "Project", "ProjectMember", "User", "BaseModel", "Dataset", "Experiment", "InferenceRequest", "MetricPoint", "Run", "RunLogLine", "RunTag",
+           "Webhook", "WebhookDelivery"]

@@ -1,12 +1,11 @@
 """The Jinja2 environment every domain's page routes render with (autoescaping on)."""
-from pathlib import Path
-
 from fastapi import Request
 from fastapi.templating import Jinja2Templates
 
+from app.resources import ROOT  # the checkout root, or app/share in a wheel
+
 from app.methods import all_specs
 
-ROOT = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(ROOT / "templates"))
 # Every page that lists methods (filters, forms, labels) reads them from the registry.
 templates.env.globals["method_specs"] = all_specs()

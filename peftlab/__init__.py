@@ -12,11 +12,8 @@ the directory's peftlab.json says which one, and workers.training.checkpoints.lo
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-
-from app.models.bundled import BUNDLED_ID, bundled_dir
-from workers.training.checkpoints import load_trained, read_metadata
-
+# torch and the training code load on first use, so `import peftlab.client` (the command line's HTTP
+# client) stays quick on a machine that only talks to a server.
 __all__ = ["load", "predict"]
 
 
@@ -27,6 +24,9 @@ def load(adapter_dir: str | Path, base: str | Path | None = None):
     bundled all-MiniLM-L6-v2 (base_model "minilm-l6"); other runs name a server-side registry
     entry, which this machine cannot resolve, so they need it.
     """
+    from app.models.bundled import BUNDLED_ID, bundled_dir
+    from workers.training.checkpoints import load_trained, read_metadata
+
     adapter_dir = Path(adapter_dir)
     if base is None:
         base_model = read_metadata(adapter_dir)["base_model"]
@@ -37,11 +37,17 @@ def load(adapter_dir: str | Path, base: str | Path | None = None):
     return load_trained(adapter_dir, str(base))
 
 
-@torch.inference_mode()
 def predict(model, tokenizer, metadata: dict, texts: Sequence[str | tuple[str, str]], *,
             max_new_tokens: int = 32) -> list[dict]:
     """classification: [{label, probs: {label: p}}] per text ((text, text_pair) tuples for pair tasks);
     causal_lm: [{text: the greedy continuation}] per prompt."""
+    import torch
+
+    with torch.inference_mode():
+        return _predict(model, tokenizer, metadata, texts, max_new_tokens)
+
+
+def _predict(model, tokenizer, metadata: dict, texts, max_new_tokens: int) -> list[dict]:
     if metadata["task"] == "classification":
         inputs = tokenizer(list(texts), padding=True, truncation=True, max_length=metadata["max_length"],
                            return_tensors="pt")

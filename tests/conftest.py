@@ -67,6 +67,9 @@ def peftlab_env(tmp_path_factory):
            "PEFTLAB_PREDICT_QUEUE": f"peftlab.test.predict.{_SESSION_TAG}",
            "PEFTLAB_HEARTBEAT_SECONDS": "1", "PEFTLAB_LEASE_SECONDS": "20", "PEFTLAB_SSE_POLL_SECONDS": "0.2",
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           # Webhook retries within seconds, not minutes (tests/integration/test_webhooks.py).
+           "PEFTLAB_WEBHOOK_POLL_SECONDS": "0.3", "PEFTLAB_WEBHOOK_RETRY_SECONDS": "0.3",
+           "PEFTLAB_WEBHOOK_MAX_ATTEMPTS": "3",
            # Tests register tiny models they build under pytest's temp dir.
            "PEFTLAB_MODEL_DIRS": json.dumps([str(tmp_path_factory.getbasetemp())])}
     drop = None
@@ -265,3 +268,31 @@ def wait_for_status(get_run, statuses: tuple[str, ...], timeout: float = 180.0) 
         time.sleep(0.5)
         run = get_run()
     return run
+
+
+def start_server(log: Path, extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """A real `peftlab serve` process on a free port (no worker); returns it and its URL once it answers."""
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT,
+                            env={**os.environ, **(extra_env or {})}, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the server exited:\n{log.read_text(errors='replace')}")
+        try:
+            if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    _stop(proc)
+    pytest.fail(f"the server did not come up:\n{log.read_text(errors='replace')}")
+
+
+@pytest.fixture(scope="session")
+def api_server(peftlab_env, tmp_path_factory):
+    """A real server process without workers (streams, sign-in over real sockets). Its database
+    connections are named peftlab-api-server on PostgreSQL (pg_stat_activity.application_name)."""
+    proc, url = start_server(tmp_path_factory.mktemp("logs") / "api-server.log", {"PGAPPNAME": "peftlab-api-server"})
+    yield url
+    _stop(proc)

@@ -4,17 +4,19 @@ Wiring only: the engine lives in workers/training and workers/methods. Every way
 end lands in one guarded `finish` (succeeded, cancelled, failed with a one-line reason and the
 traceback), except a lost lease: then the run belongs to someone else and is left alone.
 """
+import errno
 import logging
 import os
+import shutil
 import socket
-import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from app.artifacts.service import absolute_path, record_artifact, run_artifact_dir
+from app.artifacts.service import absolute_path, delete_for_run, record_artifact, run_artifact_dir, run_dir
 from app.artifacts.service import get as get_artifact
 from app.config import Settings, get_settings
 from app.datasets.models import Dataset
@@ -25,17 +27,21 @@ from app.models.inspect import ModelSourceError, config_facts, model_facts, read
 from app.models.service import resolve_source
 from app.queue import TRAIN_TASK
 from app.runs.checks import run_problems, usable_length
-from app.runs.lifecycle import claim_next, finish, heartbeat
+from app.runs.lifecycle import Lease, finish, hold, save_result, start_attempt, take_next
 from app.runs.models import Run
-from app.runs.schemas import EvalSummary, RunCreate, RunSummary
+from app.runs.schemas import EvalSummary, RunCreate, RunSummary, Training
 from workers.celery_app import celery
 from workers.methods import get_method, total_parameters
 from workers.methods.base import BuildContext
+from workers.model_card import write_model_cards
 from workers.model_loading import load_base_model, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
 from workers.training.data import prepare_data
-from workers.training.loop import seed_everything, train
-from workers.training.reporting import Reporter, SqlReporter
+from workers.training.evaluation import evaluate
+from workers.training.log_capture import RunLogCapture
+from workers.training.loop import TrainResult, seed_everything, train
+from workers.training.resume import WEIGHTS_FILE, Checkpoint, CheckpointStore, load_weights
+from workers.training.reporting import LeaseKeeper, LeaseLost, Reporter, SqlReporter, retry_database
 
 log = logging.getLogger(__name__)
 
@@ -50,78 +56,124 @@ def train_run(message_run_id: int) -> None:
     says "a run is waiting": which one starts is the queue's order (runs can be moved)."""
     settings, worker = get_settings(), worker_id()
     with session_scope() as session:
-        run_id = claim_next(session, worker, settings.lease_seconds, hint=message_run_id)
-    if run_id is None:
+        lease = take_next(session, worker, settings.lease_seconds, hint=message_run_id)
+    if lease is None:
         log.info("message for run %s: no run is queued (taken, cancelled or deleted); nothing to do", message_run_id)
         return
+    run_id = lease.run_id
     if run_id != message_run_id:
         log.info("message for run %s: run %s is first in the queue, training it", message_run_id, run_id)
-    stop, lease_lost, done = threading.Event(), threading.Event(), threading.Event()
-    beat = threading.Thread(target=_keep_lease, args=(run_id, worker, settings, stop, lease_lost, done),
-                            name=f"heartbeat-{run_id}", daemon=True)
-    beat.start()
+    keeper = LeaseKeeper(lease, settings.lease_seconds, settings.heartbeat_seconds).start()
+    logs = RunLogCapture(run_id).start()  # the run page's log tail
     try:
-        reporter = SqlReporter(run_id, worker, stop)
-        summary = _run(run_id, settings, reporter)
-        reporter.close()
-        if lease_lost.is_set():
-            log.warning("run %s: lease lost (another worker may own it now); not finishing it", run_id)
-            return
-        with session_scope() as session:
-            if summary is None:
-                finish(session, run_id, worker, "cancelled")
-            else:
-                finish(session, run_id, worker, "succeeded", summary=summary)
+        reporter = SqlReporter(lease, keeper)
+        reporter.on_flush.append(logs.write)
+        _save(lease, keeper, reporter, _run(run_id, settings, reporter), settings)
+    except LeaseLost:
+        log.warning("run %s: lease lost (attempt %s; another worker may own it now); nothing more is written",
+                    run_id, lease.attempt)
     except Exception as e:
         log.exception("run %s failed", run_id)
         with session_scope() as session:
-            finish(session, run_id, worker, "failed", error=failure_reason(e), traceback=traceback.format_exc())
+            if finish(session, run_id, worker, "failed", error=failure_reason(e), traceback=traceback.format_exc(),
+                      attempt=lease.attempt):
+                delete_for_run(session, settings=settings, run_id=run_id)  # no half-written adapter stays
     finally:
-        done.set()
+        keeper.close()
+        logs.stop(store_rest=not keeper.lost.is_set())  # a stale attempt writes nothing more
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next run in this process gets the whole GPU
 
 
-def _keep_lease(run_id: int, worker: str, settings: Settings, stop: threading.Event,
-                lease_lost: threading.Event, done: threading.Event) -> None:
-    """Renew the lease every heartbeat_seconds; a cancel request or a lost lease sets `stop`."""
-    while not done.wait(settings.heartbeat_seconds):
-        try:
-            with session_scope() as session:
-                cancel = heartbeat(session, run_id, worker, settings.lease_seconds)
-        except Exception:  # a database hiccup: the lease has slack, try again next beat
-            log.warning("run %s: heartbeat failed", run_id, exc_info=True)
-            continue
-        if cancel is None:  # the reaper gave the run away: stop, and leave it to its new owner
-            lease_lost.set()
-            stop.set()
-            return
-        if cancel:
-            stop.set()
+def _save(lease: Lease, keeper: LeaseKeeper, reporter: SqlReporter,
+          outcome: tuple[dict, dict[str, Path]] | None, settings: Settings) -> None:
+    """The end of a run: the last points, then the result (artifacts rows, summary, status) in one
+    fenced transaction. Both ride out a database outage (retried for save_retry_seconds): a run
+    that trained to the end is not retrained because PostgreSQL restarted at the wrong moment."""
+    if keeper.lost.is_set():  # before anything is written: a stale attempt's buffer is dropped
+        raise LeaseLost()
+    until = time.monotonic() + settings.save_retry_seconds
+    retry_database(reporter.close, until=until, what=f"run {lease.run_id}: the last points")
+    if outcome is None:  # stopped: a cancel (a lost lease raised above)
+        with session_scope() as session:
+            finish(session, lease.run_id, lease.worker, "cancelled", attempt=lease.attempt)
+        return
+    summary, artifacts = outcome
+
+    def record(session) -> None:
+        for kind, path in artifacts.items():
+            record_artifact(session, lease.run_id, kind, path, commit=False)
+
+    def write() -> str | None:
+        with session_scope() as session:
+            return save_result(session, lease, summary, record)
+
+    status = retry_database(write, until=until, what=f"run {lease.run_id}: saving the result")
+    if status is None:
+        raise LeaseLost()
+    if status == "cancelled":  # the cancel came in first: it wins, and what was saved goes
+        log.info("run %s: cancelled while saving its results; its outputs are removed", lease.run_id)
+        for path in artifacts.values():
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
-def _run(run_id: int, settings: Settings, reporter: Reporter) -> dict | None:
-    """Load what the run needs from SQL and disk, fine-tune, record the artifacts. None = stopped."""
+def _run(run_id: int, settings: Settings, reporter: SqlReporter) -> tuple[dict, dict[str, Path]] | None:
+    """Load what the run needs from SQL and disk, fine-tune (from the last checkpoint when an earlier
+    attempt left one): (summary, artifacts), or None = stopped."""
     with session_scope() as session:
         run = session.get(Run, run_id)
         if run is None:
             raise LookupError(f"run {run_id} was deleted")
-        config = RunCreate.model_validate(run.config)
+        config = RunCreate.model_validate(run.config, strict=False)  # checked strictly when stored; read back as stored
         source = resolve_source(session, config.base_model)
         files = [_dataset_location(session, settings, config.dataset_id)]
         if config.eval_dataset_id is not None:
             files.append(_dataset_location(session, settings, config.eval_dataset_id))
     rows = [list(iter_rows(*f)) for f in files]
+    lease = reporter.lease
+    checkpoints = _checkpoint_store(settings, reporter)
+    if lease.attempt <= 1:
+        checkpoints.prune(keep=set())  # a first attempt starts clean, whatever a reused run id left behind
+    resume = checkpoints.latest()
+    with session_scope() as session:
+        if not start_attempt(session, lease, from_step=resume.step if resume else 0):
+            raise LeaseLost()
+    if resume is not None:
+        log.info("run %s: attempt %s resumes from the checkpoint at step %s", run_id, lease.attempt, resume.step)
     outcome = fine_tune(config, rows[0], rows[1] if len(rows) > 1 else None, source, reporter,
                         artifact_dir=lambda kind: run_artifact_dir(settings, run_id, kind),
-                        find_adapter=lambda other: _adapter_location(settings, other))
-    if outcome is None:
-        return None
-    summary, artifacts = outcome
-    with session_scope() as session:
-        for kind, path in artifacts.items():
-            record_artifact(session, run_id, kind, path)
-    return summary
+                        find_adapter=lambda other: _adapter_location(settings, other),
+                        checkpoints=checkpoints, resume=resume)
+    if outcome is not None:  # README.md cards, a base model others can resolve
+        if resume is not None:
+            outcome[0]["resumed_from"] = {"step": resume.step, "attempt": lease.attempt}
+        write_model_cards(run_id, config, *outcome)
+    return outcome  # recorded by _save, in the same transaction as the run's status
+
+
+def _checkpoint_store(settings: Settings, reporter: SqlReporter) -> CheckpointStore:
+    """The run's checkpoints beside its other artifacts. Before each write the buffered metric
+    points go to SQL (so the curve up to a checkpoint is complete) and the worker checks it still
+    holds the run; after it, the size is recorded (checkpoints count in the run's artifact size)."""
+    lease = reporter.lease
+
+    def may_write() -> bool:
+        reporter.flush()  # raises LeaseLost when the run was given away
+        with session_scope() as session:
+            held = hold(session, lease) is not None
+            session.commit()
+        return held
+
+    def on_saved(directory: Path) -> None:
+        with session_scope() as session:
+            if hold(session, lease) is not None:
+                record_artifact(session, lease.run_id, "checkpoints", directory, commit=False)
+            session.commit()
+
+    return CheckpointStore(run_dir(settings, lease.run_id) / "checkpoints", may_write=may_write, on_saved=on_saved)
 
 
 def _adapter_location(settings: Settings, run_id: int) -> Path:
@@ -142,10 +194,13 @@ def _dataset_location(session, settings: Settings, dataset_id: int) -> tuple[Pat
 
 def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None, source: str, reporter: Reporter,
               artifact_dir: Callable[[str], Path],
-              find_adapter: Callable[[int], Path] | None = None) -> tuple[dict, dict[str, Path]] | None:
+              find_adapter: Callable[[int], Path] | None = None, checkpoints: CheckpointStore | None = None,
+              resume: Checkpoint | None = None) -> tuple[dict, dict[str, Path]] | None:
     """The whole run without SQL: returns (summary, {artifact kind: path}), or None when stopped.
 
-    find_adapter(run_id) finds another run's saved adapter (AdapterFusion builds on them)."""
+    find_adapter(run_id) finds another run's saved adapter (AdapterFusion builds on them).
+    checkpoints: where resumable checkpoints go (default: a fresh artifact_dir("checkpoints"));
+    resume: the checkpoint to continue from."""
     t = config.training
     facts = source_facts(source)
     # The server made the same checks at POST /api/runs; the data or the model may have changed since.
@@ -159,33 +214,66 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
                                t.max_length)
     data = prepare_data(rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer,
                         max_length=max_length, eval_fraction=config.eval_fraction, seed=t.seed)
+    log.info("data: %d training and %d eval examples, max_length %d%s", len(data.train), len(data.eval), max_length,
+             f", {len(data.labels)} labels: {', '.join(data.labels[:20])}{' …' if len(data.labels) > 20 else ''}"
+             if data.labels else "")
     seed_everything(t.seed)  # the new head and the method's weights initialise the same every time
     method = get_method(config.method.type)
     context = BuildContext(source=source, tokenizer=tokenizer, adapter_dir=find_adapter or BuildContext().adapter_dir)
     model = method.build(load_base_model(source, config.task, data.labels, tokenizer), config.method, config.task,
                          context)
-    result = train(model, data, task=config.task, training=t, pad_id=tokenizer.pad_token_id, reporter=reporter)
+    log.info("%s on %s: %s of %s parameters train", config.method.type, config.base_model,
+             f"{method.trainable_parameters(model):,}", f"{total_parameters(model):,}")
+    checkpoints = checkpoints or CheckpointStore(lambda: artifact_dir("checkpoints"))
+    result = train(model, data, task=config.task, training=t, pad_id=tokenizer.pad_token_id, reporter=reporter,
+                   checkpoints=checkpoints, resume=resume)
     if result.stopped:
         return None
 
-    adapter_dir = artifact_dir("adapter")
-    adapter_bytes = save_adapter(model, method, tokenizer, adapter_dir, task=config.task,
-                                 base_model=config.base_model, method_config=config.method.model_dump(),
-                                 labels=data.labels, columns=config.columns.model_dump(exclude_none=True),
-                                 max_length=max_length)
-    artifacts = {"adapter": adapter_dir, **method.extra_artifacts(model, artifact_dir)}
-    if result.eval is not None and result.eval.predictions is not None:
+    def save(kind: str) -> tuple[Path, int]:
+        out = artifact_dir(kind)
+        return out, save_adapter(model, method, tokenizer, out, task=config.task, base_model=config.base_model,
+                                 method_config=config.method.model_dump(), labels=data.labels,
+                                 columns=config.columns.model_dump(exclude_none=True), max_length=max_length)
+
+    artifacts: dict[str, Path] = {}
+    final_eval, shipped_step = result.eval, result.steps
+    if (best := best_checkpoint(checkpoints, result, t)) is not None:
+        # metric_for_best: the downloads, the merged model, predictions and Try it use the best
+        # step's weights; the last ones stay downloadable as adapter_last.
+        artifacts["adapter_last"] = save("adapter_last")[0]
+        load_weights(model, best.path / WEIGHTS_FILE)
+        final_eval = result.best_eval or evaluate(model, data.eval, task=config.task, pad_id=tokenizer.pad_token_id,
+                                                  batch_size=t.batch_size, device=next(model.parameters()).device)
+        shipped_step = best.step
+    adapter_dir, adapter_bytes = save("adapter")
+    artifacts |= {"adapter": adapter_dir, **method.extra_artifacts(model, artifact_dir)}
+    if final_eval is not None and final_eval.predictions is not None:
         path = artifact_dir("predictions") / PREDICTIONS_FILE
-        write_predictions(path, result.eval.predictions, data.labels)
+        write_predictions(path, final_eval.predictions, data.labels)
         artifacts["predictions"] = path
+    if checkpoints.latest() is not None:
+        artifacts["checkpoints"] = checkpoints.directory
     summary = RunSummary(
         trainable_params=method.trainable_parameters(model), total_params=total_parameters(model),
         adapter_bytes=adapter_bytes, peak_memory_bytes=result.peak_memory_bytes,
         train_samples_per_s=result.train_samples_per_s, train_tokens_per_s=result.train_tokens_per_s,
-        eval=EvalSummary(**(result.eval.metrics if result.eval else {})),
+        eval=EvalSummary(**(final_eval.metrics if final_eval else {})),
         steps=result.steps, train_examples=len(data.train), eval_examples=len(data.eval), max_length_used=max_length,
     )
+    if t.metric_for_best:
+        summary.best_step, summary.stopped_early = shipped_step, result.stopped_early
     return summary.model_dump(mode="json"), artifacts
+
+
+def best_checkpoint(checkpoints: CheckpointStore, result: TrainResult, training: Training) -> Checkpoint | None:
+    """The best step's checkpoint when metric_for_best picks a step other than the last; else None."""
+    if not training.metric_for_best or result.best_step is None or result.best_step == result.steps:
+        return None
+    saved = checkpoints.get(result.best_step)
+    if saved is None:  # its write failed (disk full, lost lease): the last weights are all there is
+        log.warning("the best checkpoint (step %s) is missing; shipping the last weights", result.best_step)
+    return saved
 
 
 def source_facts(source: str) -> dict:
@@ -204,9 +292,30 @@ def source_facts(source: str) -> dict:
 
 def failure_reason(e: BaseException) -> str:
     """One line a person can act on. Our own checks raise ValueError / LookupError with such a line."""
-    if isinstance(e, torch.cuda.OutOfMemoryError):
-        return "out of GPU memory: try a smaller batch_size or max_length, or gradient_accumulation"
+    if (where := out_of_memory(e)) is not None:
+        checkpointing = ("; or turn on training.gradient_checkpointing"
+                         if "gradient_checkpointing" in Training.model_fields else "")
+        return (f"out of {where} memory: lower training.batch_size (raise training.gradient_accumulation to keep "
+                f"the effective batch size) or training.max_length{checkpointing}")
+    if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or "No space left on device" in str(e):
+        return "out of disk space while writing the run's outputs: free space on the artifact storage and run it again"
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     if isinstance(e, (ValueError, LookupError)) and text:
         return text[:500]
     return f"{type(e).__name__}: {text}"[:500] if text else type(e).__name__
+
+
+def out_of_memory(e: BaseException) -> str | None:
+    """Where memory ran out ("GPU" or "CPU") when the error, or one it was raised from, is that; else None.
+
+    CUDA raises torch.cuda.OutOfMemoryError; on the CPU Python raises MemoryError and torch's
+    allocator a RuntimeError "DefaultCPUAllocator: can't allocate memory"."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, torch.cuda.OutOfMemoryError) or "CUDA out of memory" in str(e):
+            return "GPU"
+        if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
+            return "CPU"
+        e = e.__cause__ or e.__context__
+    return None

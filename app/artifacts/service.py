@@ -32,8 +32,11 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def record_artifact(session: Session, run_id: int, kind: str, path: Path, size_bytes: int | None = None) -> None:
-    """Remember an output (upsert on run + kind). The stored path is relative to the artifact dir."""
+def record_artifact(session: Session, run_id: int, kind: str, path: Path, size_bytes: int | None = None, *,
+                    commit: bool = True) -> None:
+    """Remember an output (upsert on run + kind). The stored path is relative to the artifact dir.
+
+    commit=False leaves it to the caller's transaction (a worker's fenced final write)."""
     from app.config import get_settings
 
     rel = str(path.resolve().relative_to(get_settings().resolved_artifact_dir))
@@ -43,7 +46,8 @@ def record_artifact(session: Session, run_id: int, kind: str, path: Path, size_b
     stmt = insert(Artifact).values(run_id=run_id, kind=kind, path=rel, size_bytes=size)
     session.execute(stmt.on_conflict_do_update(index_elements=["run_id", "kind"],
                                                set_={"path": rel, "size_bytes": size}))
-    session.commit()
+    if commit:
+        session.commit()
 
 
 def get(session: Session, *, run_id: int, kind: str) -> Artifact | None:
@@ -76,6 +80,7 @@ def zip_to_tempfile(settings: Settings, source: Path) -> Path:
 
 
 def delete_for_run(session: Session, *, settings: Settings, run_id: int) -> None:
+    """A run's outputs, rows and files. Also how a failed run ends: it keeps nothing half-written."""
     session.execute(sql_delete(Artifact).where(Artifact.run_id == run_id))
     session.commit()
     shutil.rmtree(run_dir(settings, run_id), ignore_errors=True)

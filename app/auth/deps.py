@@ -43,6 +43,15 @@ def _credentials(request: Request, session: Session):
     return None, None
 
 
+def credential_digest(request: Request) -> tuple[str, str] | None:
+    """("token" | "session", digest) of what this request signed in with: live streams re-check it."""
+    header = request.headers.get("authorization")
+    if header:
+        return "token", service.digest(header.partition(" ")[2].strip())
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return ("session", service.digest(cookie)) if cookie else None
+
+
 def viewer(request: Request, session: Annotated[Session, Depends(get_db)]) -> User:
     user, browser = _credentials(request, session)
     if user is None:

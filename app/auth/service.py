@@ -1,4 +1,5 @@
 """Accounts: users, projects and membership, API tokens, browser sessions, login rate limits."""
+import hashlib
 import re
 from datetime import timedelta
 
@@ -13,7 +14,8 @@ from app.db import utcnow
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MIN_PASSWORD = 8
 SESSION_DAYS = 14
-MAX_FAILURES = 5
+MAX_FAILURES = 5  # per (username, client address)
+MAX_ADDRESS_FAILURES = 30  # per client address, across usernames
 FAILURE_WINDOW = timedelta(minutes=15)
 
 
@@ -96,23 +98,37 @@ def authenticate(session: Session, *, username: str, password: str) -> User | No
 
 
 # login rate limit ----------------------------------------------------------------------------
+# Failed sign-ins count per (username, client address): guessing one user's password from one place
+# stops after MAX_FAILURES, while that user still signs in from anywhere else, so nobody can lock
+# another person out from elsewhere. A looser count per address across usernames stops one place
+# from spraying guesses over many accounts. Either limit refuses the right password too while it
+# lasts (else the guessing would go on); it only ever affects the address that failed.
 
-def too_many_failures(session: Session, *, keys: list[str]) -> bool:
+def _failure_keys(username: str, address: str) -> tuple[str, str]:
+    pair = "pair:" + hashlib.sha256(f"{username.strip().lower()}\n{address}".encode()).hexdigest()
+    place = f"ip:{address}" if len(address) <= 64 else "ip:" + hashlib.sha256(address.encode()).hexdigest()
+    return pair, place
+
+
+def too_many_failures(session: Session, *, username: str, address: str) -> bool:
     since = utcnow() - FAILURE_WINDOW
     session.execute(delete(LoginFailure).where(LoginFailure.at < since))
-    counts = session.execute(select(LoginFailure.key, func.count(LoginFailure.id))
-                             .where(LoginFailure.key.in_(keys), LoginFailure.at >= since).group_by(LoginFailure.key)).all()
+    pair, place = _failure_keys(username, address)
+    counts = dict(session.execute(select(LoginFailure.key, func.count(LoginFailure.id))
+                                  .where(LoginFailure.key.in_([pair, place]), LoginFailure.at >= since)
+                                  .group_by(LoginFailure.key)).all())
     session.commit()
-    return any(n >= MAX_FAILURES for _, n in counts)  # per username, and per client address
+    return counts.get(pair, 0) >= MAX_FAILURES or counts.get(place, 0) >= MAX_ADDRESS_FAILURES
 
 
-def record_failure(session: Session, *, keys: list[str]) -> None:
-    session.add_all(LoginFailure(key=k) for k in keys)
+def record_failure(session: Session, *, username: str, address: str) -> None:
+    session.add_all(LoginFailure(key=k) for k in _failure_keys(username, address))
     session.commit()
 
 
-def clear_failures(session: Session, *, keys: list[str]) -> None:
-    session.execute(delete(LoginFailure).where(LoginFailure.key.in_(keys)))
+def clear_failures(session: Session, *, username: str, address: str) -> None:
+    """A successful sign-in forgives that user's failures from that address (not the address's)."""
+    session.execute(delete(LoginFailure).where(LoginFailure.key == _failure_keys(username, address)[0]))
     session.commit()
 
 
@@ -160,6 +176,15 @@ def user_for_token(session: Session, *, token: str) -> User | None:
         row.last_used_at = now
         session.commit()
     return session.get(User, row.user_id)
+
+
+def valid_digests(session: Session, *, tokens: set[str], sessions: set[str]) -> tuple[set[str], set[str]]:
+    """Of these token and browser-session digests, the ones still valid (one query each, for many streams)."""
+    valid_tokens = set(session.scalars(select(ApiToken.token_hash).where(
+        ApiToken.token_hash.in_(tokens), ApiToken.revoked_at.is_(None)))) if tokens else set()
+    valid_sessions = set(session.scalars(select(BrowserSession.token_hash).where(
+        BrowserSession.token_hash.in_(sessions), BrowserSession.expires_at >= utcnow()))) if sessions else set()
+    return valid_tokens, valid_sessions
 
 
 def tokens_of(session: Session, *, user: User) -> list[ApiToken]:

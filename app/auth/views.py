@@ -10,9 +10,11 @@ from sqlalchemy.orm import Session
 
 from app.auth import service
 from app.auth.deps import SESSION_COOKIE, Admin, Viewer
+from app.auth.models import Project
 from app.auth.schemas import (MemberAdd, MemberOut, MeOut, ProjectCreate, ProjectOut, TokenCreate, TokenCreated,
                               TokenOut, UserCreate, UserOut)
 from app.db import get_db
+from app.ids import Id
 from app.templating import render
 
 router = APIRouter(prefix="/api", tags=["auth"])
@@ -57,7 +59,10 @@ def _signed_in(request: Request, session: Session, user, next_url: str) -> Redir
 @public_pages.get("/setup")
 def setup_page(request: Request, session: DB):
     if service.count_users(session):
-        return RedirectResponse("/login", status_code=303)
+        # Setup is done: a signed-in visitor goes home, anyone else to the sign-in form.
+        cookie = request.cookies.get(SESSION_COOKIE)
+        signed_in = cookie and service.session_for(session, cookie=cookie) is not None
+        return RedirectResponse("/runs" if signed_in else "/login", status_code=303)
     return _form_page(request, "auth/setup.html", "Welcome")
 
 
@@ -89,16 +94,18 @@ async def login_submit(request: Request, session: DB, username: Annotated[str, F
                        password: Annotated[str, Form(max_length=1000)] = "", csrf_token: Annotated[str, Form()] = "",
                        next: Annotated[str, Form()] = "/runs"):
     _check_form_csrf(request, csrf_token)
-    keys = [f"user:{username.strip().lower()}", f"ip:{request.client.host if request.client else '?'}"]
-    if await run_in_threadpool(service.too_many_failures, session, keys=keys):
+    # The peer's address; behind a proxy listed in PEFTLAB_TRUSTED_PROXIES, the client it forwarded
+    # for (`peftlab serve` has uvicorn read X-Forwarded-For from those proxies only).
+    address = request.client.host if request.client else "?"
+    if await run_in_threadpool(service.too_many_failures, session, username=username, address=address):
         return _form_page(request, "auth/login.html", "Sign in", 429, next=_safe_next(next), username=username,
-                          error="Too many failed sign-ins. Wait 15 minutes and try again.")
+                          error="Too many failed sign-ins from here. Wait 15 minutes and try again.")
     user = await run_in_threadpool(service.authenticate, session, username=username, password=password)
     if user is None:
-        await run_in_threadpool(service.record_failure, session, keys=keys)
+        await run_in_threadpool(service.record_failure, session, username=username, address=address)
         return _form_page(request, "auth/login.html", "Sign in", 401, next=_safe_next(next), username=username,
                           error="Wrong username or password.")
-    service.clear_failures(session, keys=keys[:1])
+    await run_in_threadpool(service.clear_failures, session, username=username, address=address)
     return _signed_in(request, session, user, next)
 
 
@@ -137,7 +144,7 @@ def create_token(body: TokenCreate, user: Viewer, session: DB):
 
 
 @router.delete("/tokens/{token_id}", status_code=204)
-def revoke_token(token_id: int, user: Viewer, session: DB):
+def revoke_token(token_id: Id, user: Viewer, session: DB):
     if not service.revoke_token(session, user=user, token_id=token_id):
         raise HTTPException(404, f"Token {token_id} not found (or already revoked).")
 
@@ -172,19 +179,19 @@ def create_project(body: ProjectCreate, user: Viewer, session: DB):
 
 def _project_role(session: Session, user, project_id: int) -> str:
     role = service.role_in(session, user=user, project_id=project_id)
-    if role is None and not user.is_admin:
+    if role is None and not (user.is_admin and session.get(Project, project_id) is not None):
         raise HTTPException(404, f"Project {project_id} not found.")
     return role or "admin"
 
 
 @router.get("/projects/{project_id}/members", response_model=list[MemberOut])
-def list_members(project_id: int, user: Viewer, session: DB):
+def list_members(project_id: Id, user: Viewer, session: DB):
     _project_role(session, user, project_id)
     return [MemberOut(user_id=u.id, username=u.username, role=r) for u, r in service.members(session, project_id=project_id)]
 
 
 @router.post("/projects/{project_id}/members", status_code=201, response_model=MemberOut)
-def add_member(project_id: int, body: MemberAdd, user: Viewer, session: DB):
+def add_member(project_id: Id, body: MemberAdd, user: Viewer, session: DB):
     if _project_role(session, user, project_id) not in ("owner", "admin"):
         raise HTTPException(403, "Only the project's owner can share it.")
     try:
@@ -195,7 +202,7 @@ def add_member(project_id: int, body: MemberAdd, user: Viewer, session: DB):
 
 
 @router.delete("/projects/{project_id}/members/{user_id}", status_code=204)
-def remove_member(project_id: int, user_id: int, user: Viewer, session: DB):
+def remove_member(project_id: Id, user_id: Id, user: Viewer, session: DB):
     if _project_role(session, user, project_id) not in ("owner", "admin"):
         raise HTTPException(403, "Only the project's owner can change who it is shared with.")
     if not service.remove_member(session, project_id=project_id, user_id=user_id):

@@ -7,6 +7,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from app.auth.deps import Visible
 from app.compare import service
 from app.compare.schemas import CompareOut, XAxis
+from app.ids import MAX_ID, parse_id
 from app.runs.views import DB
 from app.templating import render
 
@@ -22,7 +23,9 @@ def parse_ids(raw: str) -> list[int]:
     """"3,1,2" → [3, 1, 2] (repeats dropped); 422 for anything else."""
     if not _IDS.match(raw):
         raise HTTPException(422, "runs must be comma-separated run ids, e.g. runs=1,2,3.")
-    ids = list(dict.fromkeys(int(p) for p in raw.split(",") if p.strip()))
+    ids = list(dict.fromkeys(parse_id(p) for p in raw.split(",") if p.strip()))
+    if None in ids:  # beyond any id a table holds
+        raise HTTPException(422, f"runs must be run ids from 1 to {MAX_ID}.")
     if len(ids) > MAX_RUNS:
         raise HTTPException(422, f"Compare at most {MAX_RUNS} runs at once.")
     return ids

@@ -18,7 +18,8 @@ class Dataset(Base):
     has_header: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     num_rows: Mapped[int] = mapped_column(Integer)
     columns: Mapped[list] = mapped_column(JSON)  # [{"name": ..., "dtype": ...}]
-    preview: Mapped[list] = mapped_column(JSON)  # first rows, as shown on the page
+    # First rows, as shown on the page; loaded only for the detail view (listings carry none).
+    preview: Mapped[list] = mapped_column(JSON, deferred=True)
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     storage_name: Mapped[str] = mapped_column(String(64), unique=True)  # file name inside the upload dir

@@ -1,20 +1,27 @@
 """Datasets: store an upload after it scanned clean, list, page rows, delete."""
-import itertools
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.datasets.models import Dataset
-from app.datasets.reader import iter_rows
-from app.datasets.scan import _jsonable, scan
+from app.datasets.reader import ReadLimits, iter_rows
+from app.datasets.sandbox import scan_file
+from app.datasets.scan import ScanLimits, preview_row
 from app.runs.models import Run
 
 if TYPE_CHECKING:  # workers import this module; they need no web stack
     from app.datasets.upload import ReceivedUpload
+
+log = logging.getLogger("peftlab.datasets")
+# A stored preview bigger than this (rows saved before previews were bounded) is not loaded at all.
+MAX_STORED_PREVIEW_CHARS = 4 * 1024 * 1024
+# One page of rows holds at most this many cells: many columns mean fewer rows per page.
+MAX_CELLS_PER_PAGE = 20_000
 
 
 def dataset_file(settings: Settings, dataset: Dataset) -> Path:
@@ -28,7 +35,8 @@ def create_from_upload(session: Session, *, settings: Settings, upload: "Receive
     assert upload.path is not None
     final = None
     try:
-        result = scan(upload.path, upload.filename, declared_format, has_header)
+        # In a capped child process: a hostile file fails there, never in the server.
+        result = scan_file(upload.path, upload.filename, declared_format, has_header, settings)
         storage_name = f"{upload.sha256[:16]}-{os.urandom(6).hex()}.{result.format}"
         final = settings.upload_dir / storage_name
         upload.path.rename(final)
@@ -61,9 +69,37 @@ def get_all(session: Session, *, visible: set[int] | None = None) -> list[Datase
     return list(session.scalars(query))
 
 
+def stored_preview(session: Session, *, dataset: Dataset) -> list[dict]:
+    """The preview saved at upload, or [] when it is too big or cannot be read back (rows saved by older versions)."""
+    size = session.scalar(select(func.length(cast(Dataset.preview, Text))).where(Dataset.id == dataset.id))
+    if size is not None and size > MAX_STORED_PREVIEW_CHARS:
+        log.warning("dataset %s: stored preview of %s characters not shown", dataset.id, size)
+        return []
+    try:
+        preview = dataset.preview
+    except (RecursionError, ValueError, TypeError):  # nesting deeper than the JSON decoder goes
+        session.rollback()
+        log.warning("dataset %s: stored preview cannot be decoded", dataset.id)
+        return []
+    return preview if isinstance(preview, list) else []
+
+
+def page_limit(dataset: Dataset, limit: int) -> int:
+    """Rows per page, fewer when the dataset is wide, so a page is bounded in cells."""
+    return max(1, min(limit, MAX_CELLS_PER_PAGE // max(1, len(dataset.columns or []))))
+
+
 def rows(settings: Settings, dataset: Dataset, *, offset: int, limit: int) -> list[dict]:
-    it = iter_rows(dataset_file(settings, dataset), dataset.format, dataset.has_header)
-    return [{k: _jsonable(v) for k, v in row.items()} for row in itertools.islice(it, offset, offset + limit)]
+    """One page of rows, cells cut like the preview's; rows before it are skipped without parsing where possible."""
+    limits = ScanLimits.from_settings(settings)
+    it = iter_rows(dataset_file(settings, dataset), dataset.format, dataset.has_header,
+                   ReadLimits.from_settings(settings), skip=offset)
+    page = []
+    for row in it:
+        page.append(preview_row(row, limits))
+        if len(page) >= limit:
+            break
+    return page
 
 
 def runs_using(session: Session, *, dataset_id: int) -> list[int]:

@@ -3,7 +3,11 @@
 Starlette's request.form() would spool the file to a temp file first and check the size only
 afterwards; here a 1 GB upload costs a few MB of memory and an oversize one stops at the limit.
 """
+import fcntl
 import hashlib
+import logging
+import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +16,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 MAX_FIELD_BYTES = 10_000
+INCOMING_PREFIX = ".incoming-"
+log = logging.getLogger("peftlab.datasets")
 
 
 class UploadError(Exception):
@@ -28,6 +34,56 @@ class ReceivedUpload:
     size_bytes: int = 0
     sha256: str = ""
     fields: dict[str, str] = field(default_factory=dict)
+    # An exclusive flock on the incoming file while this process owns it: at start, a server removes
+    # the incoming files nobody holds (their writer died), and leaves other processes' uploads alone.
+    lock_fd: int | None = None
+
+    def release(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def remove_stale_incoming(upload_dir: Path, max_age_s: float = 24 * 3600) -> list[str]:
+    """Delete the partial uploads whose process died (server killed mid-upload); return their names.
+
+    A live upload holds a flock on its file, so any file we can lock is abandoned. Where the file
+    system refuses locks, only files older than max_age_s go.
+    """
+    removed = []
+    for path in upload_dir.glob(f"{INCOMING_PREFIX}*"):
+        try:
+            fd = _lock(path)
+        except BlockingIOError:
+            continue  # an upload in progress, in this or another process
+        except FileNotFoundError:
+            continue
+        except OSError:  # no locks here (some network file systems): fall back to age
+            try:
+                if path.stat().st_mtime < time.time() - max_age_s:
+                    path.unlink(missing_ok=True)
+                    removed.append(path.name)
+            except FileNotFoundError:
+                pass
+            continue
+        try:
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("removed %d partial uploads left by a stopped server: %s", len(removed), ", ".join(removed[:10]))
+    return removed
 
 
 class _Receiver:
@@ -65,8 +121,13 @@ class _Receiver:
             filename = params.get(b"filename", b"").decode("utf-8", "replace")
             self.result.filename = Path(filename.replace("\\", "/")).name or None
             # Our own name: the user's file name never becomes a path.
-            self.result.path = self.dest_dir / f".incoming-{uuid.uuid4().hex}"
+            self.result.path = self.dest_dir / f"{INCOMING_PREFIX}{uuid.uuid4().hex}"
             self._file = open(self.result.path, "wb")
+            try:
+                self.result.lock_fd = _lock(self.result.path)
+            except OSError as e:  # no locks on this file system: stale files then go by age only
+                if isinstance(e, BlockingIOError):
+                    raise
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -114,13 +175,15 @@ async def receive_upload(request: Request, dest_dir: Path, limit: int, file_fiel
         receiver.close()
         if receiver.result.path is not None:
             receiver.result.path.unlink(missing_ok=True)
-        if isinstance(e, UploadError):
-            raise
+        receiver.result.release()
+        if isinstance(e, (UploadError, OSError)):
+            raise  # an OSError is the server's own disk failing (full: 503, app/errors.py), not a bad upload
         if isinstance(e, Exception):
             raise UploadError(400, f"The upload could not be read: {e}") from None
         raise
     receiver.close()
     if receiver.result.path is None:
+        receiver.result.release()
         raise UploadError(400, "No file was sent: put the dataset in the form field 'file'.")
     receiver.result.sha256 = receiver._hash.hexdigest()
     return receiver.result

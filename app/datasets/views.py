@@ -11,9 +11,11 @@ from app.config import Settings, get_settings
 from app.datasets import service
 from app.datasets.models import Dataset
 from app.datasets.reader import DatasetError
-from app.datasets.schemas import DatasetOut, RowsOut
+from app.datasets.sandbox import ScannerBusy
+from app.datasets.schemas import DatasetDetailOut, DatasetOut, RowsOut
 from app.datasets.upload import UploadError, receive_upload
 from app.db import get_db
+from app.ids import Id, parse_id
 from app.templating import render
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
@@ -23,7 +25,7 @@ DB = Annotated[Session, Depends(get_db)]
 Conf = Annotated[Settings, Depends(get_settings)]
 
 
-def dataset_or_404(dataset_id: int, session: DB, visible: Visible) -> Dataset:
+def dataset_or_404(dataset_id: Id, session: DB, visible: Visible) -> Dataset:
     """The dataset, if the viewer may see it; someone else's answers exactly like a missing one."""
     dataset = service.get(session, dataset_id=dataset_id)
     if dataset is None or not can_see(visible, dataset.project_id):
@@ -45,12 +47,18 @@ def _target_project(session: Session, user, visible: set[int] | None, raw: str |
     """The project an upload goes to: the one named (if the viewer is in it), else the viewer's own."""
     if raw is None or not raw.strip():
         return auth_service.default_project_id(session, user=user)
-    if not raw.strip().isdigit() or not can_see(visible, int(raw)) or session.get(Project, int(raw)) is None:
+    project_id = parse_id(raw)
+    if project_id is None or not can_see(visible, project_id) or session.get(Project, project_id) is None:
         raise HTTPException(404, f"Project {raw.strip()[:20]!r} not found.")
-    return int(raw)
+    return project_id
 
 
-@router.post("", status_code=201, response_model=DatasetOut,
+def _detail(session: Session, dataset: Dataset) -> DatasetDetailOut:
+    return DatasetDetailOut(**DatasetOut.model_validate(dataset).model_dump(),
+                            preview=service.stored_preview(session, dataset=dataset))
+
+
+@router.post("", status_code=201, response_model=DatasetDetailOut,
              openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
                  "type": "object", "required": ["file"], "properties": {
                      "file": {"type": "string", "format": "binary"}, "name": {"type": "string"},
@@ -70,15 +78,19 @@ async def upload_dataset(request: Request, session: DB, settings: Conf, user: Vi
         declared = (fields.get("format") or "").strip().lower() or None
         if declared == "auto":
             declared = None
-        return await run_in_threadpool(
+        dataset = await run_in_threadpool(
             service.create_from_upload, session, settings=settings, upload=upload,
             name=fields.get("name") or None, declared_format=declared, has_header=has_header,
             project_id=project_id, owner_id=user.id)
+        return await run_in_threadpool(_detail, session, dataset)
     except DatasetError as e:
         raise HTTPException(422, str(e)) from None
+    except ScannerBusy as e:
+        raise HTTPException(503, str(e), headers={"Retry-After": "60"}) from None
     finally:
         if upload.path is not None:
             upload.path.unlink(missing_ok=True)  # a no-op when the file was kept (it was renamed)
+        upload.release()
 
 
 @router.get("", response_model=list[DatasetOut])
@@ -86,16 +98,21 @@ def list_datasets(session: DB, visible: Visible):
     return service.get_all(session, visible=visible)
 
 
-@router.get("/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset: Annotated[Dataset, Depends(dataset_or_404)]):
-    return dataset
+@router.get("/{dataset_id}", response_model=DatasetDetailOut)
+def get_dataset(dataset: Annotated[Dataset, Depends(dataset_or_404)], session: DB):
+    return _detail(session, dataset)
 
 
 @router.get("/{dataset_id}/rows", response_model=RowsOut)
 def get_rows(dataset: Annotated[Dataset, Depends(dataset_or_404)], settings: Conf,
              offset: Annotated[int, Query(ge=0)] = 0, limit: Annotated[int, Query(ge=1, le=1000)] = 50):
-    return RowsOut(offset=offset, limit=limit, total=dataset.num_rows,
-                   rows=service.rows(settings, dataset, offset=offset, limit=limit))
+    """A page of rows; `limit` in the answer is what was used (wide datasets get fewer rows per page)."""
+    limit = service.page_limit(dataset, limit)
+    try:
+        rows = service.rows(settings, dataset, offset=min(offset, dataset.num_rows), limit=limit)  # past the end: none
+    except DatasetError as e:  # a file stored before today's checks may not read back
+        raise HTTPException(422, f"The dataset file cannot be read: {e}") from None
+    return RowsOut(offset=offset, limit=limit, total=dataset.num_rows, rows=rows)
 
 
 @router.delete("/{dataset_id}", status_code=204)

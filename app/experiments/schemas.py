@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from app.experiments.plans import MAX_RUNS, METHOD_PRESETS
+from app.ids import Id
 from app.runs.schemas import Columns, RunOut
 
 PresetMethod = Literal[tuple(METHOD_PRESETS)]  # the registry's methods that run on defaults alone
@@ -12,7 +13,7 @@ GridKey = Annotated[str, StringConstraints(pattern=r"^[a-z_]+(\.[a-z_]+){0,3}$",
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)  # as run configs (app/runs/schemas.py)
 
 
 class MethodsExperiment(_Strict):
@@ -20,8 +21,8 @@ class MethodsExperiment(_Strict):
 
     kind: Literal["methods"]
     name: str = Field(min_length=1, max_length=160)
-    dataset_id: int
-    eval_dataset_id: int | None = None
+    dataset_id: Id
+    eval_dataset_id: Id | None = None
     eval_fraction: float = Field(0.1, ge=0, lt=1)
     base_model: str = Field("minilm-l6", min_length=1, max_length=64)
     task: Literal["classification", "causal_lm"] = "classification"

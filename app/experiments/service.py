@@ -24,28 +24,55 @@ def plan(session: Session, body: ExperimentCreate, visible: set[int] | None) -> 
         planned = plans.methods_plan(spec) if isinstance(body, MethodsExperiment) else plans.grid_plan(spec)
     except plans.PlanError as e:
         raise FieldErrors([{"loc": ["body", *e.loc], "msg": e.msg, "type": "value_error"}]) from None
-    errors, runs = [], []
+    problems, runs = [], []  # problems: (run index, label, field loc, type, message)
     for i, (label, raw) in enumerate(planned):
-        where = ["body", "runs", i]
         try:
             config = RunCreate.model_validate(raw)
             dataset, _ = runs_service.validate_references(session, config, visible)
         except ValidationError as e:
-            errors += [{"loc": [*where, *err["loc"]], "type": err["type"],
-                        "msg": f"run {i + 1} ({label}): {'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}"}
-                       for err in e.errors(include_url=False, include_context=False, include_input=False)]
+            problems += [(i, label, tuple(err["loc"]), err["type"],
+                          f"{'.'.join(map(str, err['loc'])) or 'config'}: {err['msg']}")
+                         for err in e.errors(include_url=False, include_context=False, include_input=False)]
             continue
         except FieldErrors as e:
-            errors += [{**err, "loc": [*where, *err["loc"][1:]], "msg": f"run {i + 1} ({label}): {err['msg']}"}
-                       for err in e.errors]
+            problems += [(i, label, tuple(err["loc"][1:]), err["type"], err["msg"]) for err in e.errors]
             continue
         runs.append((config, dataset))
-    if errors:
-        raise FieldErrors(errors[:MAX_ERRORS])
+    if problems:
+        raise FieldErrors(_said_once(problems, len(planned), spec.get("grid") or {})[:MAX_ERRORS])
     if len({dataset.project_id for _, dataset in runs}) > 1:
         raise FieldErrors([{"loc": ["body"], "type": "value_error",
                             "msg": "The runs of one experiment must use datasets of one project."}])
     return runs
+
+
+def _said_once(problems: list[tuple], n_runs: int, grid: dict) -> list[dict]:
+    """One error per problem: a problem every run has (an unknown key, a bad base setting) is said once, for
+    the grid key or base field it comes from; one that only some combinations have names each such run."""
+    runs_having: dict[tuple, set[int]] = {}
+    for i, _, loc, kind, msg in problems:
+        runs_having.setdefault((loc, kind, msg), set()).add(i)
+    errors, said = [], set()
+    for i, label, loc, kind, msg in problems:
+        key = (loc, kind, msg)
+        if n_runs > 1 and len(runs_having[key]) == n_runs:
+            if key not in said:
+                said.add(key)
+                errors.append({"loc": _source_of(loc, grid), "type": kind, "msg": f"every run: {msg}"})
+            continue
+        errors.append({"loc": ["body", "runs", i, *loc], "type": kind, "msg": f"run {i + 1} ({label}): {msg}"})
+    return errors
+
+
+def _source_of(loc: tuple, grid: dict) -> list:
+    """["body", "grid", key] when a grid key sets the field at loc, else the field itself."""
+    # Pydantic puts the method's type in the path (method.lora.r); grid keys do not (method.r).
+    plain = [loc[0], *loc[2:]] if loc[:1] == ("method",) and len(loc) > 2 else list(loc)
+    for key in grid:
+        parts = key.split(".")
+        if [str(p) for p in plain[:len(parts)]] == parts or [str(p) for p in loc[:len(parts)]] == parts:
+            return ["body", "grid", key]
+    return ["body", *loc]
 
 
 def create(session: Session, *, body: ExperimentCreate, owner_id: int | None, visible: set[int] | None) -> Experiment:

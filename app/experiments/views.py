@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 from app.auth.deps import Viewer, Visible, can_see
 from app.config import Settings, get_settings
 from app.db import get_db
+from app.ids import Id
 from app.experiments import service
 from app.experiments.models import Experiment
 from app.experiments.schemas import ExperimentCreate, ExperimentDetail, ExperimentOut, MoveOut, MoveRequest
@@ -20,7 +21,7 @@ pages = APIRouter(include_in_schema=False)
 DB = Annotated[Session, Depends(get_db)]
 
 
-def experiment_or_404(experiment_id: int, session: DB, visible: Visible) -> Experiment:
+def experiment_or_404(experiment_id: Id, session: DB, visible: Visible) -> Experiment:
     """The experiment, if the viewer may see it; someone else's answers exactly like a missing one."""
     experiment = service.get(session, experiment_id=experiment_id)
     if experiment is None or not can_see(visible, experiment.project_id):

@@ -3,6 +3,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from app.artifacts import service as artifacts_service
 from app.config import get_settings
+from app.ids import Id
+from app.db import release
 from app.inference import service
 from app.inference.schemas import PredictRequest, PredictResponse
 from app.runs.views import DB, RunDep
@@ -28,6 +30,7 @@ async def predict(body: PredictRequest, run: RunDep, session: DB):
         request_id = await run_in_threadpool(service.create, session, run_id=run.id, body=body)
     except service.BrokerUnavailable as e:
         raise HTTPException(503, str(e)) from None
+    await release(session)  # no connection (nor database slot) held while the worker answers
     final = await service.wait_for_answer(request_id, timeout=service.TIMEOUT_SECONDS)
     if final is None:
         queue = get_settings().predict_queue
@@ -39,6 +42,6 @@ async def predict(body: PredictRequest, run: RunDep, session: DB):
 
 
 @pages.get("/playground")
-def playground_page(request: Request, run: int | None = None):
+def playground_page(request: Request, run: Id | None = None):
     """Pick a succeeded run, type inputs, read the base model's and the trained model's answers side by side."""
     return render(request, "inference/playground.html", "Playground", run_id=run)

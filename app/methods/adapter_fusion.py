@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from app.ids import Id
 from app.methods.adapter import locations
 from app.methods.registry import Count, MethodConfig, MethodSpec, register
 from app.methods.shape import ModelShape
@@ -16,7 +17,7 @@ class AdapterFusionMethod(MethodConfig):
     frozen adapters; only the fusion layers (query, key, value) and the head train."""
 
     type: Literal["adapter_fusion"]
-    adapter_run_ids: list[int] = Field(
+    adapter_run_ids: list[Id] = Field(
         min_length=2, max_length=16, title="Adapter runs to fuse",
         description="Two or more succeeded Adapter runs on the chosen base model and task, of one variant. "
                     "They stay frozen; only the fusion layers and the head train.",

@@ -20,7 +20,8 @@ TASKS = ("classification", "causal_lm")
 class MethodConfig(BaseModel):
     """Base of every method's config: unknown fields are refused; `type` is the registry name."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Strict like the rest of a run config: "8" is not a rank, NaN is no setting.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class CountError(ValueError):

@@ -51,3 +51,20 @@ def series(session: Session, run_id: int, names: list[str] | None) -> dict[str, 
     for name, step, value in session.execute(query.order_by(MetricPoint.name, MetricPoint.step)):
         out.setdefault(name, []).append((step, value))
     return out
+
+
+def summaries(session: Session, run_ids: list[int], names: list[str]) -> dict[int, dict[str, dict[str, float]]]:
+    """run id → name → {min, max, last (the value at the highest step)} for the named series of those runs."""
+    if not run_ids or not names:
+        return {}
+    where = (MetricPoint.run_id.in_(run_ids), MetricPoint.name.in_(names))
+    grouped = (select(MetricPoint.run_id, MetricPoint.name, func.min(MetricPoint.value).label("lo"),
+                      func.max(MetricPoint.value).label("hi"), func.max(MetricPoint.step).label("last_step"))
+               .where(*where).group_by(MetricPoint.run_id, MetricPoint.name).subquery())
+    query = (select(grouped.c.run_id, grouped.c.name, grouped.c.lo, grouped.c.hi, MetricPoint.value)
+             .join(MetricPoint, (MetricPoint.run_id == grouped.c.run_id) & (MetricPoint.name == grouped.c.name)
+                   & (MetricPoint.step == grouped.c.last_step)))
+    out: dict[int, dict[str, dict[str, float]]] = {}
+    for run_id, name, lo, hi, last in session.execute(query):
+        out.setdefault(run_id, {})[name] = {"min": lo, "max": hi, "last": last}
+    return out

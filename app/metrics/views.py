@@ -1,18 +1,17 @@
 """Metric series and the live event stream of a run (Server-Sent Events with replay)."""
-import asyncio
 import json
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from app.config import get_settings
-from app.db import get_sessionmaker
-from app.metrics import service
+from app.db import release
+from app.auth.deps import credential_digest
+from app.metrics import live, service
 from app.metrics.downsample import min_max_buckets
-from app.runs.models import TERMINAL, Run
 from app.runs.views import DB, RunDep
 
 router = APIRouter(prefix="/api/runs", tags=["metrics"])
@@ -20,6 +19,7 @@ router = APIRouter(prefix="/api/runs", tags=["metrics"])
 # An event id packs (metric cursor, run state version) into one increasing integer, so one
 # Last-Event-ID tells the server both which points and which status the client has seen.
 VERSION_BITS = 20
+KEEP_ALIVE_SECONDS = 15  # a comment line now and then keeps proxies from closing a quiet stream
 
 
 class SeriesOut(BaseModel):
@@ -31,8 +31,8 @@ def _event_id(cursor: int, version: int) -> int:
 
 
 def _parse_event_id(raw: str | None) -> tuple[int, int]:
-    if not raw or not raw.strip().isdigit():
-        return 0, -1
+    if not raw or not raw.strip().isascii() or not raw.strip().isdigit() or len(raw.strip()) > 18:
+        return 0, -1  # not an id this server sent (those fit in 63 bits): start from the beginning
     value = int(raw.strip())
     return value >> VERSION_BITS, value & ((1 << VERSION_BITS) - 1)
 
@@ -46,12 +46,8 @@ def get_metrics(run: RunDep, session: DB, names: str | None = Query(None, max_le
     return SeriesOut(series={name: min_max_buckets(points, max_points) for name, points in data.items()})
 
 
-def _poll(run_id: int, cursor: int) -> tuple[list, tuple | None]:
-    with get_sessionmaker()() as session:
-        points = service.points_after(session, run_id, cursor)
-        run = session.get(Run, run_id)
-        state = None if run is None else (run.status, run.progress, run.state_version)
-        return points, state
+def _metric(p: live.Point, seen_version: int) -> str:
+    return f"id: {_event_id(p.id, max(seen_version, 0))}\nevent: metric\ndata: {p.data}\n\n"
 
 
 def _sse(event: str, event_id: int, data: dict) -> str:
@@ -60,39 +56,63 @@ def _sse(event: str, event_id: int, data: dict) -> str:
 
 @router.get("/{run_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}, "description": "metric and status events"}})
-async def run_events(run: RunDep, request: Request):
-    """Live `metric` and `status` events; reconnecting with Last-Event-ID replays what was missed."""
+async def run_events(run: RunDep, request: Request, session: DB):
+    """Live `metric` and `status` events; reconnecting with Last-Event-ID replays what was missed.
+    The stream ends when the run has ended, or when the token or browser session that opened it
+    is revoked or signed out."""
     cursor, seen_version = _parse_event_id(request.headers.get("last-event-id") or request.query_params.get("last_event_id"))
     run_id, poll_every = run.id, get_settings().sse_poll_seconds
+    kind, digest = credential_digest(request) or ("none", "")
+    credential = live.Credential(kind, digest)
+    # The sign-in check and the run lookup are done: give their connection back before streaming.
+    await release(session)
 
     async def stream():
+        # What one wake-up has to say goes out as one chunk: one write per stream per poll.
+        # A client that goes away ends the generator (Starlette cancels it on http.disconnect).
         nonlocal cursor, seen_version
-        yield "retry: 2000\n\n"
-        idle = 0.0
-        while True:
-            points, state = await run_in_threadpool(_poll, run_id, cursor)
-            if state is None:
-                return
-            status, progress, version = state
-            for p in points:
-                cursor = p.id
-                yield _sse("metric", _event_id(cursor, max(seen_version, 0)),
-                           {"name": p.name, "step": p.step, "value": p.value, "time": p.time})
-            if version != seen_version:
-                seen_version = version
-                yield _sse("status", _event_id(cursor, version), {"status": status, "progress": progress})
-            if status in TERMINAL and not points:
-                return  # everything is sent; the client closes or reconnects to nothing new
-            if points:
-                idle = 0.0
-                continue  # more may be waiting: drain before sleeping
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(poll_every)
-            idle += poll_every
-            if idle >= 15:
-                idle = 0.0
-                yield ": keep-alive\n\n"
+        feed = live.join(run_id, credential, poll_every)
+        try:
+            yield "retry: 2000\n\n"
+            last_sent = time.monotonic()
+            while True:
+                if credential in feed.revoked:
+                    return  # signed out or token revoked: this stream was opened with it
+                out: list[str] = []
+                if feed.ready and not feed.covers(cursor):
+                    # Behind the feed's buffer (a replay): read the backlog in short sessions.
+                    backlog = await live.read_backlog(run_id, cursor, feed.base)
+                    for p in backlog:
+                        cursor = p.id
+                        out.append(_metric(p, seen_version))
+                    if not backlog:
+                        cursor = feed.base  # nothing stored between: caught up with the buffer
+                    if out:
+                        last_sent = time.monotonic()
+                        yield "".join(out)
+                    continue
+                if feed.ready and feed.state is None:
+                    return  # the run was deleted
+                done = False
+                if feed.ready:
+                    for p in feed.after(cursor):
+                        cursor = p.id
+                        out.append(_metric(p, seen_version))
+                    status, progress, version = feed.state
+                    if version != seen_version:
+                        seen_version = version
+                        out.append(_sse("status", _event_id(cursor, version), {"status": status, "progress": progress}))
+                    done = feed.final and cursor >= feed.cursor
+                if not out and time.monotonic() - last_sent >= KEEP_ALIVE_SECONDS:
+                    out.append(": keep-alive\n\n")
+                if out:
+                    last_sent = time.monotonic()
+                    yield "".join(out)
+                if done:
+                    return  # everything is sent; the client closes or reconnects to nothing new
+                await feed.next_tick(poll_every * 4)
+        finally:
+            live.leave(feed, credential)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -2,7 +2,13 @@
 
 Every transition is one guarded UPDATE (WHERE status = … AND worker = …), so two workers,
 a reaper and a cancel can race without corrupting a run. Used by workers and the server.
+
+A worker's writes are fenced by its `Lease` (run, worker, attempt number): a worker that was
+paused past its lease (the reaper re-queued the run, another attempt may hold it now) can no
+longer change the run, its points or its artifacts, whatever it still has buffered.
 """
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -17,18 +23,39 @@ def _lease(seconds: float) -> datetime:
     return utcnow() + timedelta(seconds=seconds)
 
 
-def claim(session: Session, run_id: int, worker: str, lease_seconds: float) -> bool:
-    """queued → running for this worker. False when the run is not queued (taken, cancelled, gone)."""
+@dataclass(frozen=True)
+class Lease:
+    """What a worker holds after a claim: the run, and which attempt at it is this worker's."""
+
+    run_id: int
+    worker: str
+    attempt: int
+
+
+def _held(run_id: int, worker: str, attempt: int | None):
+    """The WHERE clause of every write by a worker: the run is still running, by this worker and attempt."""
+    clause = and_(Run.id == run_id, Run.status == "running", Run.worker == worker)
+    return clause if attempt is None else and_(clause, Run.attempts == attempt)
+
+
+def take(session: Session, run_id: int, worker: str, lease_seconds: float) -> Lease | None:
+    """queued → running for this worker: its lease, or None when the run is not queued (taken, cancelled, gone)."""
     now = utcnow()
-    res = session.execute(
+    row = session.execute(
         update(Run)
         .where(Run.id == run_id, Run.status == "queued")
         .values(status="running", worker=worker, lease_expires_at=_lease(lease_seconds), started_at=now,
                 attempts=Run.attempts + 1, progress=0.0, error=None, traceback=None,
                 state_version=Run.state_version + 1)
-    )
+        .returning(Run.attempts)
+    ).first()
     session.commit()
-    return res.rowcount == 1
+    return None if row is None else Lease(run_id, worker, row[0])
+
+
+def claim(session: Session, run_id: int, worker: str, lease_seconds: float) -> bool:
+    """queued → running for this worker. False when the run is not queued (taken, cancelled, gone)."""
+    return take(session, run_id, worker, lease_seconds) is not None
 
 
 # The order queued runs start in: lower priority first, NULL priority counts as the run's id.
@@ -36,7 +63,13 @@ QUEUE_ORDER = (func.coalesce(Run.priority, Run.id), Run.id)
 
 
 def claim_next(session: Session, worker: str, lease_seconds: float, *, hint: int | None = None) -> int | None:
-    """Claim the first run in queue order for this worker; its id, or None when nothing is queued.
+    """Claim the first run in queue order for this worker; its id, or None when nothing is queued."""
+    lease = take_next(session, worker, lease_seconds, hint=hint)
+    return None if lease is None else lease.run_id
+
+
+def take_next(session: Session, worker: str, lease_seconds: float, *, hint: int | None = None) -> Lease | None:
+    """Claim the first run in queue order for this worker; its lease, or None when nothing is queued.
 
     Every queued run has one broker message, and whichever message a worker gets it takes the run at
     the head of the queue, so reordering changes what starts next while the counts still match.
@@ -52,16 +85,17 @@ def claim_next(session: Session, worker: str, lease_seconds: float, *, hint: int
         session.commit()  # no read snapshot held into the UPDATE (SQLite WAL would refuse the upgrade)
         if run_id is None:
             return None
-        if claim(session, run_id, worker, lease_seconds):
-            return run_id
+        if (lease := take(session, run_id, worker, lease_seconds)) is not None:
+            return lease
     return None
 
 
-def heartbeat(session: Session, run_id: int, worker: str, lease_seconds: float) -> bool | None:
+def heartbeat(session: Session, run_id: int, worker: str, lease_seconds: float, *,
+              attempt: int | None = None) -> bool | None:
     """Renew the lease. Returns cancel_requested, or None when this worker no longer holds the run."""
     res = session.execute(
         update(Run)
-        .where(Run.id == run_id, Run.status == "running", Run.worker == worker)
+        .where(_held(run_id, worker, attempt))
         .values(lease_expires_at=_lease(lease_seconds))
         .returning(Run.cancel_requested)
     )
@@ -70,10 +104,10 @@ def heartbeat(session: Session, run_id: int, worker: str, lease_seconds: float) 
     return None if row is None else bool(row[0])
 
 
-def set_progress(session: Session, run_id: int, worker: str, progress: float) -> bool:
+def set_progress(session: Session, run_id: int, worker: str, progress: float, *, attempt: int | None = None) -> bool:
     res = session.execute(
         update(Run)
-        .where(Run.id == run_id, Run.status == "running", Run.worker == worker)
+        .where(_held(run_id, worker, attempt))
         .values(progress=max(0.0, min(1.0, progress)), state_version=Run.state_version + 1)
     )
     session.commit()
@@ -81,8 +115,8 @@ def set_progress(session: Session, run_id: int, worker: str, progress: float) ->
 
 
 def finish(session: Session, run_id: int, worker: str, status: str, *, summary: dict | None = None,
-           error: str | None = None, traceback: str | None = None) -> bool:
-    """running → succeeded | failed | cancelled, only by the worker that holds the run."""
+           error: str | None = None, traceback: str | None = None, attempt: int | None = None) -> bool:
+    """running → succeeded | failed | cancelled, only by the worker (and attempt) that holds the run."""
     assert status in ("succeeded", "failed", "cancelled")
     values = dict(status=status, finished_at=utcnow(), lease_expires_at=None, error=error,
                   traceback=traceback, state_version=Run.state_version + 1)
@@ -90,11 +124,46 @@ def finish(session: Session, run_id: int, worker: str, status: str, *, summary: 
         values["progress"] = 1.0
     if summary is not None:
         values["summary"] = summary
-    res = session.execute(
-        update(Run).where(Run.id == run_id, Run.status == "running", Run.worker == worker).values(**values)
-    )
+    res = session.execute(update(Run).where(_held(run_id, worker, attempt)).values(**values))
     session.commit()
     return res.rowcount == 1
+
+
+def hold(session: Session, lease: Lease) -> bool | None:
+    """Lock the run's row for the rest of this transaction if `lease` still holds it.
+
+    Returns cancel_requested, or None when the lease is lost (nothing may be written then). Writes
+    to other tables (points, artifacts) go in the same transaction after it: the reaper's UPDATE
+    of the row waits for that commit (or, having gone first, makes this return None), so a stale
+    worker's write can never land after the run was given away.
+    """
+    row = session.execute(
+        update(Run).where(_held(lease.run_id, lease.worker, lease.attempt))
+        .values(worker=Run.worker)  # a no-op write: it takes the row lock (the database lock on SQLite)
+        .returning(Run.cancel_requested)
+    ).first()
+    if row is None:
+        session.rollback()
+        return None
+    return bool(row[0])
+
+
+def save_result(session: Session, lease: Lease, summary: dict, record_outputs: Callable[[Session], None]) -> str | None:
+    """The final write of a run that trained to the end, in one transaction.
+
+    Returns "succeeded" (outputs recorded, summary kept), "cancelled" (a cancel came in first: it
+    wins, nothing is recorded) or None (the lease is lost). After the commit a cancel answers 409,
+    so a user never hears "cancel requested" about a run that then succeeds.
+    """
+    cancel = hold(session, lease)
+    if cancel is None:
+        return None
+    if cancel:
+        finish(session, lease.run_id, lease.worker, "cancelled", attempt=lease.attempt)
+        return "cancelled"
+    record_outputs(session)  # e.g. artifacts rows, written without committing
+    finish(session, lease.run_id, lease.worker, "succeeded", summary=summary, attempt=lease.attempt)
+    return "succeeded"
 
 
 def request_cancel(session: Session, run_id: int) -> str | None:
@@ -146,12 +215,25 @@ def recover_expired(session: Session, max_attempts: int) -> list[int]:
                 state_version=Run.state_version + 1)
         .returning(Run.id)
     ).scalars().all()
-    if requeued:
-        # The retry starts again at step 0: the dead attempt's points would otherwise shadow the
-        # new ones (points are unique per step) and the curve would mix two attempts.
-        session.execute(delete(MetricPoint).where(MetricPoint.run_id.in_(requeued)))
+    # The dead attempt's points stay: the retry resumes from its last checkpoint and drops only the
+    # points after it when it starts (start_attempt), so the curve keeps its original times.
     session.commit()
     return list(requeued)
+
+
+def start_attempt(session: Session, lease: Lease, *, from_step: int) -> bool:
+    """A new attempt continues from its checkpoint at `from_step` (0: from scratch): the points up
+    to it stay with their original times, the ones after it go (the attempt computes them again).
+    False when the lease is lost (nothing is changed then)."""
+    if hold(session, lease) is None:
+        return False
+    session.execute(delete(MetricPoint).where(MetricPoint.run_id == lease.run_id, MetricPoint.step > from_step))
+    if from_step > 0:
+        session.execute(update(Run).where(_held(lease.run_id, lease.worker, lease.attempt))
+                        .values(summary={"resumed_from": {"step": from_step, "attempt": lease.attempt}},
+                                state_version=Run.state_version + 1))
+    session.commit()
+    return True
 
 
 def stale_queued(session: Session, older_than: timedelta) -> list[int]:

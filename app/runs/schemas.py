@@ -4,6 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.ids import Id
 from app.methods import all_specs, get_spec, method_union
 from app.methods.adapter import AdapterMethod  # noqa: F401 — re-exported: the configs' old home
 from app.methods.adapter_fusion import AdapterFusionMethod  # noqa: F401
@@ -15,7 +16,9 @@ from app.methods.ptuning import PTuningMethod  # noqa: F401
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a run config says what it means. `true` is not an id and "8" is not a rank (JSON numbers
+    # still fill float fields), and NaN or Infinity is no setting.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 # The method configs live with their specs in app/methods (one module per method); the union is the registry's.
@@ -47,6 +50,12 @@ class Columns(_Strict):
     response: str | None = Field(None, max_length=200)
 
 
+BestMetric = Literal["eval/loss", "eval/accuracy", "eval/f1", "eval/perplexity"]
+# Which way is better for each metric_for_best.
+LOWER_IS_BETTER = {"eval/loss": True, "eval/perplexity": True, "eval/accuracy": False, "eval/f1": False}
+METRIC_TASKS = {"eval/accuracy": "classification", "eval/f1": "classification", "eval/perplexity": "causal_lm"}
+
+
 class Training(_Strict):
     learning_rate: float = Field(5e-4, gt=0, le=1, description="Left out of a run config: the method's preset (GET /api/methods).")
     epochs: float = Field(1, gt=0, le=1000)
@@ -58,12 +67,41 @@ class Training(_Strict):
     warmup_ratio: float = Field(0.0, ge=0, le=1)
     weight_decay: float = Field(0.0, ge=0, le=1)
     gradient_accumulation: int = Field(1, ge=1, le=1024)
+    checkpoint_every: int | None = Field(
+        None, ge=0, le=10_000_000,
+        description="Save a resumable checkpoint every this many optimizer steps; null = about every "
+        "5 minutes of training; 0 = no periodic checkpoints (a restarted run starts over).")
+    metric_for_best: BestMetric | None = Field(
+        None, description="Eval metric that picks the best checkpoint (loss and perplexity: lower is better; "
+        "accuracy and f1: higher). Downloads and predictions then use the best checkpoint.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, le=10_000, description="Stop after this many evaluations without improving metric_for_best; "
+        "null = never stop early.")
+
+    @field_validator("early_stopping_patience")
+    @classmethod
+    def _patience_needs_metric(cls, value: int | None, info) -> int | None:
+        if value is not None and info.data.get("metric_for_best") is None:
+            raise ValueError("early_stopping_patience needs training.metric_for_best: choose the metric to watch")
+        return value
+
+
+def best_metric_problem(config: "RunCreate") -> str | None:
+    """Why training.metric_for_best cannot work for this run, or None (checked when a run is submitted)."""
+    metric = config.training.metric_for_best
+    if metric is None:
+        return None
+    if METRIC_TASKS.get(metric, config.task) != config.task:
+        return f"{metric} is only measured for {METRIC_TASKS[metric]} runs; this is a {config.task} run"
+    if config.eval_dataset_id is None and config.eval_fraction == 0:
+        return f"{metric} needs evaluation data: choose an eval dataset or an eval_fraction above 0"
+    return None
 
 
 class RunCreate(_Strict):
     name: str | None = Field(None, max_length=200)
-    dataset_id: int
-    eval_dataset_id: int | None = None
+    dataset_id: Id
+    eval_dataset_id: Id | None = None
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="Held-out share of the dataset when no eval dataset is given.")
     base_model: str = Field("minilm-l6", min_length=1, max_length=64)
     task: Literal["classification", "causal_lm"] = "classification"
@@ -97,6 +135,11 @@ class EvalSummary(BaseModel):
     perplexity: float | None = None
 
 
+class ResumedFrom(BaseModel):
+    step: int  # the optimizer step of the checkpoint the attempt started from
+    attempt: int  # the attempt that resumed
+
+
 class RunSummary(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -107,6 +150,11 @@ class RunSummary(BaseModel):
     train_samples_per_s: float | None = None
     train_tokens_per_s: float | None = None
     eval: EvalSummary = Field(default_factory=EvalSummary)
+    # Checkpoints and early stopping (absent on runs that had none of it).
+    steps: int | None = None
+    best_step: int | None = Field(None, description="The step whose weights the downloads use (metric_for_best set).")
+    stopped_early: bool | None = None
+    resumed_from: ResumedFrom | None = None
 
 
 class RunOut(BaseModel):
@@ -132,6 +180,14 @@ class RunOut(BaseModel):
     summary: RunSummary
     tags: list[str] = []
     notes: str = ""
+
+
+class RunListItem(RunOut):
+    """A row of GET /api/runs: the run, its place in the queue, and the metric figures asked for."""
+
+    queue_position: int | None = Field(None, description="1 = the next run a free worker starts; null when not queued.")
+    metrics: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="For each name in `metrics=`: {min, max, last} of the run's series (absent when it has no points).")
 
 
 MAX_TAGS, MAX_TAG_CHARS, MAX_NOTES_CHARS = 20, 40, 10_000

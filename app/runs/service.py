@@ -141,9 +141,11 @@ def get(session: Session, *, run_id: int) -> Run | None:
 
 def get_all(session: Session, *, status: str | None = None, method: str | None = None,
             dataset_id: int | None = None, base_model: str | None = None, tag: str | None = None,
-            visible: set[int] | None = None, limit: int = 500) -> list[Run]:
-    """The newest `limit` runs that match every filter given, newest first."""
+            visible: set[int] | None = None, q: str | None = None, limit: int = 500) -> list[Run]:
+    """The newest `limit` runs that match every filter given, newest first. `q`: part of the name, any case."""
     query = select(Run).order_by(Run.id.desc()).limit(limit)
+    if q:
+        query = query.where(Run.name.icontains(q, autoescape=True))  # % and _ in q match themselves
     if base_model:
         query = query.where(Run.base_model == base_model)
     if tag:

@@ -31,3 +31,19 @@ class SamplesOut(BaseModel):
     offset: int
     limit: int
     rows: list[SampleRow]
+
+
+class ClassScores(BaseModel):
+    label: str
+    precision: float | None = Field(description="Right among the rows predicted as this class; null when none were.")
+    recall: float | None = Field(description="Found among the rows of this class; null when the eval set has none.")
+    f1: float | None = Field(description="Harmonic mean of precision and recall (0 when the class was never right).")
+    support: int = Field(description="Eval rows whose true label is this class.")
+
+
+class ConfusionOut(BaseModel):
+    labels: list[str] = Field(description="Class labels, in the order of the matrix's rows and columns.")
+    matrix: list[list[int]] = Field(description="matrix[i][j]: eval rows of true class labels[i] predicted as labels[j].")
+    per_class: list[ClassScores]
+    total: int = Field(description="Eval rows counted.")
+    accuracy: float | None

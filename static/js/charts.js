@@ -1,6 +1,8 @@
 // Live line charts on uPlot (loaded as the global `uPlot` from /vendor/uplot/).
 // Points arrive one by one from the event stream; a chart only redraws on a 250 ms tick,
 // so a burst of thousands of replayed events costs one draw, not thousands.
+// The view (EMA smoothing, log scale; see chart_controls.js) changes only what is drawn.
+import { ema } from "./chart_controls.js";
 import { fmtNumber } from "./common.js";
 
 const REDRAW_MS = 250;
@@ -8,7 +10,7 @@ const HEIGHT = 240;
 
 export class LiveChart {
   // series: [{name: "train/loss", label: "train", color: "#2563eb", scale: "y"}]
-  // scales: {y: {label, side, format}} — one axis per scale that has data.
+  // scales: {y: {label, side, format, size}} — one axis per scale that has data (size: axis width in px).
   constructor(container, { series, scales = { y: {} } }) {
     this.container = container;
     this.defs = series;
@@ -17,6 +19,7 @@ export class LiveChart {
     this.plot = null;
     this.shown = ""; // names of the series in the current plot, to know when to rebuild
     this.timer = null;
+    this.view = { smoothing: 0, log: false };
     new ResizeObserver(() => this.resize()).observe(container);
   }
 
@@ -24,6 +27,15 @@ export class LiveChart {
   setEmptyText(text) {
     const empty = this.container.querySelector(".chart-empty");
     if (empty && !this.plot) empty.textContent = text;
+  }
+
+  // {smoothing: 0..0.99 EMA weight, log: bool}; redraws from the raw points.
+  setView({ smoothing = 0, log = false }) {
+    this.view = { smoothing, log };
+    this.container.dataset.smoothing = String(smoothing);
+    this.container.dataset.log = String(log);
+    this.shown = ""; // series and scales change: rebuild
+    this.flush();
   }
 
   has(name) {
@@ -51,15 +63,32 @@ export class LiveChart {
   flush() {
     const active = this.defs.filter((d) => this.points.get(d.name).size > 0);
     if (!active.length) return;
-    const data = this.data(active);
+    const [lines, data] = this.display(active, this.data(active));
     const key = active.map((d) => d.name).join(",");
-    if (!this.plot || key !== this.shown) this.build(active, data, key);
+    if (!this.plot || key !== this.shown) this.build(lines, data, key);
     else this.plot.setData(data);
     let total = 0;
     for (const def of active) total += this.points.get(def.name).size;
     // Observable state for tests and curious users: how much is drawn.
     this.container.dataset.points = String(total);
     this.container.dataset.seriesCount = String(active.length);
+    this.container.dataset.lines = String(lines.length);
+  }
+
+  // What is drawn, from a copy of the raw data: on a log scale values ≤ 0 have no place (gaps);
+  // with smoothing, each series becomes a faint raw line plus its EMA.
+  display(active, [xs, ...ys]) {
+    const shown = this.view.log ? ys.map((col) => col.map((v) => (v != null && v > 0 ? v : null))) : ys;
+    if (!(this.view.smoothing > 0)) return [active, [xs, ...shown]];
+    const lines = [];
+    const data = [xs];
+    active.forEach((def, i) => {
+      lines.push({ ...def, label: `${def.label} (raw)`, raw: true });
+      data.push(shown[i]);
+      lines.push(def);
+      data.push(ema(shown[i], this.view.smoothing));
+    });
+    return [lines, data];
   }
 
   build(active, data, key) {
@@ -74,14 +103,15 @@ export class LiveChart {
         label: cfg.label,
         side: cfg.side === "right" ? 1 : 3,
         grid: { show: scale === usedScales[0] },
-        size: 64,
+        size: cfg.size || 64,
         values: (u, splits) => splits.map((v) => (cfg.format || fmtNumber)(v)),
       });
     }
     const scales = { x: { time: false } };
     for (const scale of usedScales) {
       const range = this.scales[scale] && this.scales[scale].range;
-      scales[scale] = range ? { auto: false, range } : { auto: true };
+      if (this.view.log) scales[scale] = { auto: true, distr: 3 }; // log10; a fixed 0..1 range has no log
+      else scales[scale] = range ? { auto: false, range } : { auto: true };
     }
     this.plot = new window.uPlot({
       width: this.width(),
@@ -94,8 +124,8 @@ export class LiveChart {
         ...active.map((d) => ({
           label: d.label,
           scale: d.scale || "y",
-          stroke: d.color,
-          width: 2,
+          stroke: d.raw ? `${d.color}55` : d.color, // raw under a smoothed line: faint
+          width: d.raw ? 1 : 2,
           spanGaps: true, // eval points sit on a sparser step grid than training points
           value: (u, v) => (v == null ? "—" : (this.scales[d.scale || "y"]?.format || fmtNumber)(v)),
         })),

@@ -2,6 +2,10 @@
 import { LiveChart } from "./charts.js";
 import { setupTryIt, showMergedLink } from "./try_it.js";
 import { setupNotes } from "./run_notes.js";
+import { addChartControls } from "./chart_controls.js";
+import { showConfusion } from "./confusion.js";
+import { setupLogTail } from "./log_tail.js";
+import { SYSTEM_METRICS, systemCharts } from "./run_charts.js";
 import {
   $, api, badge, el, fmtBytes, fmtCount, fmtDate, fmtDuration, fmtInt, fmtNumber, fmtPercent,
   methodLabel, runDuration, setProgress, showAlert, TERMINAL,
@@ -37,6 +41,10 @@ const charts = {
     scales: { y: { format: expFormat } },
   }),
 };
+
+Object.assign(charts, systemCharts());
+// Smoothing and log scale on every chart, remembered per chart.
+for (const [key, chart] of Object.entries(charts)) addChartControls(chart.container.closest(".chart-card"), chart, key);
 
 function addMetric(m) {
   for (const chart of Object.values(charts)) {
@@ -82,7 +90,9 @@ function renderHeader() {
   $("#run-name").textContent = name;
   const parts = [methodLabel(run.method || (cfg.method && cfg.method.type)), `on ${run.base_model || cfg.base_model || "?"}`,
     `created ${fmtDate(run.created_at)}`];
-  if (run.attempts > 1) parts.push(`attempt ${run.attempts}`);
+  const resumed = (run.summary || {}).resumed_from;
+  if (resumed) parts.push(resumedText(resumed));
+  else if (run.attempts > 1) parts.push(`attempt ${run.attempts}`);
   $("#run-subtitle").textContent = parts.join(" · ");
 }
 
@@ -122,14 +132,48 @@ function renderSummary() {
   ];
   const evalRows = [["accuracy", "Eval accuracy"], ["f1", "Eval F1"], ["loss", "Eval loss"], ["perplexity", "Eval perplexity"]];
   for (const [key, label] of evalRows) if (ev[key] != null) rows.push(kv(label, fmtNumber(ev[key], 4), "strong"));
+  rows.push(...checkpointRows(s));
   // Figures the worker adds beyond the contract still deserve a line.
-  const known = new Set(["trainable_params", "total_params", "adapter_bytes", "peak_memory_bytes", "train_samples_per_s", "train_tokens_per_s", "eval"]);
+  const known = new Set(["trainable_params", "total_params", "adapter_bytes", "peak_memory_bytes", "train_samples_per_s", "train_tokens_per_s", "eval",
+    "best_step", "stopped_early", "resumed_from"]);
   for (const [key, value] of Object.entries(s)) {
     if (known.has(key) || value == null || typeof value === "object") continue;
     const label = key.replaceAll("_", " ");
     rows.push(kv(label.charAt(0).toUpperCase() + label.slice(1), typeof value === "number" ? fmtNumber(value) : String(value)));
   }
   body.replaceChildren(...rows);
+}
+
+// ---- checkpoints: resumed attempts, the best step, early stopping ---------------------------
+
+function resumedText(resumed) {
+  return `resumed from step ${fmtInt(resumed.step)} (attempt ${resumed.attempt})`;
+}
+
+function checkpointRows(s) {
+  const metric = ((run.config || {}).training || {}).metric_for_best;
+  const rows = [];
+  if (s.best_step != null) {
+    const which = s.best_step === s.steps ? "the last step" : `not the last (${fmtInt(s.steps)})`;
+    rows.push(kv("Best checkpoint", `step ${fmtInt(s.best_step)} by ${metric}: ${which}; downloads and predictions use it`));
+  }
+  if (s.stopped_early) rows.push(kv("Stopped early", `yes, at step ${fmtInt(s.steps)}: ${metric} stopped improving`));
+  if (s.resumed_from) rows.push(kv("Resumed", resumedText(s.resumed_from)));
+  return rows;
+}
+
+// With metric_for_best the adapter download is the best step's weights; when the last step's
+// differ they get a download of their own.
+async function showWeightDownloads() {
+  const s = run.summary || {};
+  let artifacts = [];
+  try { artifacts = await api(`${base}/artifacts`); } catch { return; }
+  const hasLast = artifacts.some((a) => a.kind === "adapter_last");
+  $("#download-adapter-last").hidden = !hasLast;
+  if (hasLast) {
+    $("#download-adapter").textContent = `Download adapter (best, step ${fmtInt(s.best_step)})`;
+    $("#download-adapter-last").textContent = `Download last weights (step ${fmtInt(s.steps)})`;
+  }
 }
 
 function describeMethod(m) {
@@ -177,7 +221,9 @@ async function fetchRun() {
   if (status === "succeeded") {
     setupTryIt(run);
     showMergedLink(run);
+    showWeightDownloads();
   }
+  if (status === "succeeded" && run.task === "classification") showConfusion(base, run);
 }
 
 function openStream() {
@@ -210,6 +256,7 @@ function openStream() {
 // Finished runs: one downsampled request is cheaper than replaying every event.
 async function loadFinishedCurves() {
   const names = ["train/loss", "eval/loss", "eval/accuracy", "eval/f1", "eval/perplexity", "train/lr"];
+  names.push(...SYSTEM_METRICS);
   const data = await api(`${base}/metrics?names=${encodeURIComponent(names.join(","))}&max_points=2000`);
   for (const [name, points] of Object.entries(data.series || {})) {
     for (const [step, value] of points) addMetric({ name, step, value });
@@ -252,6 +299,7 @@ async function start() {
     return;
   }
   renderConfig();
+  setupLogTail(base, () => status, (s) => TERMINAL.has(s));
   if (TERMINAL.has(status)) {
     try {
       await loadFinishedCurves();

@@ -1,15 +1,16 @@
 // /runs: the runs table, refreshed every 2 s without reloading the page; filters and sort live in
 // the URL (bookmarkable), ticked runs are compared on /compare?runs=….
 import {
-  $, $$, api, badge, el, emptyRow, fmtDate, fmtDuration, fmtNumber, fmtPercent, methodLabel, progressBar,
+  $, $$, api, badge, el, emptyRow, fmtDate, fmtDuration, fmtNumber, fmtPercent, methodLabel, parseTime, progressBar,
   runDuration, showAlert, TERMINAL,
 } from "./common.js";
+import { setupColumns } from "./runs_columns.js";
 
 const POLL_MS = 2000;
 const COLUMNS = 12;
 const filters = {
   status: $("#filter-status"), method: $("#filter-method"), dataset_id: $("#filter-dataset"),
-  base_model: $("#filter-model"), tag: $("#filter-tag"),
+  base_model: $("#filter-model"), tag: $("#filter-tag"), q: $("#filter-q"),
 };
 const body = $("#runs-body");
 const errorBox = $("#runs-error");
@@ -44,6 +45,16 @@ for (const input of Object.values(filters)) {
 }
 let tagTimer = null;
 filters.tag.addEventListener("input", () => { clearTimeout(tagTimer); tagTimer = setTimeout(applyQuery, 300); });
+filters.q.addEventListener("input", () => { clearTimeout(tagTimer); tagTimer = setTimeout(applyQuery, 300); });
+
+// ---- chosen extra columns (metrics, config keys), placed after "Best eval" -----------------
+
+const extraColumns = setupColumns(() => { renderExtraHeaders(); refresh(); });
+function renderExtraHeaders() {
+  for (const th of $$("th[data-extra-column]")) th.remove();
+  $("th[data-sort=best]").after(...extraColumns.headers());
+}
+renderExtraHeaders();
 
 // ---- sorting: click a header; again to reverse ---------------------------------------------
 
@@ -152,18 +163,30 @@ function runRow(run) {
     el("td", { class: "col-select" }, box),
     el("td", { class: "num" }, el("a", { href }, `#${run.id}`)),
     el("td", { class: "name-cell" }, el("a", { href }, run.name || `Run ${run.id}`), tags),
-    el("td", {}, badge(run.status)),
+    el("td", {}, badge(run.status), run.queue_position != null
+      ? el("span", { class: "muted small queue-place", "data-queue-position": run.queue_position }, ` #${run.queue_position} in queue`) : null),
     el("td", { class: "nowrap" }, methodLabel(run.method)),
-    el("td", {}, el("code", {}, run.base_model || "—")),
-    el("td", {}, run.dataset_id == null ? "—"
-      : el("a", { href: `/datasets/${encodeURIComponent(run.dataset_id)}` }, dsName || `#${run.dataset_id}`)),
+    el("td", { title: run.base_model || "" }, el("div", { class: "cell-clip" }, el("code", {}, run.base_model || "—"))),
+    el("td", { title: dsName || "" }, el("div", { class: "cell-clip" }, run.dataset_id == null ? "—"
+      : el("a", { href: `/datasets/${encodeURIComponent(run.dataset_id)}` }, dsName || `#${run.dataset_id}`))),
     el("td", { class: "col-progress" }, el("div", { class: "progress-cell" },
       progressBar(run.progress, `Run ${run.id} progress`), el("span", { class: "muted small" }, fmtPercent(run.progress, 0)))),
     el("td", { class: "num nowrap" }, bestEval(run)),
-    el("td", { class: "nowrap" }, fmtDate(run.created_at)),
+    ...extraColumns.cells(run),
+    el("td", { class: "nowrap", title: fmtDate(run.created_at) }, shortDate(run.created_at)),
     el("td", { class: "num nowrap" }, fmtDuration(runDuration(run))),
     el("td", { class: "actions" }, action),
   );
+}
+
+// "Nov 30, 14:05" (the year only when it is not this one): the full date is the cell's title. Keeps the
+// table within a 1280 px screen.
+function shortDate(value) {
+  const d = parseTime(value);
+  if (!d) return "—";
+  const options = { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" };
+  if (d.getFullYear() !== new Date().getFullYear()) options.year = "numeric";
+  return d.toLocaleString(undefined, options);
 }
 
 async function refresh() {
@@ -172,12 +195,15 @@ async function refresh() {
   inflight = new AbortController();
   const qs = query();
   try {
-    const runs = await api(`/api/runs${qs ? `?${qs}` : ""}`, { signal: inflight.signal });
+    const wanted = extraColumns.metricNames();
+    const apiQs = [qs, wanted.length ? `metrics=${encodeURIComponent(wanted.join(","))}` : ""].filter(Boolean).join("&");
+    const runs = await api(`/api/runs${apiQs ? `?${apiQs}` : ""}`, { signal: inflight.signal });
+    extraColumns.learnKeys(runs);
     rememberTags(runs);
     shownIds = runs.map((r) => r.id);
     const filtered = Object.values(filters).some((input) => input.value.trim());
     body.replaceChildren(...(runs.length ? runs.map(runRow)
-      : [emptyRow(COLUMNS, filtered ? "No runs match these filters." : "No runs yet. Start one with “New run”.")]));
+      : [emptyRow(COLUMNS + extraColumns.count(), filtered ? "No runs match these filters." : "No runs yet. Start one with “New run”.")]));
     renderSelection();
     if (errorBox.textContent.startsWith("Lost contact")) showAlert(errorBox, "");
     $("#live-indicator").classList.remove("stale");

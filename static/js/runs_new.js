@@ -42,6 +42,10 @@ function syncVisibility() {
   for (const group of $$(".method-fields")) group.hidden = group.dataset.method !== method;
   applyShowIf(methodGroup());
   $("#eval-fraction-field").hidden = evalSelect.value !== "";
+  // Accuracy and F1 are measured for classification, perplexity for causal LM.
+  const best = $("#tr-metric_for_best");
+  for (const option of best.options) option.hidden = option.disabled = Boolean(option.dataset.task) && option.dataset.task !== task;
+  if (best.selectedOptions[0] && best.selectedOptions[0].disabled) best.value = "";
   for (const picker of $$("[data-kind=runs]", methodGroup())) loadRunPicker(picker);
   scheduleEstimate();
 }
@@ -212,11 +216,21 @@ function settingsSummary(method) {
 let estimateTimer = null;
 let estimateAbort = null;
 
-function numLabels() {
+// Listings carry no rows: a dataset's first rows come from GET /api/datasets/{id}, once per dataset.
+const previews = new Map();
+
+function previewOf(id) {
+  if (!id) return Promise.resolve([]);
+  if (!previews.has(id)) {
+    previews.set(id, api(`/api/datasets/${encodeURIComponent(id)}`).then((d) => d.preview || [], () => []));
+  }
+  return previews.get(id);
+}
+
+function numLabels(preview) {
   // Distinct labels in the dataset's preview rows: a guess, good enough for the head's size.
-  const ds = datasets.get(Number(datasetSelect.value));
   const column = $("#col-label").value;
-  const values = new Set((ds && ds.preview ? ds.preview : []).map((row) => row[column]).filter((v) => v != null));
+  const values = new Set(preview.map((row) => row[column]).filter((v) => v != null));
   return Math.max(2, values.size);
 }
 
@@ -230,10 +244,13 @@ async function showEstimate() {
   if (!modelSelect.value) { line.textContent = ""; return; }
   if (estimateAbort) estimateAbort.abort();
   estimateAbort = new AbortController();
-  const body = { task: taskSelect.value, num_labels: numLabels(), method: buildMethod() };
+  const signal = estimateAbort.signal;
+  const preview = await previewOf(datasetSelect.value);
+  if (signal.aborted) return;
+  const body = { task: taskSelect.value, num_labels: numLabels(preview), method: buildMethod() };
   try {
     const est = await api(`/api/models/${encodeURIComponent(modelSelect.value)}/estimate`,
-      { method: "POST", json: body, signal: estimateAbort.signal });
+      { method: "POST", json: body, signal });
     line.classList.remove("muted");
     line.dataset.trainable = String(est.trainable_params);
     line.textContent = `Trainable parameters: ${est.exact ? "" : "≈ "}${fmtInt(est.trainable_params)} `

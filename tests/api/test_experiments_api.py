@@ -207,3 +207,17 @@ def test_delete_refuses_while_a_run_runs_then_removes_the_runs(client, dataset, 
     for run_id in (running, queued):
         assert client.get(f"/api/runs/{run_id}").status_code == 404
     assert client.get(f"/api/experiments/{x['id']}").status_code == 404
+
+
+def test_an_unknown_grid_key_is_reported_once_not_once_per_run(client, dataset):
+    grid = {"training.learnin_rate": [1e-4, 5e-4, 1e-3], "method.r": [4, 8]}  # a typo: 6 runs, one mistake
+    res = client.post("/api/experiments", json=grid_body(dataset["id"], grid))
+    assert res.status_code == 422, res.text
+    errors = res.json()["detail"]
+    assert len(errors) == 1, errors
+    assert errors[0]["loc"] == ["body", "grid", "training.learnin_rate"]
+    assert errors[0]["msg"].startswith("every run: training.learnin_rate")
+    # A bad method setting in every combination is said once too, for its grid key.
+    res = client.post("/api/experiments", json=grid_body(dataset["id"], {"method.r": [0], "training.seed": [1, 2]}))
+    errors = res.json()["detail"]
+    assert [e["loc"] for e in errors] == [["body", "grid", "method.r"]], errors

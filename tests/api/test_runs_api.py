@@ -135,3 +135,47 @@ def test_metrics_of_a_run_without_points(client, dataset, created):
     assert client.get(f"/api/runs/{run['id']}/metrics").json() == {"series": {}}
     res = client.get(f"/api/runs/{run['id']}/adapter")
     assert res.status_code == 404 and "no adapter" in res.json()["detail"]
+
+
+def test_search_by_name_any_case_with_wildcards_taken_literally(client, dataset, created):
+    for name in ("Sweep LoRA r=8", "sweep 100%_done", "baseline"):
+        created.append(client.post("/api/runs", json=config(dataset["id"], name=name)).json()["id"])
+    names = lambda **p: sorted(r["name"] for r in client.get("/api/runs", params={"dataset_id": dataset["id"], **p}).json())
+    assert names(q="SWEEP") == ["Sweep LoRA r=8", "sweep 100%_done"]
+    assert names(q="%_") == ["sweep 100%_done"]  # not LIKE patterns
+    assert names(q="  lora ") == ["Sweep LoRA r=8"]
+    assert names(q="nothing like it") == []
+    res = client.get("/api/runs", params={"q": "x" * 101})
+    assert res.status_code == 422
+
+
+def test_queued_runs_show_their_place_in_the_queue(client, dataset, created):
+    first = client.post("/api/runs", json=config(dataset["id"])).json()["id"]
+    second = client.post("/api/runs", json=config(dataset["id"])).json()["id"]
+    gone = client.post("/api/runs", json=config(dataset["id"])).json()["id"]
+    created.extend([first, second, gone])
+    client.post(f"/api/runs/{gone}/cancel")
+    rows = {r["id"]: r for r in client.get("/api/runs", params={"dataset_id": dataset["id"]}).json()}
+    assert rows[first]["queue_position"] >= 1
+    assert rows[second]["queue_position"] == rows[first]["queue_position"] + 1
+    assert rows[gone]["queue_position"] is None
+
+
+def test_list_carries_the_metric_figures_asked_for(client, dataset, created):
+    from app.metrics.service import record_points
+
+    run = client.post("/api/runs", json=config(dataset["id"])).json()["id"]
+    other = client.post("/api/runs", json=config(dataset["id"])).json()["id"]
+    created.extend([run, other])
+    with session_scope() as s:
+        record_points(s, run, [("eval/accuracy", 10, 0.5), ("eval/accuracy", 20, 0.9), ("eval/accuracy", 30, 0.8),
+                               ("train/loss", 30, 0.25)])
+    rows = {r["id"]: r for r in client.get("/api/runs", params={"dataset_id": dataset["id"],
+                                                                 "metrics": "eval/accuracy,train/loss"}).json()}
+    assert rows[run]["metrics"] == {"eval/accuracy": {"min": 0.5, "max": 0.9, "last": 0.8},
+                                    "train/loss": {"min": 0.25, "max": 0.25, "last": 0.25}}
+    assert rows[other]["metrics"] == {}
+    plain = client.get("/api/runs", params={"dataset_id": dataset["id"]}).json()
+    assert all(r["metrics"] == {} for r in plain)
+    res = client.get("/api/runs", params={"metrics": ",".join(f"m/{i}" for i in range(9))})
+    assert res.status_code == 422 and "at most 8" in res.json()["detail"]

@@ -129,3 +129,42 @@ def test_another_users_runs_are_not_found(client_as, make_run):
     a = make_run(TRUTH)
     res = client_as("bob-samples").get("/api/samples", params={"runs": _ids(a)})
     assert res.status_code == 404
+
+
+# ---- GET /api/runs/{id}/confusion -------------------------------------------------------------
+
+def test_confusion_matrix_and_per_class_scores(client, make_run):
+    # truth pos neg pos neg pos neg, predicted pos pos pos neg neg neg
+    run = make_run(["pos", "pos", "pos", "neg", "neg", "neg"])
+    res = client.get(f"/api/runs/{run}/confusion")
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["labels"] == ["neg", "pos"]
+    assert body["matrix"] == [[2, 1], [1, 2]]  # rows: true, columns: predicted
+    assert body["total"] == 6 and body["accuracy"] == pytest.approx(4 / 6)
+    for scores in body["per_class"]:
+        assert scores["support"] == 3
+        assert scores["precision"] == pytest.approx(2 / 3) and scores["recall"] == pytest.approx(2 / 3)
+        assert scores["f1"] == pytest.approx(2 / 3)
+
+
+def test_a_class_never_predicted_has_no_precision(client, make_run):
+    run = make_run(["pos"] * 6)
+    body = client.get(f"/api/runs/{run}/confusion").json()
+    neg, pos = body["per_class"]
+    assert neg == {"label": "neg", "precision": None, "recall": 0.0, "f1": 0.0, "support": 3}
+    assert pos["precision"] == pytest.approx(0.5) and pos["recall"] == 1.0
+    assert pos["f1"] == pytest.approx(2 / 3)
+    assert body["matrix"] == [[0, 3], [0, 3]]
+
+
+def test_confusion_needs_a_classification_run_with_predictions(client, client_as, make_run):
+    causal = make_run(None, task="causal_lm")
+    res = client.get(f"/api/runs/{causal}/confusion")
+    assert res.status_code == 422 and "classification" in res.json()["detail"]
+    bare = make_run(None)
+    res = client.get(f"/api/runs/{bare}/confusion")
+    assert res.status_code == 422 and "no stored predictions" in res.json()["detail"]
+    assert client.get("/api/runs/98765/confusion").status_code == 404
+    mine = make_run(TRUTH)
+    assert client_as("bob-confusion").get(f"/api/runs/{mine}/confusion").status_code == 404

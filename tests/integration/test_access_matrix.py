@@ -95,6 +95,8 @@ def _table(w: dict) -> dict:
                                                   fresh=_unsent_queued_run, cleanup=lambda w, res: w["alice"].post(
                                                       f"/api/runs/{res.json()['id']}/cancel")),
         ("GET", "/api/samples"): dict(url=f"/api/samples?runs={run}", bob=404),
+        ("GET", "/api/runs/{run_id}/logs"): dict(url=f"/api/runs/{run}/logs", bob=404),
+        ("GET", "/api/runs/{run_id}/confusion"): dict(url=f"/api/runs/{run}/confusion", bob=404),
     }
 
 

@@ -1,0 +1,184 @@
+"""Live run feeds: one poller per watched run in this process, shared by every stream of that run.
+
+No stream holds a database connection. Each poll interval the feed opens one short session, reads
+the run's new points, its state and which of its streams' credentials are still valid, and closes
+the session before it sleeps. So 200 browser tabs on one run cost one read per interval, not 200,
+and a revoked token or ended browser session closes its streams within one interval. A stream that
+is behind the feed's buffer (a reconnect replaying from Last-Event-ID) reads its backlog in short
+sessions of its own.
+"""
+import asyncio
+import json
+import logging
+import weakref
+from bisect import bisect_right
+from collections import Counter
+from contextlib import suppress
+from dataclasses import dataclass
+
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy import select
+
+from app.auth import service as auth_service
+from app.db import db_slot, get_sessionmaker
+from app.metrics import service
+from app.runs.models import TERMINAL, Run
+
+log = logging.getLogger(__name__)
+
+BUFFER = 5000  # newest points a feed keeps in memory; a stream further behind reads them from SQL
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What opened a stream: an API token or a browser session, by the digest stored for it."""
+
+    kind: str  # "token" | "session"
+    digest: str
+
+
+@dataclass(frozen=True)
+class Point:
+    id: int
+    data: str  # the metric event's JSON, serialised once for every stream
+
+
+def point_event(p) -> Point:
+    return Point(p.id, json.dumps({"name": p.name, "step": p.step, "value": p.value, "time": p.time},
+                                  separators=(",", ":")))
+
+
+@dataclass
+class _Read:
+    base: int | None  # set on a feed's first read: the newest point id at that moment
+    points: list[Point]
+    state: tuple[str, float, int] | None
+    checked: set[Credential]  # the credentials this read looked at (streams may join meanwhile)
+    valid: set[Credential]
+
+
+def _read(run_id: int, cursor: int | None, credentials: set[Credential]) -> _Read:
+    """One short session: new points, the run's state, which credentials still hold. Closed on return."""
+    with get_sessionmaker()() as session:
+        base, points = None, []
+        if cursor is None:
+            base = service.latest_cursor(session, run_id)
+        else:
+            points = [point_event(p) for p in service.points_after(session, run_id, cursor, limit=BUFFER)]
+        row = session.execute(select(Run.status, Run.progress, Run.state_version).where(Run.id == run_id)).first()
+        tokens = {c.digest for c in credentials if c.kind == "token"}
+        sessions = {c.digest for c in credentials if c.kind == "session"}
+        valid_tokens, valid_sessions = auth_service.valid_digests(session, tokens=tokens, sessions=sessions)
+    valid = {c for c in credentials if c.digest in (valid_tokens if c.kind == "token" else valid_sessions)}
+    return _Read(base, points, None if row is None else tuple(row), credentials, valid)
+
+
+def _backlog(run_id: int, cursor: int, upto: int, limit: int) -> list[Point]:
+    with get_sessionmaker()() as session:
+        return [point_event(p) for p in service.points_after(session, run_id, cursor, limit=limit) if p.id <= upto]
+
+
+async def read_backlog(run_id: int, cursor: int, upto: int, limit: int = 1000) -> list[Point]:
+    """Points in (cursor, upto] for a stream behind the feed's buffer, in a short session of its own."""
+    async with db_slot():
+        return await run_in_threadpool(_backlog, run_id, cursor, upto, limit)
+
+
+class RunFeed:
+    def __init__(self, run_id: int, poll_every: float):
+        self.run_id = run_id
+        self.poll_every = poll_every
+        self.base: int | None = None  # points with id <= base are not in the buffer (None: not read yet)
+        self.points: list[Point] = []
+        self._ids: list[int] = []
+        self.state: tuple[str, float, int] | None = None
+        self.final = False  # the run has ended and every point of it has been read
+        self.revoked: set[Credential] = set()
+        self.credentials: Counter[Credential] = Counter()
+        self._tick = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.base is not None
+
+    @property
+    def cursor(self) -> int:
+        return self._ids[-1] if self._ids else (self.base or 0)
+
+    def covers(self, cursor: int) -> bool:
+        return self.base is not None and cursor >= self.base
+
+    def after(self, cursor: int) -> list[Point]:
+        return self.points[bisect_right(self._ids, cursor):]
+
+    async def next_tick(self, timeout: float) -> None:
+        """Wait for the next read (or the timeout, so a stream can send keep-alives)."""
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._tick.wait(), timeout)
+
+    def _apply(self, read: _Read) -> None:
+        if read.base is not None:
+            self.base = read.base
+        if read.points:
+            self.points.extend(read.points)
+            self._ids.extend(p.id for p in read.points)
+            if len(self.points) > BUFFER:
+                drop = len(self.points) - BUFFER
+                self.base = self._ids[drop - 1]
+                del self.points[:drop], self._ids[:drop]
+        self.state = read.state
+        self.revoked |= read.checked - read.valid
+        # Ended: the run is gone, or a read saw it terminal and found nothing new after it.
+        self.final = read.state is None or (read.state[0] in TERMINAL and read.base is None and not read.points)
+
+    async def poll(self) -> None:
+        while True:
+            try:
+                async with db_slot():
+                    read = await run_in_threadpool(_read, self.run_id, None if self.base is None else self.cursor,
+                                                   set(self.credentials))
+            except Exception:  # noqa: BLE001 — the database is down or busy: streams wait, the next poll retries
+                log.warning("live feed of run %s could not read; retrying", self.run_id, exc_info=True)
+            else:
+                self._apply(read)
+            old, self._tick = self._tick, asyncio.Event()
+            old.set()
+            if self.final:
+                _forget(self)  # later streams start a fresh feed; the ones here drain this one
+                return
+            await asyncio.sleep(self.poll_every)
+
+
+# One registry per event loop (tests run apps on several loops; a feed's task lives on one).
+_feeds: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, RunFeed]]" = weakref.WeakKeyDictionary()
+
+
+def _registry() -> dict[int, RunFeed]:
+    return _feeds.setdefault(asyncio.get_running_loop(), {})
+
+
+def _forget(feed: RunFeed) -> None:
+    registry = _registry()
+    if registry.get(feed.run_id) is feed:
+        del registry[feed.run_id]
+
+
+def join(run_id: int, credential: Credential, poll_every: float) -> RunFeed:
+    registry = _registry()
+    feed = registry.get(run_id)
+    if feed is None:
+        feed = registry[run_id] = RunFeed(run_id, poll_every)
+        feed.task = asyncio.get_running_loop().create_task(feed.poll())
+    feed.credentials[credential] += 1
+    return feed
+
+
+def leave(feed: RunFeed, credential: Credential) -> None:
+    feed.credentials[credential] -= 1
+    if feed.credentials[credential] <= 0:
+        del feed.credentials[credential]
+    if not feed.credentials:  # nobody watches: stop polling
+        _forget(feed)
+        if feed.task is not None and not feed.task.done():
+            feed.task.cancel()
