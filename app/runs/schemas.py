@@ -59,6 +59,8 @@ class Training(_Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     eval_every: int = Field(100, ge=1, le=10_000_000, description="Evaluate every this many optimizer steps.")
     warmup_ratio: float = Field(0.0, ge=0, le=1)
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="After warmup (warmup_ratio): linear decay to 0, half-cosine decay to 0, or constant.")
     weight_decay: float = Field(0.0, ge=0, le=1)
     gradient_accumulation: int = Field(1, ge=1, le=1024)
 

@@ -1,4 +1,4 @@
-"""The training loop: AdamW over the trainable parameters, linear warmup then linear decay,
+"""The training loop: AdamW over the trainable parameters, warmup then the run's schedule (schedule.py),
 gradient accumulation, clipping at 1.0, periodic evaluation, cooperative stop.
 
 One function, read top to bottom. It knows nothing about SQL or Celery: metrics go to a
@@ -18,6 +18,7 @@ from torch import nn
 
 from app.runs.schemas import Training
 from workers.training.data import Batch, Example, PreparedData, collate
+from workers.training.schedule import lr_schedule
 from workers.training.evaluation import EvalResult, autocast, batch_loss, evaluate
 from workers.training.gpu_metrics import GpuSampler
 from workers.training.reporting import Reporter
@@ -72,12 +73,7 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     accum = training.gradient_accumulation
     batches_per_epoch = math.ceil(len(data.train) / training.batch_size)
     total_steps = training.max_steps or max(1, math.ceil(training.epochs * batches_per_epoch / accum))
-    warmup_steps = round(training.warmup_ratio * total_steps)
-
-    def lr_at(step: int) -> float:  # step counts from 0
-        if step < warmup_steps:
-            return training.learning_rate * (step + 1) / warmup_steps
-        return training.learning_rate * (total_steps - step) / max(1, total_steps - warmup_steps)
+    lr_at = lr_schedule(training, total_steps)  # step (from 0) → rate: warmup, then training.lr_scheduler
 
     def run_eval(step: int) -> EvalResult | None:
         result = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device)
