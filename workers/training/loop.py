@@ -1,4 +1,4 @@
-"""The training loop: AdamW over the trainable parameters, warmup then the run's schedule (schedule.py),
+"""The training loop: AdamW over the trainable parameters, linear warmup then linear decay,
 gradient accumulation, clipping at 1.0, periodic evaluation, cooperative stop.
 
 One function, read top to bottom. It knows nothing about SQL or Celery: metrics go to a
@@ -18,10 +18,10 @@ from torch import nn
 
 from app.runs.schemas import Training
 from workers.training.data import Batch, Example, PreparedData, collate
-from workers.training.schedule import lr_schedule
 from workers.training.evaluation import EvalResult, autocast, batch_loss, evaluate
 from workers.training.gpu_metrics import GpuSampler
 from workers.training.reporting import Reporter
+from workers.training.schedule import lr_schedule
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,8 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     accum = training.gradient_accumulation
     batches_per_epoch = math.ceil(len(data.train) / training.batch_size)
     total_steps = training.max_steps or max(1, math.ceil(training.epochs * batches_per_epoch / accum))
-    lr_at = lr_schedule(training, total_steps)  # step (from 0) → rate: warmup, then training.lr_scheduler
+    warmup_steps = round(training.warmup_ratio * total_steps)
+    lr_at = lr_schedule(training, total_steps, warmup_steps)  # step (from 0) → rate, after warmup as training.lr_scheduler says
 
     def run_eval(step: int) -> EvalResult | None:
         result = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device)

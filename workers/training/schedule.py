@@ -17,13 +17,10 @@ from app.runs.schemas import Training
 TRANSFORMERS_NAMES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
 
-def warmup_steps(training: Training, total_steps: int) -> int:
-    return round(training.warmup_ratio * total_steps)
-
-
-def lr_schedule(training: Training, total_steps: int) -> Callable[[int], float]:
-    """The learning rate of optimizer step `step` (counted from 0) of `total_steps`."""
-    warmup = warmup_steps(training, total_steps)
+def lr_schedule(training: Training, total_steps: int, warmup_steps: int | None = None) -> Callable[[int], float]:
+    """The learning rate of optimizer step `step` (counted from 0) of `total_steps`; the warmup is
+    training.warmup_ratio of them unless given."""
+    warmup = round(training.warmup_ratio * total_steps) if warmup_steps is None else warmup_steps
     throwaway = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     scheduler = get_scheduler(TRANSFORMERS_NAMES[training.lr_scheduler], throwaway,
                               num_warmup_steps=warmup, num_training_steps=total_steps)
