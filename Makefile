@@ -25,5 +25,5 @@ node_modules/.installed: package.json package-lock.json
 
 # The browser libraries the pages load, copied from node_modules at the locked versions (the wheel build
 # does the same, so an installed peftlab needs no node_modules).
-static/vendor/versions.json: node_modules/.installed app/build_assets.py
+static/vendor/versions.json: $(VENV)/.installed node_modules/.installed app/build_assets.py
 	$(VENV)/bin/python -m app.build_assets

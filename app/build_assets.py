@@ -90,9 +90,10 @@ if _build_py is not None:
 
         def run(self):
             super().run()
+            if getattr(self, "editable_mode", False):
+                return  # an editable install serves the checkout itself (`make install` fills static/vendor)
             vendor(CHECKOUT)
-            if not getattr(self, "editable_mode", False):  # an editable install reads the checkout itself
-                copy_shared(CHECKOUT, Path(self.build_lib) / "app")
+            copy_shared(CHECKOUT, Path(self.build_lib) / "app")
 
 
 if __name__ == "__main__":

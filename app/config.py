@@ -62,12 +62,21 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or CIDR network (e.g. 10.0.0.5 or 10.0.0.0/8)") from None
         return out
+    public_url: str | None = Field(None, description="The server's address as users reach it, for links in webhook messages; default http://host:port.")
+    webhook_poll_seconds: float = Field(5.0, description="How often the server looks for ended runs to announce to webhooks.")
+    webhook_retry_seconds: float = Field(30.0, description="Wait before retrying a failed webhook delivery; doubles after each failure.")
+    webhook_max_attempts: int = Field(5, description="A webhook delivery that failed this often is given up.")
+    webhook_timeout_seconds: float = Field(10.0, description="How long a webhook receiver may take to answer.")
 
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'peftlab.sqlite').resolve()}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     @property
     def resolved_broker_url(self) -> str:

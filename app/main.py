@@ -24,8 +24,9 @@ from app.inference import views as inference_views
 from app.logs import views as logs_views
 from app.metrics import views as metrics_views
 from app.models import service as models_service
-from app.pool_busy import HANDLER as POOL_BUSY
 from app.models import views as models_views
+from app.notifications import service as notifications_service
+from app.notifications import views as notifications_views
 from app.runs import service as runs_service
 from app.runs import views as runs_views
 from app.samples import views as samples_views
@@ -52,6 +53,22 @@ async def _reaper(interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+def _notify_once() -> None:
+    settings = get_settings()
+    with get_sessionmaker()() as session:
+        notifications_service.notify_round(session, settings)
+
+
+async def _notifier(interval: float) -> None:
+    """Announces ended runs to project webhooks, here in the server so a slow receiver never holds a worker."""
+    while True:
+        try:
+            await run_in_threadpool(_notify_once)
+        except Exception:  # noqa: BLE001 — a bad round must not stop later ones
+            log.exception("webhook round failed")
+        await asyncio.sleep(interval)
+
+
 def _seed_models() -> None:
     with get_sessionmaker()() as session:
         models_service.ensure_bundled(session)
@@ -70,11 +87,13 @@ async def lifespan(app: FastAPI):
     settings.ensure_dirs()
     await run_in_threadpool(_remove_stale_uploads)
     await run_in_threadpool(_seed_models)
-    task = asyncio.create_task(_reaper(settings.reaper_interval_seconds))
+    tasks = [asyncio.create_task(_reaper(settings.reaper_interval_seconds)),
+             asyncio.create_task(_notifier(settings.webhook_poll_seconds))]
     yield
-    task.cancel()
-    with suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 def _openapi_with_bearer(app: FastAPI) -> dict:
@@ -98,7 +117,7 @@ def create_app() -> FastAPI:
     for router in (datasets_views.router, runs_views.router, models_views.router, metrics_views.router,
                    artifacts_views.router, inference_views.router, auth_views.router, experiments_views.router,
                    experiments_views.queue_router, samples_views.router, samples_views.runs_router,
-                   logs_views.router):
+                   logs_views.router, notifications_views.router):
         app.include_router(router, dependencies=signed_in)
     for router in (datasets_views.pages, runs_views.pages, models_views.pages, auth_views.pages,
                    experiments_views.pages, inference_views.pages, samples_views.pages):
@@ -109,7 +128,6 @@ def create_app() -> FastAPI:
     app.include_router(auth_views.public_pages)
     errors.install(app)  # 422 that always serialises; 503 while the database or disk cannot serve
     app.add_middleware(SecurityHeaders)
-    app.add_exception_handler(*POOL_BUSY)  # no free database connection: 503, not 500
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     # Browser libraries: static/vendor (built from the npm lockfile, shipped in the wheel), else a
     # checkout's node_modules where `python -m app.build_assets` has not run yet.

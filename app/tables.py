@@ -7,6 +7,8 @@ from app.inference.models import InferenceRequest
 from app.logs.models import RunLogLine
 from app.metrics.models import MetricPoint
 from app.models.models import BaseModel
+from app.notifications.models import Webhook, WebhookDelivery
 from app.runs.models import Run, RunTag
 
-__all__ = ["ApiToken", "Artifact", "BrowserSession", "LoginFailure", "Project", "ProjectMember", "User", "BaseModel", "Dataset", "Experiment", "InferenceRequest", "MetricPoint", "Run", "RunLogLine", "RunTag"]
+__all__ = ["ApiToken", "Artifact", "BrowserSession", "LoginFailure", "Project", "ProjectMember", "User", "BaseModel", "Dataset", "Experiment", "InferenceRequest", "MetricPoint", "Run", "RunLogLine", "RunTag",
+           "Webhook", "WebhookDelivery"]

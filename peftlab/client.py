@@ -92,14 +92,14 @@ class Client:
         params = {"max_points": max_points, **({"names": ",".join(names)} if names else {})}
         return self._request("GET", f"/api/runs/{int(run_id)}/metrics", params=params).json()["series"]
 
-    def logs(self, run_id: int, after: int = 0, limit: int = 1000) -> dict:
-        """One page of the run's worker log lines: {lines: [{seq, time, level, message}], last_seq}."""
+    def worker_log(self, run_id: int, after: int = 0, limit: int = 1000) -> dict:
+        """What the worker logged while training the run: {lines: [{seq, time, level, message}], last_seq}."""
         return self._request("GET", f"/api/runs/{int(run_id)}/logs", params={"after": after, "limit": limit}).json()
 
     def log_lines(self, run_id: int, after: int = 0) -> Iterator[dict]:
         """Every worker log line of the run with a seq above `after`, oldest first, page by page."""
         while True:
-            page = self.logs(run_id, after=after)
+            page = self.worker_log(run_id, after=after)
             yield from page["lines"]
             if not page["lines"]:
                 return

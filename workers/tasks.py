@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from app.artifacts.service import absolute_path, delete_for_run, record_artifact, run_artifact_dir
+from app.artifacts.service import absolute_path, delete_for_run, record_artifact, run_artifact_dir, run_dir
 from app.artifacts.service import get as get_artifact
 from app.config import Settings, get_settings
 from app.datasets.models import Dataset
@@ -27,7 +27,7 @@ from app.models.inspect import ModelSourceError, config_facts, model_facts, read
 from app.models.service import resolve_source
 from app.queue import TRAIN_TASK
 from app.runs.checks import run_problems, usable_length
-from app.runs.lifecycle import Lease, finish, save_result, take_next
+from app.runs.lifecycle import Lease, finish, hold, save_result, start_attempt, take_next
 from app.runs.models import Run
 from app.runs.schemas import EvalSummary, RunCreate, RunSummary, Training
 from workers.celery_app import celery
@@ -37,8 +37,10 @@ from workers.model_card import write_model_cards
 from workers.model_loading import load_base_model, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
 from workers.training.data import prepare_data
+from workers.training.evaluation import evaluate
 from workers.training.log_capture import RunLogCapture
-from workers.training.loop import seed_everything, train
+from workers.training.loop import TrainResult, seed_everything, train
+from workers.training.resume import WEIGHTS_FILE, Checkpoint, CheckpointStore, load_weights
 from workers.training.reporting import LeaseKeeper, LeaseLost, Reporter, SqlReporter, retry_database
 
 log = logging.getLogger(__name__)
@@ -118,8 +120,9 @@ def _save(lease: Lease, keeper: LeaseKeeper, reporter: SqlReporter,
                 path.unlink(missing_ok=True)
 
 
-def _run(run_id: int, settings: Settings, reporter: Reporter) -> tuple[dict, dict[str, Path]] | None:
-    """Load what the run needs from SQL and disk, fine-tune: (summary, artifacts), or None = stopped."""
+def _run(run_id: int, settings: Settings, reporter: SqlReporter) -> tuple[dict, dict[str, Path]] | None:
+    """Load what the run needs from SQL and disk, fine-tune (from the last checkpoint when an earlier
+    attempt left one): (summary, artifacts), or None = stopped."""
     with session_scope() as session:
         run = session.get(Run, run_id)
         if run is None:
@@ -130,12 +133,56 @@ def _run(run_id: int, settings: Settings, reporter: Reporter) -> tuple[dict, dic
         if config.eval_dataset_id is not None:
             files.append(_dataset_location(session, settings, config.eval_dataset_id))
     rows = [list(iter_rows(path, fmt, has_header, column_names=names)) for path, fmt, has_header, names in files]
+    lease = reporter.lease
+    checkpoints = _checkpoint_store(settings, reporter)
+    if lease.attempt <= 1:
+        checkpoints.prune(keep=set())  # a first attempt starts clean, whatever a reused run id left behind
+    resume = checkpoints.latest()
+    with session_scope() as session:
+        if not start_attempt(session, lease, from_step=resume.step if resume else 0):
+            raise LeaseLost()
+    if resume is not None:
+        log.info("run %s: attempt %s resumes from the checkpoint at step %s", run_id, lease.attempt, resume.step)
     outcome = fine_tune(config, rows[0], rows[1] if len(rows) > 1 else None, source, reporter,
-                        artifact_dir=lambda kind: run_artifact_dir(settings, run_id, kind),
-                        find_adapter=lambda other: _adapter_location(settings, other))
-    if outcome is not None:  # README.md cards, a base model others can resolve
-        write_model_cards(run_id, config, *outcome)
+                        artifact_dir=lambda kind: _output_dir(settings, run_id, kind, reporter),
+                        find_adapter=lambda other: _adapter_location(settings, other),
+                        checkpoints=checkpoints, resume=resume)
+    if outcome is not None:  # README.md cards, a base model others can resolve (reads SQL: rides out an outage)
+        if resume is not None:
+            outcome[0]["resumed_from"] = {"step": resume.step, "attempt": lease.attempt}
+        retry_database(lambda: write_model_cards(run_id, config, *outcome),
+                       until=time.monotonic() + settings.save_retry_seconds, what=f"run {run_id}: the model card")
     return outcome  # recorded by _save, in the same transaction as the run's status
+
+
+def _output_dir(settings: Settings, run_id: int, kind: str, reporter: Reporter) -> Path:
+    """A fresh directory for one output, made only while this attempt still holds the run: a worker
+    that lost its lease must not empty the directory its successor writes to."""
+    if isinstance(reporter, SqlReporter):
+        reporter.check_lease()
+    return run_artifact_dir(settings, run_id, kind)
+
+
+def _checkpoint_store(settings: Settings, reporter: SqlReporter) -> CheckpointStore:
+    """The run's checkpoints beside its other artifacts. Before each write the buffered metric
+    points go to SQL (so the curve up to a checkpoint is complete) and the worker checks it still
+    holds the run; after it, the size is recorded (checkpoints count in the run's artifact size)."""
+    lease = reporter.lease
+
+    def may_write() -> bool:
+        reporter.flush()  # raises LeaseLost when the run was given away
+        with session_scope() as session:
+            held = hold(session, lease) is not None
+            session.commit()
+        return held
+
+    def on_saved(directory: Path) -> None:
+        with session_scope() as session:
+            if hold(session, lease) is not None:
+                record_artifact(session, lease.run_id, "checkpoints", directory, commit=False)
+            session.commit()
+
+    return CheckpointStore(run_dir(settings, lease.run_id) / "checkpoints", may_write=may_write, on_saved=on_saved)
 
 
 def _adapter_location(settings: Settings, run_id: int) -> Path:
@@ -156,10 +203,13 @@ def _dataset_location(session, settings: Settings, dataset_id: int) -> tuple[Pat
 
 def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None, source: str, reporter: Reporter,
               artifact_dir: Callable[[str], Path],
-              find_adapter: Callable[[int], Path] | None = None) -> tuple[dict, dict[str, Path]] | None:
+              find_adapter: Callable[[int], Path] | None = None, checkpoints: CheckpointStore | None = None,
+              resume: Checkpoint | None = None) -> tuple[dict, dict[str, Path]] | None:
     """The whole run without SQL: returns (summary, {artifact kind: path}), or None when stopped.
 
-    find_adapter(run_id) finds another run's saved adapter (AdapterFusion builds on them)."""
+    find_adapter(run_id) finds another run's saved adapter (AdapterFusion builds on them).
+    checkpoints: where resumable checkpoints go (default: a fresh artifact_dir("checkpoints"));
+    resume: the checkpoint to continue from."""
     t = config.training
     facts = source_facts(source)
     # The server made the same checks at POST /api/runs; the data or the model may have changed since.
@@ -183,28 +233,56 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
                          context)
     log.info("%s on %s: %s of %s parameters train", config.method.type, config.base_model,
              f"{method.trainable_parameters(model):,}", f"{total_parameters(model):,}")
-    result = train(model, data, task=config.task, training=t, pad_id=tokenizer.pad_token_id, reporter=reporter)
+    checkpoints = checkpoints or CheckpointStore(lambda: artifact_dir("checkpoints"))
+    result = train(model, data, task=config.task, training=t, pad_id=tokenizer.pad_token_id, reporter=reporter,
+                   checkpoints=checkpoints, resume=resume)
     if result.stopped:
         return None
 
-    adapter_dir = artifact_dir("adapter")
-    adapter_bytes = save_adapter(model, method, tokenizer, adapter_dir, task=config.task,
-                                 base_model=config.base_model, method_config=config.method.model_dump(),
-                                 labels=data.labels, columns=config.columns.model_dump(exclude_none=True),
-                                 max_length=max_length)
-    artifacts = {"adapter": adapter_dir, **method.extra_artifacts(model, artifact_dir)}
-    if result.eval is not None and result.eval.predictions is not None:
+    def save(kind: str) -> tuple[Path, int]:
+        out = artifact_dir(kind)
+        return out, save_adapter(model, method, tokenizer, out, task=config.task, base_model=config.base_model,
+                                 method_config=config.method.model_dump(), labels=data.labels,
+                                 columns=config.columns.model_dump(exclude_none=True), max_length=max_length)
+
+    artifacts: dict[str, Path] = {}
+    final_eval, shipped_step = result.eval, result.steps
+    if (best := best_checkpoint(checkpoints, result, t)) is not None:
+        # metric_for_best: the downloads, the merged model, predictions and Try it use the best
+        # step's weights; the last ones stay downloadable as adapter_last.
+        artifacts["adapter_last"] = save("adapter_last")[0]
+        load_weights(model, best.path / WEIGHTS_FILE)
+        final_eval = result.best_eval or evaluate(model, data.eval, task=config.task, pad_id=tokenizer.pad_token_id,
+                                                  batch_size=t.batch_size, device=next(model.parameters()).device)
+        shipped_step = best.step
+    adapter_dir, adapter_bytes = save("adapter")
+    artifacts |= {"adapter": adapter_dir, **method.extra_artifacts(model, artifact_dir)}
+    if final_eval is not None and final_eval.predictions is not None:
         path = artifact_dir("predictions") / PREDICTIONS_FILE
-        write_predictions(path, result.eval.predictions, data.labels)
+        write_predictions(path, final_eval.predictions, data.labels)
         artifacts["predictions"] = path
+    if checkpoints.latest() is not None:
+        artifacts["checkpoints"] = checkpoints.directory
     summary = RunSummary(
         trainable_params=method.trainable_parameters(model), total_params=total_parameters(model),
         adapter_bytes=adapter_bytes, peak_memory_bytes=result.peak_memory_bytes,
         train_samples_per_s=result.train_samples_per_s, train_tokens_per_s=result.train_tokens_per_s,
-        eval=EvalSummary(**(result.eval.metrics if result.eval else {})),
+        eval=EvalSummary(**(final_eval.metrics if final_eval else {})),
         steps=result.steps, train_examples=len(data.train), eval_examples=len(data.eval), max_length_used=max_length,
     )
+    if t.metric_for_best:
+        summary.best_step, summary.stopped_early = shipped_step, result.stopped_early
     return summary.model_dump(mode="json"), artifacts
+
+
+def best_checkpoint(checkpoints: CheckpointStore, result: TrainResult, training: Training) -> Checkpoint | None:
+    """The best step's checkpoint when metric_for_best picks a step other than the last; else None."""
+    if not training.metric_for_best or result.best_step is None or result.best_step == result.steps:
+        return None
+    saved = checkpoints.get(result.best_step)
+    if saved is None:  # its write failed (disk full, lost lease): the last weights are all there is
+        log.warning("the best checkpoint (step %s) is missing; shipping the last weights", result.best_step)
+    return saved
 
 
 def source_facts(source: str) -> dict:

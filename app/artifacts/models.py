@@ -5,7 +5,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
 
-KINDS = ("adapter", "predictions", "merged")  # merged: LoRA weights folded into the base model
+KINDS = ("adapter", "predictions", "merged", "adapter_last", "checkpoints")
+# merged: LoRA weights folded into the base model. adapter: the weights the run ships (the best
+# checkpoint's when training.metric_for_best is set); adapter_last: the last weights when they differ;
+# checkpoints: the resumable training checkpoints (the last and the best).
 
 
 class Artifact(Base):

@@ -1,6 +1,6 @@
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.background import BackgroundTask
@@ -26,10 +26,20 @@ def list_artifacts(run: RunDep, session: DB):
 
 
 @router.get("/{run_id}/adapter", response_class=FileResponse,
-            responses={200: {"content": {"application/zip": {}}, "description": "the adapter directory, zipped"}})
-def download_adapter(run: RunDep, session: DB, settings: Conf):
+            responses={200: {"content": {"application/zip": {}}, "description": "the adapter directory, zipped"},
+                       404: {"description": "no adapter yet, or no best checkpoint (which=best)"}})
+def download_adapter(run: RunDep, session: DB, settings: Conf,
+                     which: Literal["best", "last"] | None = Query(
+                         None, description="best: the best checkpoint's weights (training.metric_for_best); "
+                         "last: the last step's. Default: best when the run tracks one, else last.")):
     """The trained adapter as a zip: for peft methods a directory `PeftModel.from_pretrained` loads."""
-    return _zipped(run, session, settings, "adapter", f"Run {run.id} has no adapter yet (status: {run.status}).")
+    missing = f"Run {run.id} has no adapter yet (status: {run.status})."
+    tracks_best = bool(((run.config or {}).get("training") or {}).get("metric_for_best"))
+    if which == "best" and not tracks_best:
+        raise HTTPException(404, f"Run {run.id} keeps no best checkpoint: it was started without training.metric_for_best.")
+    if which == "last" and service.get(session, run_id=run.id, kind="adapter_last") is not None:
+        return _zipped(run, session, settings, "adapter_last", missing)  # the best step was not the last
+    return _zipped(run, session, settings, "adapter", missing)
 
 
 @router.get("/{run_id}/merged", response_class=FileResponse,

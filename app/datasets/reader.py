@@ -163,7 +163,7 @@ def _text_lines(path: Path, limits: ReadLimits) -> Iterator[tuple[int, str]]:
 
 
 class _LineStream:
-    """csv.reader's input: checked lines; remembers where the current record began (for messages)."""
+    """csv.reader's input: checked lines, and the number of the last one read (for messages)."""
 
     def __init__(self, path: Path, limits: ReadLimits):
         self._lines = _text_lines(path, limits)
@@ -197,7 +197,7 @@ def _depth_and_text(value: object, max_depth: int, depth: int = 1) -> None:
         if isinstance(item, str):
             if _SURROGATE.search(item):
                 raise DatasetError("it holds invalid text: a lone UTF-16 surrogate escape (such as \\ud800) "
-                                   f"in {key!r}; it is no character, so the row cannot be stored")
+                                   f"in {str(key)[:60]!r}; it is no character, so the row cannot be stored")
         elif isinstance(item, (dict, list)):
             _depth_and_text(item, max_depth, depth + 1)
 
@@ -221,12 +221,8 @@ def _iter_jsonl(path: Path, limits: ReadLimits, skip: int = 0) -> Iterator[dict]
             raise DatasetError(f"Line {line_no}: {e}.") from None
         if not isinstance(row, dict):
             raise DatasetError(f"Line {line_no} is not a JSON object; JSONL needs one object per line.")
-        if "\\" in line:  # only escapes can make a lone surrogate
-            try:
-                _depth_and_text(row, limits.max_depth)
-            except DatasetError as e:
-                raise DatasetError(f"Line {line_no}: {e}.") from None
-        elif any(isinstance(v, (dict, list)) for v in row.values()):
+        # Only escapes can make a lone surrogate; only nested values can be too deep.
+        if "\\" in line or any(isinstance(v, (dict, list)) for v in row.values()):
             try:
                 _depth_and_text(row, limits.max_depth)
             except DatasetError as e:

@@ -28,8 +28,13 @@ log = logging.getLogger("peftlab.datasets")
 
 # A reply carries at most the preview (bounded by its limits), columns and a message.
 MAX_REPLY_BYTES = 64 * 1024 * 1024
+SLOT_WAIT_SECONDS = 60
 _lock = threading.Lock()
 _semaphores: dict[int, threading.BoundedSemaphore] = {}
+
+
+class ScannerBusy(Exception):
+    """Every scan slot stayed taken while we waited: the server is busy, not the file bad (a 503)."""
 
 
 class _OutOfTime(Exception):
@@ -106,54 +111,62 @@ def _slot(concurrency: int) -> threading.BoundedSemaphore:
         return _semaphores[concurrency]
 
 
+def _run_child(method: str, args: tuple, filename: str | None, memory: int, seconds: float,
+               messages: dict[str, str]) -> bytes:
+    """Start the child, wait for its reply up to the wall-clock deadline; kill it in any case."""
+    ctx = _context(method)
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_child, name="peftlab-scan", daemon=True, args=(send, *args))
+    child.start()
+    send.close()  # the child holds the only write end: EOF means it is gone
+    try:
+        # Wall clock: CPU time plus slack for a child that waits instead of computing.
+        deadline = time.monotonic() + seconds * 1.5 + 5
+        while time.monotonic() < deadline:
+            if receive.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
+                try:
+                    return receive.recv_bytes(MAX_REPLY_BYTES)
+                except (EOFError, OSError):
+                    break  # died without a word
+            elif not child.is_alive() and not receive.poll(0):
+                break
+        timed_out = time.monotonic() >= deadline
+        if not timed_out:
+            child.join(5)  # it closed the pipe: let it finish dying to read its exit code
+        child.kill()
+        child.join(5)
+        code = child.exitcode
+        log.warning("dataset scanner gave no answer on %r (exit code %s, timed out: %s)", filename, code, timed_out)
+        if timed_out or code == -signal.SIGXCPU:
+            raise DatasetError(messages["time"])
+        if code == -signal.SIGKILL:  # the CPU cap's hard limit, or the kernel's OOM killer
+            raise DatasetError(f"{messages['time'][:-1]}, or it needed more memory than the scanner's "
+                               f"limit of {memory / 2**20:,.0f} MB.")
+        raise DatasetError(f"The file is too large or damaged to read: the scanner stopped (exit code {code}) "
+                           f"within its memory limit of {memory / 2**20:,.0f} MB.")
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        receive.close()
+        child.close()
+
+
 def scan_file(path: Path, filename: str | None, declared_format: str | None, has_header: bool | None,
               settings) -> ScanResult:
     """scan() in a capped child process; a DatasetError (the 422 message) for anything that went wrong."""
     limits = asdict(ScanLimits.from_settings(settings))
     memory, seconds = settings.scan_memory_bytes, settings.scan_timeout_seconds
-    messages = _messages(limits, memory, seconds)
-    with _slot(settings.scan_concurrency):
-        ctx = _context(settings.scan_start_method)
-        receive, send = ctx.Pipe(duplex=False)
-        child = ctx.Process(target=_child, name="peftlab-scan", daemon=True,
-                            args=(send, str(path), filename, declared_format, has_header, limits, memory, seconds))
-        child.start()
-        send.close()  # the child holds the only write end: EOF means it is gone
-        try:
-            # Wall clock: CPU time plus slack for a child that waits instead of computing.
-            deadline = time.monotonic() + seconds * 1.5 + 5
-            data = None
-            while data is None and time.monotonic() < deadline:
-                if receive.poll(min(1.0, max(0.0, deadline - time.monotonic()))):
-                    try:
-                        data = receive.recv_bytes(MAX_REPLY_BYTES)
-                    except (EOFError, OSError):
-                        break  # died without a word
-                elif not child.is_alive() and not receive.poll(0):
-                    break
-            if data is None:
-                timed_out = time.monotonic() >= deadline
-                if not timed_out:
-                    child.join(5)  # it closed the pipe: let it finish dying to read its exit code
-                child.kill()
-                child.join(5)
-                code = child.exitcode
-                log.warning("dataset scanner gave no answer on %r (exit code %s, timed out: %s)", filename, code,
-                            timed_out)
-                if timed_out or code == -signal.SIGXCPU:
-                    raise DatasetError(messages["time"])
-                if code == -signal.SIGKILL:  # the CPU cap's hard limit, or the kernel's OOM killer
-                    raise DatasetError(f"{messages['time'][:-1]}, or it needed more memory than the scanner's "
-                                       f"limit of {memory / 2**20:,.0f} MB.")
-                raise DatasetError(f"The file is too large or damaged to read: the scanner stopped (exit code {code}) "
-                                   f"within its memory limit of {memory / 2**20:,.0f} MB.")
-            child.join(5)
-        finally:
-            if child.is_alive():
-                child.kill()
-                child.join()
-            receive.close()
-            child.close()
+    slot = _slot(settings.scan_concurrency)
+    # Waiting uploads hold server threads: wait a while, then say "busy" rather than pile up.
+    if not slot.acquire(timeout=SLOT_WAIT_SECONDS):
+        raise ScannerBusy(f"The server is checking {settings.scan_concurrency} other uploads; try again in a minute.")
+    try:
+        data = _run_child(settings.scan_start_method,
+                          (str(path), filename, declared_format, has_header, limits, memory, seconds),
+                          filename, memory, seconds, _messages(limits, memory, seconds))
+    finally:
+        slot.release()
     reply = json.loads(data)
     if "error" in reply:
         raise DatasetError(reply["error"])

@@ -13,6 +13,7 @@ from app.datasets.models import Dataset
 from app.datasets.reader import DatasetError
 from app.datasets import distribution as distribution_service
 from app.datasets import renaming
+from app.datasets.sandbox import ScannerBusy
 from app.datasets.schemas import DatasetDetailOut, DatasetOut, DatasetUpdate, DistributionOut, RowsOut, ValueCount
 from app.datasets.upload import UploadError, receive_upload
 from app.db import get_db
@@ -86,6 +87,8 @@ async def upload_dataset(request: Request, session: DB, settings: Conf, user: Vi
         return await run_in_threadpool(_detail, session, dataset)
     except DatasetError as e:
         raise HTTPException(422, str(e)) from None
+    except ScannerBusy as e:
+        raise HTTPException(503, str(e), headers={"Retry-After": "60"}) from None
     finally:
         if upload.path is not None:
             upload.path.unlink(missing_ok=True)  # a no-op when the file was kept (it was renamed)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from app.methods import get_spec
 from app.methods.shape import ModelShape, ShapeError, shape_from
 from app.models.param_count import EstimateError, estimate
-from app.runs.schemas import Columns, RunCreate
+from app.runs.schemas import Columns, RunCreate, best_metric_problem
 
 # Positions a run must leave for real text after virtual tokens take theirs.
 MIN_TEXT_POSITIONS = 8
@@ -118,4 +118,6 @@ def run_problems(config: RunCreate, *, num_rows: int | None, columns: Iterable[s
     if num_rows is not None and config.eval_dataset_id is None:
         problems += split_problems(num_rows, config.eval_fraction)
     problems += model_problems(config, facts, max_trainable=max_trainable, fusion_variant=fusion_variant)
+    if problem := best_metric_problem(config):
+        problems.append(Problem(("training", "metric_for_best"), problem))
     return problems

@@ -215,12 +215,25 @@ def recover_expired(session: Session, max_attempts: int) -> list[int]:
                 state_version=Run.state_version + 1)
         .returning(Run.id)
     ).scalars().all()
-    if requeued:
-        # The retry starts again at step 0: the dead attempt's points would otherwise shadow the
-        # new ones (points are unique per step) and the curve would mix two attempts.
-        session.execute(delete(MetricPoint).where(MetricPoint.run_id.in_(requeued)))
+    # The dead attempt's points stay: the retry resumes from its last checkpoint and drops only the
+    # points after it when it starts (start_attempt), so the curve keeps its original times.
     session.commit()
     return list(requeued)
+
+
+def start_attempt(session: Session, lease: Lease, *, from_step: int) -> bool:
+    """A new attempt continues from its checkpoint at `from_step` (0: from scratch): the points up
+    to it stay with their original times, the ones after it go (the attempt computes them again).
+    False when the lease is lost (nothing is changed then)."""
+    if hold(session, lease) is None:
+        return False
+    session.execute(delete(MetricPoint).where(MetricPoint.run_id == lease.run_id, MetricPoint.step > from_step))
+    if from_step > 0:
+        session.execute(update(Run).where(_held(lease.run_id, lease.worker, lease.attempt))
+                        .values(summary={"resumed_from": {"step": from_step, "attempt": lease.attempt}},
+                                state_version=Run.state_version + 1))
+    session.commit()
+    return True
 
 
 def stale_queued(session: Session, older_than: timedelta) -> list[int]:

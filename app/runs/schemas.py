@@ -64,6 +64,12 @@ class Columns(_Strict):
         return None if value is None else check_names(value)
 
 
+BestMetric = Literal["eval/loss", "eval/accuracy", "eval/f1", "eval/perplexity"]
+# Which way is better for each metric_for_best.
+LOWER_IS_BETTER = {"eval/loss": True, "eval/perplexity": True, "eval/accuracy": False, "eval/f1": False}
+METRIC_TASKS = {"eval/accuracy": "classification", "eval/f1": "classification", "eval/perplexity": "causal_lm"}
+
+
 class Training(_Strict):
     learning_rate: float = Field(5e-4, gt=0, le=1, description="Left out of a run config: the method's preset (GET /api/methods).")
     epochs: float = Field(1, gt=0, le=1000)
@@ -77,6 +83,35 @@ class Training(_Strict):
         "linear", description="After warmup (warmup_ratio): linear decay to 0, half-cosine decay to 0, or constant.")
     weight_decay: float = Field(0.0, ge=0, le=1)
     gradient_accumulation: int = Field(1, ge=1, le=1024)
+    checkpoint_every: int | None = Field(
+        None, ge=0, le=10_000_000,
+        description="Save a resumable checkpoint every this many optimizer steps; null = about every "
+        "5 minutes of training; 0 = no periodic checkpoints (a restarted run starts over).")
+    metric_for_best: BestMetric | None = Field(
+        None, description="Eval metric that picks the best checkpoint (loss and perplexity: lower is better; "
+        "accuracy and f1: higher). Downloads and predictions then use the best checkpoint.")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, le=10_000, description="Stop after this many evaluations without improving metric_for_best; "
+        "null = never stop early.")
+
+    @field_validator("early_stopping_patience")
+    @classmethod
+    def _patience_needs_metric(cls, value: int | None, info) -> int | None:
+        if value is not None and info.data.get("metric_for_best") is None:
+            raise ValueError("early_stopping_patience needs training.metric_for_best: choose the metric to watch")
+        return value
+
+
+def best_metric_problem(config: "RunCreate") -> str | None:
+    """Why training.metric_for_best cannot work for this run, or None (checked when a run is submitted)."""
+    metric = config.training.metric_for_best
+    if metric is None:
+        return None
+    if METRIC_TASKS.get(metric, config.task) != config.task:
+        return f"{metric} is only measured for {METRIC_TASKS[metric]} runs; this is a {config.task} run"
+    if config.eval_dataset_id is None and config.eval_fraction == 0:
+        return f"{metric} needs evaluation data: choose an eval dataset or an eval_fraction above 0"
+    return None
 
 
 class RunCreate(_Strict):
@@ -122,6 +157,11 @@ class EvalSummary(BaseModel):
     perplexity: float | None = None
 
 
+class ResumedFrom(BaseModel):
+    step: int  # the optimizer step of the checkpoint the attempt started from
+    attempt: int  # the attempt that resumed
+
+
 class RunSummary(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -132,6 +172,11 @@ class RunSummary(BaseModel):
     train_samples_per_s: float | None = None
     train_tokens_per_s: float | None = None
     eval: EvalSummary = Field(default_factory=EvalSummary)
+    # Checkpoints and early stopping (absent on runs that had none of it).
+    steps: int | None = None
+    best_step: int | None = Field(None, description="The step whose weights the downloads use (metric_for_best set).")
+    stopped_early: bool | None = None
+    resumed_from: ResumedFrom | None = None
 
 
 class RunOut(BaseModel):

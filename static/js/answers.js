@@ -21,15 +21,16 @@ export function answerView(output, task) {
 }
 
 // One card per input with the run's answer and, when the response has them, the base model's beside it.
-// data: a POST /api/runs/{id}/predict response. `baseFirst` puts the base model on the left.
-export function renderAnswers(box, inputs, data, task, { runTitle = "This run", baseTitle = "Base model", baseFirst = false } = {}) {
+// data: a POST /api/runs/{id}/predict response. The base model is always on the left and the adapted one on
+// its right (before → after), on the run page's Try it and in the playground alike.
+export function renderAnswers(box, inputs, data, task, { runTitle = "This run", baseTitle = "Base model" } = {}) {
   box.replaceChildren(...inputs.map((input, i) => {
     const columns = [el("div", { class: "try-answer", "data-model": "run" },
       el("h3", {}, runTitle), answerView(data.outputs[i], task))];
     if (data.base_outputs) {
       const base = el("div", { class: "try-answer", "data-model": "base" },
         el("h3", {}, baseTitle), answerView(data.base_outputs[i], task));
-      if (baseFirst) columns.unshift(base); else columns.push(base);
+      columns.unshift(base);
     }
     return el("article", { class: "try-result" },
       el("p", { class: "try-input" }, input),

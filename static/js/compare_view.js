@@ -98,22 +98,53 @@ function efficiencyPoints(runs, metric) {
     .filter((p) => p.x > 0 && p.y != null);
 }
 
-function labelPlugin(points) {
+const MARKER_SIZE = 11; // the efficiency chart's point diameter (CSS px), stroke 2
+
+// Where a run's name goes beside its marker: the first of right, left, above, below whose box hits neither a
+// marker nor a label already placed, nor the plot's edge (then the least bad one). Boxes in CSS px.
+function placeLabels(points, toXY, measure, plot) {
+  const gap = MARKER_SIZE / 2 + 2 + 5; // past the marker's rim and stroke, plus air
+  const markers = points.map((p) => { const [x, y] = toXY(p); const r = MARKER_SIZE / 2 + 2; return { x: x - r, y: y - r, w: 2 * r, h: 2 * r }; });
+  const hits = (a, b) => a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+  const inside = (b) => b.x >= plot.x && b.y >= plot.y && b.x + b.w <= plot.x + plot.w && b.y + b.h <= plot.y + plot.h;
+  const placed = [];
+  points.forEach((p, i) => {
+    const [x, y] = toXY(p);
+    const text = p.run.name || `Run ${p.run.id}`;
+    const w = measure(text);
+    const h = 14;
+    const candidates = [{ x: x + gap, y: y - h / 2 }, { x: x - gap - w, y: y - h / 2 },
+      { x: x - w / 2, y: y - gap - h }, { x: x - w / 2, y: y + gap }];
+    const cost = (b) => markers.filter((m) => hits(b, m)).length * 2 + placed.filter((l) => hits(b, l)).length
+      + (inside(b) ? 0 : 1);
+    const best = candidates.map((c) => ({ ...c, w, h, text, run: p.run.id, index: i }))
+      .reduce((a, b) => (cost(b) < cost(a) ? b : a));
+    placed.push(best);
+  });
+  return { labels: placed, markers };
+}
+
+function labelPlugin(points, node) {
   // Run names drawn on the canvas next to their points: canvas text is never parsed as HTML.
   return {
     hooks: {
       draw: (u) => {
         const { ctx } = u;
+        const dpr = devicePixelRatio;
         ctx.save();
-        ctx.font = `${Math.round(12 * devicePixelRatio)}px system-ui, sans-serif`;
+        ctx.font = `${Math.round(12 * dpr)}px system-ui, sans-serif`;
         ctx.textBaseline = "middle";
-        for (const p of points) {
-          ctx.fillStyle = runColor(p.run.id);
-          const x = u.valToPos(p.x, "x", true) + 8 * devicePixelRatio;
-          const y = u.valToPos(p.y, "y", true);
-          ctx.fillText(p.run.name || `Run ${p.run.id}`, x, y);
+        const plot = { x: u.bbox.left / dpr, y: u.bbox.top / dpr, w: u.bbox.width / dpr, h: u.bbox.height / dpr };
+        const { labels, markers } = placeLabels(points, (p) => [u.valToPos(p.x, "x", true) / dpr, u.valToPos(p.y, "y", true) / dpr],
+          (text) => ctx.measureText(text).width / dpr, plot);
+        for (const label of labels) {
+          ctx.fillStyle = runColor(label.run);
+          ctx.fillText(label.text, label.x * dpr, (label.y + label.h / 2) * dpr);
         }
         ctx.restore();
+        // Observable for tests: where the labels and markers are, in canvas CSS px.
+        node.dataset.labelBoxes = JSON.stringify(labels.map(({ x, y, w, h, run }) => ({ x, y, w, h, run })));
+        node.dataset.markerBoxes = JSON.stringify(markers);
       },
     },
   };
@@ -135,8 +166,8 @@ function efficiencyChart(node, points, metric) {
       { label: metric.label, size: 60, values: (u, splits) => splits.map((v) => fmtNumber(v)) }],
     series: [{ label: "trainable", value: (u, v) => (v == null ? "—" : fmtInt(v)) },
       ...points.map((p) => ({ label: p.run.name || `Run ${p.run.id}`, stroke: runColor(p.run.id), fill: runColor(p.run.id),
-        paths: () => null, points: { show: true, size: 11, width: 2 }, value: (u, v) => (v == null ? "—" : fmtNumber(v)) }))],
-    plugins: [labelPlugin(points)],
+        paths: () => null, points: { show: true, size: MARKER_SIZE, width: 2 }, value: (u, v) => (v == null ? "—" : fmtNumber(v)) }))],
+    plugins: [labelPlugin(points, node)],
   }, data, node);
 }
 

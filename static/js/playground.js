@@ -77,7 +77,7 @@ form.addEventListener("submit", async (e) => {
   try {
     const data = await api(`/api/runs/${encodeURIComponent(run.id)}/predict`, { method: "POST", json: body });
     renderAnswers(results, lines, data, run.task,
-      { baseFirst: true, baseTitle: `Base model (${run.base_model})`, runTitle: `Adapted: run #${run.id}` });
+      { baseTitle: `Base model (${run.base_model})`, runTitle: `Adapted: run #${run.id}` });
   } catch (err) {
     showAlert(error, err.message);
   }

@@ -90,7 +90,9 @@ function renderHeader() {
   $("#run-name").textContent = name;
   const parts = [methodLabel(run.method || (cfg.method && cfg.method.type)), `on ${run.base_model || cfg.base_model || "?"}`,
     `created ${fmtDate(run.created_at)}`];
-  if (run.attempts > 1) parts.push(`attempt ${run.attempts}`);
+  const resumed = (run.summary || {}).resumed_from;
+  if (resumed) parts.push(resumedText(resumed));
+  else if (run.attempts > 1) parts.push(`attempt ${run.attempts}`);
   $("#run-subtitle").textContent = parts.join(" · ");
 }
 
@@ -130,14 +132,48 @@ function renderSummary() {
   ];
   const evalRows = [["accuracy", "Eval accuracy"], ["f1", "Eval F1"], ["loss", "Eval loss"], ["perplexity", "Eval perplexity"]];
   for (const [key, label] of evalRows) if (ev[key] != null) rows.push(kv(label, fmtNumber(ev[key], 4), "strong"));
+  rows.push(...checkpointRows(s));
   // Figures the worker adds beyond the contract still deserve a line.
-  const known = new Set(["trainable_params", "total_params", "adapter_bytes", "peak_memory_bytes", "train_samples_per_s", "train_tokens_per_s", "eval"]);
+  const known = new Set(["trainable_params", "total_params", "adapter_bytes", "peak_memory_bytes", "train_samples_per_s", "train_tokens_per_s", "eval",
+    "best_step", "stopped_early", "resumed_from"]);
   for (const [key, value] of Object.entries(s)) {
     if (known.has(key) || value == null || typeof value === "object") continue;
     const label = key.replaceAll("_", " ");
     rows.push(kv(label.charAt(0).toUpperCase() + label.slice(1), typeof value === "number" ? fmtNumber(value) : String(value)));
   }
   body.replaceChildren(...rows);
+}
+
+// ---- checkpoints: resumed attempts, the best step, early stopping ---------------------------
+
+function resumedText(resumed) {
+  return `resumed from step ${fmtInt(resumed.step)} (attempt ${resumed.attempt})`;
+}
+
+function checkpointRows(s) {
+  const metric = ((run.config || {}).training || {}).metric_for_best;
+  const rows = [];
+  if (s.best_step != null) {
+    const which = s.best_step === s.steps ? "the last step" : `not the last (${fmtInt(s.steps)})`;
+    rows.push(kv("Best checkpoint", `step ${fmtInt(s.best_step)} by ${metric}: ${which}; downloads and predictions use it`));
+  }
+  if (s.stopped_early) rows.push(kv("Stopped early", `yes, at step ${fmtInt(s.steps)}: ${metric} stopped improving`));
+  if (s.resumed_from) rows.push(kv("Resumed", resumedText(s.resumed_from)));
+  return rows;
+}
+
+// With metric_for_best the adapter download is the best step's weights; when the last step's
+// differ they get a download of their own.
+async function showWeightDownloads() {
+  const s = run.summary || {};
+  let artifacts = [];
+  try { artifacts = await api(`${base}/artifacts`); } catch { return; }
+  const hasLast = artifacts.some((a) => a.kind === "adapter_last");
+  $("#download-adapter-last").hidden = !hasLast;
+  if (hasLast) {
+    $("#download-adapter").textContent = `Download adapter (best, step ${fmtInt(s.best_step)})`;
+    $("#download-adapter-last").textContent = `Download last weights (step ${fmtInt(s.steps)})`;
+  }
 }
 
 function describeMethod(m) {
@@ -185,6 +221,7 @@ async function fetchRun() {
   if (status === "succeeded") {
     setupTryIt(run);
     showMergedLink(run);
+    showWeightDownloads();
   }
   if (status === "succeeded" && run.task === "classification") showConfusion(base, run);
 }
@@ -205,6 +242,9 @@ function openStream() {
     renderStatus();
     if (TERMINAL.has(status)) {
       stream.close();
+      // Points written just before the run ended (its final evaluation) may follow the status event on the
+      // stream we just closed: read the finished curves once, so every chart, Evaluation too, has them.
+      loadFinishedCurves().catch(() => {});
       fetchRun().catch((err) => showAlert($("#run-alert"), err.message));
     } else if (changed) {
       fetchRun().catch(() => {}); // picks up started_at for the ETA

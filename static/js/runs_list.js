@@ -1,7 +1,7 @@
 // /runs: the runs table, refreshed every 2 s without reloading the page; filters and sort live in
 // the URL (bookmarkable), ticked runs are compared on /compare?runs=….
 import {
-  $, $$, api, badge, el, emptyRow, fmtDate, fmtDuration, fmtNumber, fmtPercent, methodLabel, progressBar,
+  $, $$, api, badge, el, emptyRow, fmtDate, fmtDuration, fmtNumber, fmtPercent, methodLabel, parseTime, progressBar,
   runDuration, showAlert, TERMINAL,
 } from "./common.js";
 import { setupColumns } from "./runs_columns.js";
@@ -166,17 +166,27 @@ function runRow(run) {
     el("td", {}, badge(run.status), run.queue_position != null
       ? el("span", { class: "muted small queue-place", "data-queue-position": run.queue_position }, ` #${run.queue_position} in queue`) : null),
     el("td", { class: "nowrap" }, methodLabel(run.method)),
-    el("td", {}, el("code", {}, run.base_model || "—")),
-    el("td", {}, run.dataset_id == null ? "—"
-      : el("a", { href: `/datasets/${encodeURIComponent(run.dataset_id)}` }, dsName || `#${run.dataset_id}`)),
+    el("td", { title: run.base_model || "" }, el("div", { class: "cell-clip" }, el("code", {}, run.base_model || "—"))),
+    el("td", { title: dsName || "" }, el("div", { class: "cell-clip" }, run.dataset_id == null ? "—"
+      : el("a", { href: `/datasets/${encodeURIComponent(run.dataset_id)}` }, dsName || `#${run.dataset_id}`))),
     el("td", { class: "col-progress" }, el("div", { class: "progress-cell" },
       progressBar(run.progress, `Run ${run.id} progress`), el("span", { class: "muted small" }, fmtPercent(run.progress, 0)))),
     el("td", { class: "num nowrap" }, bestEval(run)),
     ...extraColumns.cells(run),
-    el("td", { class: "nowrap" }, fmtDate(run.created_at)),
+    el("td", { class: "nowrap", title: fmtDate(run.created_at) }, shortDate(run.created_at)),
     el("td", { class: "num nowrap" }, fmtDuration(runDuration(run))),
     el("td", { class: "actions" }, action),
   );
+}
+
+// "Nov 30, 14:05" (the year only when it is not this one): the full date is the cell's title. Keeps the
+// table within a 1280 px screen.
+function shortDate(value) {
+  const d = parseTime(value);
+  if (!d) return "—";
+  const options = { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" };
+  if (d.getFullYear() !== new Date().getFullYear()) options.year = "numeric";
+  return d.toLocaleString(undefined, options);
 }
 
 async function refresh() {

@@ -43,6 +43,10 @@ function syncVisibility() {
   for (const group of $$(".method-fields")) group.hidden = group.dataset.method !== method;
   applyShowIf(methodGroup());
   $("#eval-fraction-field").hidden = evalSelect.value !== "";
+  // Accuracy and F1 are measured for classification, perplexity for causal LM.
+  const best = $("#tr-metric_for_best");
+  for (const option of best.options) option.hidden = option.disabled = Boolean(option.dataset.task) && option.dataset.task !== task;
+  if (best.selectedOptions[0] && best.selectedOptions[0].disabled) best.value = "";
   for (const picker of $$("[data-kind=runs]", methodGroup())) loadRunPicker(picker);
   scheduleEstimate();
 }

@@ -186,3 +186,21 @@ def test_lone_surrogate_is_refused_naming_the_row(client, settings):
     assert res.status_code == 422 and res.json()["detail"].startswith("Line 3:")
     assert _leftovers(settings) == before
     assert client.get("/api/datasets").status_code == 200
+
+
+def test_uploads_beyond_the_scan_slots_get_503_not_a_pile_of_threads(client, app, settings, monkeypatch):
+    from app.datasets import sandbox
+
+    monkeypatch.setattr(sandbox, "SLOT_WAIT_SECONDS", 0.5)
+    _with_settings(app, settings, scan_concurrency=1)
+    before = _leftovers(settings)
+    slot = sandbox._slot(1)
+    assert slot.acquire(timeout=5)  # another upload's scan holds the only slot
+    try:
+        res = _upload(client, "waiting.jsonl", b'{"a": 1}\n')
+    finally:
+        slot.release()
+    assert res.status_code == 503 and "try again" in res.json()["detail"]
+    assert res.headers["retry-after"] == "60"
+    assert _leftovers(settings) == before
+    assert _upload(client, "now.jsonl", b'{"a": 1}\n').status_code == 201

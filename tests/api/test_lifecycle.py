@@ -57,6 +57,24 @@ def test_expired_lease_is_requeued_then_failed_after_max_attempts(run_id):
             assert requeued == [] and _status(run_id) == "failed"
 
 
+def test_a_resumed_attempt_keeps_the_points_up_to_its_checkpoint(run_id):
+    with session_scope() as s:
+        assert lifecycle.claim(s, run_id, "w1", 30)
+        record_points(s, run_id, [("train/loss", step, 1.0 / step, 1000.0 + step) for step in range(1, 8)]
+                      + [("eval/loss", 5, 0.5, 1005.0), ("eval/loss", 7, 0.4, 1007.0)])
+        s.execute(update(Run).where(Run.id == run_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+        s.commit()
+        assert lifecycle.recover_expired(s, max_attempts=3) == [run_id]
+        assert len(series(s, run_id, ["train/loss"])["train/loss"]) == 7  # the reaper leaves the curve alone
+        lease = lifecycle.take(s, run_id, "w2", 30)
+        assert lease.attempt == 2 and lifecycle.start_attempt(s, lease, from_step=5)
+        assert series(s, run_id, None) == {"train/loss": [(step, 1.0 / step) for step in range(1, 6)],
+                                           "eval/loss": [(5, 0.5)]}
+        record_points(s, run_id, [("train/loss", 6, 0.25, 2006.0)])  # the new attempt's step 6 is stored
+        assert series(s, run_id, ["train/loss"])["train/loss"][-1] == (6, 0.25)
+        assert s.get(Run, run_id).summary == {"resumed_from": {"step": 5, "attempt": 2}}
+
+
 def test_metric_points_are_idempotent_and_ordered(run_id):
     with session_scope() as s:
         assert record_points(s, run_id, [("train/loss", 1, 2.0), ("train/loss", 2, 1.5)]) == 2
@@ -84,8 +102,12 @@ def test_a_requeued_run_starts_its_curves_afresh_and_a_cancelled_one_is_not_retr
         s.execute(update(Run).where(Run.id == run_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
         s.commit()
         assert lifecycle.recover_expired(s, max_attempts=3) == [run_id]
+        lease = lifecycle.take(s, run_id, "w2", 30)
+        stale = lifecycle.Lease(run_id, "w1", 1)
+        assert lifecycle.start_attempt(s, stale, from_step=0) is False  # not w1's any more
+        assert series(s, run_id, None) == {"train/loss": [(1, 3.0)]}  # so it changed nothing
+        assert lifecycle.start_attempt(s, lease, from_step=0)  # no checkpoint: from scratch
         assert series(s, run_id, None) == {}  # the dead attempt's points are gone
-        assert lifecycle.claim(s, run_id, "w2", 30)
         lifecycle.request_cancel(s, run_id)
         s.execute(update(Run).where(Run.id == run_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
         s.commit()

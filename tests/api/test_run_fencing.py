@@ -68,8 +68,10 @@ def test_a_stale_attempt_can_write_nothing_even_under_the_same_worker_name(run_i
     _expire(run_id)
     with session_scope() as s:
         assert lifecycle.recover_expired(s, max_attempts=3) == [run_id]
-        # The same process claims it again (one worker, one queue): same worker name, attempt 2.
+        # The same process claims it again (one worker, one queue): same worker name, attempt 2. With
+        # no checkpoint to resume from it starts over: attempt 1's points go.
         second = lifecycle.take(s, run_id, "host:1", 30)
+        assert lifecycle.start_attempt(s, second, from_step=0)
     assert second.attempt == 2 and second.worker == first.worker
 
     # Attempt 1 wakes up with points in its buffer: none of them, nor its progress, is written.
@@ -79,6 +81,11 @@ def test_a_stale_attempt_can_write_nothing_even_under_the_same_worker_name(run_i
     with pytest.raises(LeaseLost):
         reporter.flush()
     assert keeper.lost.is_set() and reporter.should_stop()
+    with pytest.raises(LeaseLost):  # nor does it empty an output directory its successor writes to
+        reporter.check_lease()
+    with pytest.raises(LeaseLost):  # the database says so too, to a reporter that had not noticed yet
+        SqlReporter(first, LeaseKeeper(first, 30, 1)).check_lease()
+    assert SqlReporter(second, LeaseKeeper(second, 30, 1)).check_lease() is None
     with session_scope() as s:
         assert lifecycle.heartbeat(s, run_id, first.worker, 30, attempt=first.attempt) is None
         assert lifecycle.set_progress(s, run_id, first.worker, 0.95, attempt=first.attempt) is False
@@ -117,8 +124,12 @@ def test_the_reaper_waits_for_a_write_in_flight_and_then_clears_it(run_id):
     reaper.join(timeout=30)
     assert recovered == [[run_id]]
     with session_scope() as s:
-        assert series(s, run_id, None) == {}  # the in-flight points went with the attempt
+        # Written while the lease held: they stay until the next attempt starts from its checkpoint.
+        assert series(s, run_id, None) == {"train/loss": [(1, 3.0)]}
         assert lifecycle.hold(s, lease) is None
+        assert lifecycle.start_attempt(s, lease, from_step=0) is False  # the old lease can change nothing
+        assert lifecycle.start_attempt(s, lifecycle.take(s, run_id, "host:3", 30), from_step=0)
+        assert series(s, run_id, None) == {}  # no checkpoint: the new attempt starts over
 
 
 def _recover() -> list[int]:

@@ -154,11 +154,21 @@ def test_cancel_stops_a_running_run_and_the_worker_takes_the_next(client, worker
 
 
 def test_a_failing_run_records_the_reason_and_traceback(client, worker_process, tiny_model_id):
+    # What the server cannot know at submit: the dataset's stored file vanished from the disk.
+    from app.config import get_settings
+    from app.datasets.models import Dataset
+    from app.datasets.service import dataset_file
+    from app.db import session_scope
+
     ds = client.post("/api/datasets", files={"file": ("fail.csv", sentiment_csv(32, seed=5))}).json()
+    with session_scope() as session:
+        stored = dataset_file(get_settings(), session.get(Dataset, ds["id"]))
+    stored.unlink()
     body = {"dataset_id": ds["id"], "base_model": tiny_model_id, "columns": {"text": "review", "label": "sentiment"},
-            "method": {"type": "lora", "target_modules": ["no_such_layer"]}, "training": {"max_steps": 2}}
-    run = client.post("/api/runs", json=body).json()
-    failed = wait_for_status(lambda: client.get(f"/api/runs/{run['id']}").json(), ("failed", "succeeded"))
+            "method": {"type": "lora"}, "training": {"max_steps": 2}}
+    run = client.post("/api/runs", json=body)
+    assert run.status_code == 201, run.text
+    failed = wait_for_status(lambda: client.get(f"/api/runs/{run.json()['id']}").json(), ("failed", "succeeded"))
     assert failed["status"] == "failed"
-    assert "no_such_layer" in failed["error"]
+    assert stored.name in failed["error"]
     assert "Traceback" in failed["traceback"]

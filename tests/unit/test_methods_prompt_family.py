@@ -347,7 +347,7 @@ def test_fine_tune_then_load_trained_reproduces_the_predictions(peftlab_env, sou
     rows = sentiment_rows(80, seed=5)
     summary, artifacts = tasks.fine_tune(config, rows, None, sources["bert"], MemoryReporter(),
                                          artifact_dir=lambda kind: tmp_path / kind)
-    assert set(artifacts) == {"adapter", "predictions"}
+    assert set(artifacts) == {"adapter", "predictions", "checkpoints"}
     assert summary["trainable_params"] == expected_trainable(
         "prefix" if method["type"] == "prefix" else "ptuning-mlp", load_base_model(sources["bert"], "classification",
                                                                                     LABELS).config, "classification")

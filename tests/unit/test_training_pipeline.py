@@ -44,7 +44,8 @@ def test_fine_tune_classification_writes_a_self_describing_adapter(tasks, tmp_pa
     outcome = tasks.fine_tune(_config(), rows, None, source, MemoryReporter(),
                               artifact_dir=lambda kind: (tmp_path / "out" / kind))
     summary, artifacts = outcome
-    assert set(artifacts) == {"adapter", "predictions", "merged"}  # merged: LoRA folded into the base
+    # merged: LoRA folded into the base; checkpoints: the final one, so a failed final write costs no steps
+    assert set(artifacts) == {"adapter", "predictions", "merged", "checkpoints"}
     assert summary["trainable_params"] == 2 * 2 * 2 * 32 * 8 + 32 * 2 + 2
     assert summary["total_params"] > summary["trainable_params"] and summary["adapter_bytes"] > 0
     assert summary["train_samples_per_s"] > 0 and summary["train_tokens_per_s"] > summary["train_samples_per_s"]
@@ -89,7 +90,7 @@ def test_fine_tune_causal_lm_with_a_separate_eval_dataset(tasks, tmp_path):
                      training={"learning_rate": 0.03, "max_steps": 12, "batch_size": 8, "eval_every": 6})
     summary, artifacts = tasks.fine_tune(config, opposite_rows(40), opposite_rows(10, seed=1), source,
                                          MemoryReporter(), artifact_dir=lambda kind: (tmp_path / "out" / kind))
-    assert set(artifacts) == {"adapter", "merged"}
+    assert set(artifacts) == {"adapter", "merged", "checkpoints"}  # no predictions: they are classification only
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in artifacts["adapter"].iterdir()}
     assert summary["eval"]["perplexity"] > 1 and summary["eval"]["accuracy"] is None
     assert summary["eval_examples"] == 10 and summary["train_examples"] == 40
@@ -126,3 +127,24 @@ def test_failure_reason_names_unexpected_errors(tasks):
     assert failure_reason(RuntimeError("boom\nmore detail")) == "RuntimeError: boom"
     assert failure_reason(ValueError("a clear reason")) == "a clear reason"
     assert failure_reason(KeyError()) == "KeyError"
+
+
+def test_fine_tune_ships_the_best_step_and_keeps_the_last(tasks, tmp_path):
+    """Accuracy never improves at a learning rate of 1e-9: the best step is the first evaluation's,
+    patience 2 stops the run two evaluations later, and both weights are saved."""
+    from safetensors.torch import load_file
+
+    source = str(make_tiny_bert(tmp_path / "bert"))
+    config = _config(training={"learning_rate": 1e-9, "max_steps": 100, "batch_size": 16, "eval_every": 4,
+                               "max_length": 32, "metric_for_best": "eval/accuracy", "early_stopping_patience": 2})
+    summary, artifacts = tasks.fine_tune(config, sentiment_rows(200, seed=3), None, source, MemoryReporter(),
+                                         artifact_dir=lambda kind: (tmp_path / "out" / kind))
+    assert (summary["best_step"], summary["steps"], summary["stopped_early"]) == (4, 12, True)
+    assert {"adapter", "adapter_last", "merged", "predictions", "checkpoints"} <= set(artifacts)
+    best = load_file(artifacts["adapter"] / "adapter_model.safetensors")
+    last = load_file(artifacts["adapter_last"] / "adapter_model.safetensors")
+    assert best.keys() == last.keys() and any(not torch.equal(best[k], last[k]) for k in best)
+    checkpoint = load_file(artifacts["checkpoints"] / "step-00000004" / "weights.safetensors")
+    head = next(k for k in checkpoint if k.endswith("classifier.modules_to_save.default.weight"))
+    assert torch.equal(best[next(k for k in best if k.endswith("classifier.weight"))], checkpoint[head])
+    assert sorted(p.name for p in artifacts["checkpoints"].iterdir()) == ["step-00000004", "step-00000012"]

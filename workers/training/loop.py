@@ -1,8 +1,11 @@
 """The training loop: AdamW over the trainable parameters, linear warmup then linear decay,
-gradient accumulation, clipping at 1.0, periodic evaluation, cooperative stop.
+gradient accumulation, clipping at 1.0, periodic evaluation, cooperative stop, resumable
+checkpoints, the best checkpoint and early stopping.
 
 One function, read top to bottom. It knows nothing about SQL or Celery: metrics go to a
-`Reporter`, and `reporter.should_stop()` is checked before every optimizer step.
+`Reporter`, and `reporter.should_stop()` is checked before every optimizer step. Resuming from a
+checkpoint restores weights, optimizer, RNGs, data position and LR step, so the run continues
+exactly as if it had never stopped.
 """
 import logging
 import math
@@ -16,11 +19,12 @@ import psutil
 import torch
 from torch import nn
 
-from app.runs.schemas import Training
+from app.runs.schemas import LOWER_IS_BETTER, Training
 from workers.training.data import Batch, Example, PreparedData, collate
 from workers.training.evaluation import EvalResult, autocast, batch_loss, evaluate
 from workers.training.gpu_metrics import GpuSampler
 from workers.training.reporting import Reporter
+from workers.training.resume import CHECKPOINT_SECONDS, Checkpoint, CheckpointStore, LoopState
 from workers.training.schedule import lr_schedule
 
 log = logging.getLogger(__name__)
@@ -37,6 +41,9 @@ class TrainResult:
     train_samples_per_s: float
     train_tokens_per_s: float
     peak_memory_bytes: int
+    best_step: int | None = None  # metric_for_best set: the step of the best evaluation
+    best_eval: EvalResult | None = None  # that evaluation, when this attempt made it
+    stopped_early: bool = False
 
 
 def pick_device() -> torch.device:
@@ -49,9 +56,14 @@ def seed_everything(seed: int) -> None:
 
 
 def train(model: nn.Module, data: PreparedData, *, task: str, training: Training, pad_id: int,
-          reporter: Reporter, device: torch.device | None = None) -> TrainResult:
+          reporter: Reporter, device: torch.device | None = None, checkpoints: CheckpointStore | None = None,
+          resume: Checkpoint | None = None) -> TrainResult:
+    """Train `model` in place. With `checkpoints`, save resumable checkpoints as training.checkpoint_every
+    says and at each new best evaluation; with `resume`, continue from that checkpoint."""
     if not data.train:
         raise ValueError("there are no training examples")
+    if training.metric_for_best and checkpoints is None:
+        raise ValueError("metric_for_best needs a checkpoint store to keep the best weights in")
     device = device or pick_device()
     seed_everything(training.seed)
     if device.type == "cuda":
@@ -74,7 +86,17 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     batches_per_epoch = math.ceil(len(data.train) / training.batch_size)
     total_steps = training.max_steps or max(1, math.ceil(training.epochs * batches_per_epoch / accum))
     warmup_steps = round(training.warmup_ratio * total_steps)
+    schedule = {"kind": training.lr_scheduler, "total_steps": total_steps, "warmup_steps": warmup_steps,
+                "peak_lr": training.learning_rate}  # the LR is a function of the step: restoring the step restores it
     lr_at = lr_schedule(training, total_steps, warmup_steps)  # step (from 0) → rate, after warmup as training.lr_scheduler says
+
+    # Everything the loop carries from step to step lives in `state`, so a checkpoint can save it.
+    state = LoopState()
+    if resume is not None:
+        state = checkpoints.restore(resume, model, optimizer)
+    stream = BatchStream(data.train, training.batch_size, training.seed, pad_id, state.epoch, state.batch_start)
+    best_eval: EvalResult | None = None
+    metric = training.metric_for_best
 
     def run_eval(step: int) -> EvalResult | None:
         result = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device)
@@ -85,12 +107,29 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
                      ", ".join(f"{name} {value:.4g}" for name, value in result.metrics.items()))
         return result
 
+    def track_best(step: int, result: EvalResult) -> bool:
+        """Update the best metric and the early-stopping count; True when this evaluation is the new best."""
+        value = result.metrics.get(metric.removeprefix("eval/"))
+        if value is None or not math.isfinite(value):
+            improved = False
+        elif state.best_value is None:
+            improved = True
+        else:
+            improved = value < state.best_value if LOWER_IS_BETTER[metric] else value > state.best_value
+        if improved:
+            state.best_value, state.best_step, state.evals_without_improvement = value, step, 0
+        else:
+            state.evals_without_improvement += 1
+            patience = training.early_stopping_patience
+            state.stopped_early = patience is not None and state.evals_without_improvement >= patience
+        return improved
+
     gpu = GpuSampler(device)
-    log.info("training %d steps of %d examples on %s", total_steps, training.batch_size * accum, device)
-    stream = micro_batches(data.train, training.batch_size, training.seed, pad_id)
+    log.info("training %d steps of %d examples on %s%s", total_steps, training.batch_size * accum, device,
+             f", resuming after step {state.step}" if resume is not None else "")
     pending: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []  # step metrics still on the device
     window = {"start": time.perf_counter(), "tokens": 0, "samples": 0}
-    totals = {"seconds": 0.0, "tokens": 0, "samples": 0}
+    totals = state.totals
 
     def report_window(step: int) -> None:
         """Report the queued steps with one device sync, and the window's throughput."""
@@ -114,14 +153,34 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         pending.clear()
         window.update(start=time.perf_counter(), tokens=0, samples=0)
 
+    last_checkpoint = {"step": state.step, "time": time.monotonic()}
+
+    def save_checkpoint() -> None:
+        if pending:
+            report_window(state.step)  # the points up to the checkpoint go out before it is written
+        state.epoch, state.batch_start = stream.epoch, stream.start
+        # A refused or failed write (database or disk down) waits for the next due one, not the next step.
+        checkpoints.save(state, model, optimizer, schedule)
+        last_checkpoint.update(step=state.step, time=time.monotonic())
+        window["start"] = time.perf_counter()  # writing is not training throughput
+
+    def checkpoint_due() -> bool:
+        every = training.checkpoint_every
+        if checkpoints is None or every == 0:
+            return False
+        if state.step == total_steps or state.stopped_early:
+            return True  # a retry after a failed final write then has nothing left to train
+        if every is None:
+            return time.monotonic() - last_checkpoint["time"] >= CHECKPOINT_SECONDS
+        return state.step - last_checkpoint["step"] >= every
+
     last_eval: EvalResult | None = None
-    step = micro_done = 0
     stopped = False
-    while step < total_steps:
+    while state.step < total_steps and not state.stopped_early:
         if reporter.should_stop():
             stopped = True
             break
-        lr = lr_at(step)
+        lr = lr_at(state.step)
         for group in optimizer.param_groups:
             group["lr"] = lr
 
@@ -139,13 +198,14 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         grad_norm = torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        step += 1
+        state.step += 1
+        step = state.step
 
-        micro_done += accum
+        state.micro_done += accum
         window["tokens"] += sum(b.num_tokens for b in micro)
         window["samples"] += sum(len(b.rows) for b in micro)
         pending.append((step, step_loss / step_targets, grad_norm, lr))
-        reporter.report("train/epoch", step, micro_done / batches_per_epoch)
+        reporter.report("train/epoch", step, state.micro_done / batches_per_epoch)
 
         eval_due = step % training.eval_every == 0 or step == total_steps
         if eval_due or time.perf_counter() - window["start"] >= LOG_SECONDS:
@@ -153,25 +213,51 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         if eval_due and data.eval:
             last_eval = run_eval(step)
             window["start"] = time.perf_counter()  # evaluation time is not training throughput
+            if metric and last_eval is not None and track_best(step, last_eval):
+                best_eval = last_eval
+                save_checkpoint()  # the best weights, kept until a better evaluation comes
+        if checkpoint_due():
+            save_checkpoint()
         reporter.progress(step / total_steps)
     if pending:
-        report_window(step)
+        report_window(state.step)
+    if resume is not None and last_eval is None and not stopped and data.eval:
+        # Resumed from the final checkpoint (a retry after the final write failed): the last
+        # evaluation's points are in already, but the summary and predictions need its result.
+        last_eval = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device)
 
     seconds = totals["seconds"]
-    return TrainResult(steps=step, stopped=stopped, eval=None if stopped else last_eval,
+    return TrainResult(steps=state.step, stopped=stopped, eval=None if stopped else last_eval,
                        train_samples_per_s=totals["samples"] / seconds if seconds else 0.0,
                        train_tokens_per_s=totals["tokens"] / seconds if seconds else 0.0,
-                       peak_memory_bytes=peak_memory_bytes(device))
+                       peak_memory_bytes=peak_memory_bytes(device), best_step=state.best_step,
+                       best_eval=best_eval,  # None when the best came from an attempt before a resume
+                       stopped_early=state.stopped_early)
 
 
-def micro_batches(examples: list[Example], batch_size: int, seed: int, pad_id: int) -> Iterator[Batch]:
-    """Endless shuffled batches, a fresh seeded permutation each epoch (same seed, same order)."""
-    epoch = 0
-    while True:
-        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-        for start in range(0, len(order), batch_size):
-            yield collate([examples[i] for i in order[start:start + batch_size]], pad_id)
-        epoch += 1
+class BatchStream:
+    """Endless shuffled batches, a fresh seeded permutation each epoch (same seed, same order).
+
+    (epoch, start) is the position of the next batch: a checkpoint saves it and a resumed run
+    starts the stream there."""
+
+    def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int, epoch: int = 0, start: int = 0):
+        self.examples, self.batch_size, self.seed, self.pad_id = examples, batch_size, seed, pad_id
+        self.epoch, self.start = epoch, start
+        self._order: tuple[int, list[int]] | None = None  # (epoch, permutation)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        if self.start >= len(self.examples):
+            self.epoch, self.start = self.epoch + 1, 0
+        if self._order is None or self._order[0] != self.epoch:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            self._order = (self.epoch, torch.randperm(len(self.examples), generator=generator).tolist())
+        indices = self._order[1][self.start:self.start + self.batch_size]
+        self.start += self.batch_size
+        return collate([self.examples[i] for i in indices], self.pad_id)
 
 
 def memory_bytes(device: torch.device) -> int:
