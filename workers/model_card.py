@@ -111,7 +111,7 @@ def render_card(facts: CardFacts, *, kind: str, is_peft: bool, is_whole_model: b
              f"| base model | `{facts.base_reference}` (registered as `{c.base_model}`) |",
              f"| method | {method_name}: {_settings(method)} |",
              f"| dataset | {_escape(facts.dataset_name)}: {_sizes(s)} |",
-             f"| columns | {', '.join(f'{k} ← `{v}`' for k, v in c.columns.model_dump(exclude_none=True).items())} |",
+             f"| columns | {', '.join(f'{k} ← `{v}`' for k, v in c.columns.model_dump(exclude_none=True, exclude={'label_names'}).items())} |",
              f"| training | {_settings(c.training.model_dump(), skip_none=True)} |"]
     if s.get("steps"):
         lines.append(f"| optimiser steps | {s['steps']:,} |")

@@ -132,7 +132,7 @@ def _run(run_id: int, settings: Settings, reporter: SqlReporter) -> tuple[dict, 
         files = [_dataset_location(session, settings, config.dataset_id)]
         if config.eval_dataset_id is not None:
             files.append(_dataset_location(session, settings, config.eval_dataset_id))
-    rows = [list(iter_rows(*f)) for f in files]
+    rows = [list(iter_rows(path, fmt, has_header, column_names=names)) for path, fmt, has_header, names in files]
     lease = reporter.lease
     checkpoints = _checkpoint_store(settings, reporter)
     if lease.attempt <= 1:
@@ -194,11 +194,11 @@ def _adapter_location(settings: Settings, run_id: int) -> Path:
         return absolute_path(settings, artifact)
 
 
-def _dataset_location(session, settings: Settings, dataset_id: int) -> tuple[Path, str, bool | None]:
+def _dataset_location(session, settings: Settings, dataset_id: int) -> tuple[Path, str, bool | None, dict | None]:
     dataset = session.get(Dataset, dataset_id)
     if dataset is None:
         raise LookupError(f"dataset {dataset_id} no longer exists")
-    return dataset_file(settings, dataset), dataset.format, dataset.has_header
+    return dataset_file(settings, dataset), dataset.format, dataset.has_header, dataset.column_names
 
 
 def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None, source: str, reporter: Reporter,

@@ -45,7 +45,8 @@ def column_problems(columns: Columns, available: Iterable[str], what: str) -> li
     names = list(available)
     shown = ", ".join(repr(n) for n in names[:20]) + (", …" if len(names) > 20 else "")
     return [Problem(("columns", role), f"column {column!r} is not in the {what} (its columns: [{shown}])")
-            for role, column in columns.model_dump().items() if column is not None and column not in names]
+            for role, column in columns.model_dump(exclude={"label_names"}).items()
+            if column is not None and column not in names]
 
 
 def usable_length(positions: int | None, virtual_tokens: int, max_length: int) -> int:

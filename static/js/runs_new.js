@@ -1,5 +1,6 @@
 // /runs/new: build the POST /api/runs body from the form and show 422 errors beside their fields.
 import { $, $$, api, el, fmtCount, fmtInt, fmtPercent, methodLabel } from "./common.js";
+import { describeLabelValues, readClassNames, writeClassNames } from "./class_names.js";
 
 const form = $("#run-form");
 const datasetSelect = $("#run-dataset");
@@ -135,6 +136,7 @@ function buildBody() {
   for (const select of $$("#column-fields select")) {
     if (visible(select) && select.value) columns[select.dataset.column] = select.value;
   }
+  if (columns.label && visible($("#col-label_names")) && readClassNames() != null) columns.label_names = readClassNames();
   const training = {};
   for (const input of $$("[data-loc^='training.']")) training[input.dataset.loc.slice(9)] = numberOrNull(input);
   const evalId = evalSelect.value ? Number(evalSelect.value) : null;
@@ -351,6 +353,8 @@ for (const group of $$(".method-fields")) {
   group.addEventListener("change", () => { applyShowIf(group); scheduleEstimate(); });
 }
 $("#col-label").addEventListener("change", scheduleEstimate);
+const describeLabels = () => describeLabelValues(datasetSelect.value, taskSelect.value === "classification" ? $("#col-label").value : "");
+for (const input of [$("#col-label"), datasetSelect, taskSelect]) input.addEventListener("change", describeLabels);
 
 form.addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -410,6 +414,7 @@ async function prefillFrom(runId) {
   for (const select of $$("#column-fields select")) {
     if (visible(select) && columns[select.dataset.column] != null) select.value = columns[select.dataset.column];
   }
+  writeClassNames(columns.label_names);
   const group = $(`.method-fields[data-method="${CSS.escape(method.type)}"]`);
   for (const input of group ? $$("[data-loc^='method.']", group) : []) {
     const key = input.dataset.loc.slice("method.".length);
@@ -421,8 +426,9 @@ async function prefillFrom(runId) {
   }
   syncVisibility(); // settings shown only with others (data-show-if) follow the prefilled values
   scheduleEstimate();
+  describeLabels();
 }
 
 syncVisibility();
 const cloneId = new URLSearchParams(window.location.search).get("clone");
-loadChoices().then(() => (cloneId ? prefillFrom(cloneId) : null));
+loadChoices().then(() => (cloneId ? prefillFrom(cloneId) : describeLabels()));
