@@ -24,8 +24,9 @@ def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
 
 
 def load_base_model(source: str, task: str, labels: list[str] | None = None,
-                    tokenizer: PreTrainedTokenizerBase | None = None) -> PreTrainedModel:
-    """The base model for `task`, in float32 (training autocasts), with its pad token id set.
+                    tokenizer: PreTrainedTokenizerBase | None = None,
+                    dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """The base model for `task`, its weights in `dtype` (training.precision), with its pad token id set.
 
     classification: a sequence-classification head with one output per label, freshly
     initialised when the checkpoint's head has another size.
@@ -34,11 +35,11 @@ def load_base_model(source: str, task: str, labels: list[str] | None = None,
         if not labels:
             raise ValueError("classification needs the list of labels")
         model = AutoModelForSequenceClassification.from_pretrained(
-            source, use_safetensors=True, dtype=torch.float32, num_labels=len(labels),
+            source, use_safetensors=True, dtype=dtype, num_labels=len(labels),
             id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
             ignore_mismatched_sizes=True)
     elif task == "causal_lm":
-        model = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(source, use_safetensors=True, dtype=dtype)
     else:
         raise ValueError(f"unknown task {task!r}")
     if tokenizer is not None and model.config.pad_token_id is None:

@@ -39,7 +39,8 @@ from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_p
 from workers.training.data import prepare_data
 from workers.training.evaluation import evaluate
 from workers.training.log_capture import RunLogCapture
-from workers.training.loop import TrainResult, seed_everything, train
+from workers.training.loop import TrainResult, pick_device, seed_everything, train
+from workers.training.precision import resolve_precision, upcast_trainable
 from workers.training.resume import WEIGHTS_FILE, Checkpoint, CheckpointStore, load_weights
 from workers.training.reporting import LeaseKeeper, LeaseLost, Reporter, SqlReporter, retry_database
 
@@ -220,8 +221,10 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     seed_everything(t.seed)  # the new head and the method's weights initialise the same every time
     method = get_method(config.method.type)
     context = BuildContext(source=source, tokenizer=tokenizer, adapter_dir=find_adapter or BuildContext().adapter_dir)
-    model = method.build(load_base_model(source, config.task, data.labels, tokenizer), config.method, config.task,
-                         context)
+    precision = resolve_precision(t.precision, pick_device())
+    model = method.build(load_base_model(source, config.task, data.labels, tokenizer, dtype=precision.dtype),
+                         config.method, config.task, context)
+    upcast_trainable(model)  # the optimizer keeps fp32 weights; the frozen base stays in precision.dtype
     log.info("%s on %s: %s of %s parameters train", config.method.type, config.base_model,
              f"{method.trainable_parameters(model):,}", f"{total_parameters(model):,}")
     checkpoints = checkpoints or CheckpointStore(lambda: artifact_dir("checkpoints"))
@@ -244,7 +247,8 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
         artifacts["adapter_last"] = save("adapter_last")[0]
         load_weights(model, best.path / WEIGHTS_FILE)
         final_eval = result.best_eval or evaluate(model, data.eval, task=config.task, pad_id=tokenizer.pad_token_id,
-                                                  batch_size=t.batch_size, device=next(model.parameters()).device)
+                                                  batch_size=t.batch_size, device=next(model.parameters()).device,
+                                                  precision=precision)
         shipped_step = best.step
     adapter_dir, adapter_bytes = save("adapter")
     artifacts |= {"adapter": adapter_dir, **method.extra_artifacts(model, artifact_dir)}
@@ -260,6 +264,7 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
         train_samples_per_s=result.train_samples_per_s, train_tokens_per_s=result.train_tokens_per_s,
         eval=EvalSummary(**(final_eval.metrics if final_eval else {})),
         steps=result.steps, train_examples=len(data.train), eval_examples=len(data.eval), max_length_used=max_length,
+        precision=precision.name,
     )
     if t.metric_for_best:
         summary.best_step, summary.stopped_early = shipped_step, result.stopped_early

@@ -77,6 +77,10 @@ class Training(_Strict):
     early_stopping_patience: int | None = Field(
         None, ge=1, le=10_000, description="Stop after this many evaluations without improving metric_for_best; "
         "null = never stop early.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="The dtype the base weights load in and the forward autocasts to; trainable weights "
+        "stay fp32. auto: bf16 on a GPU that supports it, else fp16 with loss scaling; fp32 on a CPU. "
+        "fp16 on a CPU worker trains in fp32. The run summary records the precision used.")
 
     @field_validator("early_stopping_patience")
     @classmethod

@@ -136,7 +136,9 @@ function buildBody() {
     if (visible(select) && select.value) columns[select.dataset.column] = select.value;
   }
   const training = {};
-  for (const input of $$("[data-loc^='training.']")) training[input.dataset.loc.slice(9)] = numberOrNull(input);
+  for (const input of $$("[data-loc^='training.']")) {
+    training[input.dataset.loc.slice(9)] = input.type === "checkbox" ? input.checked : numberOrNull(input);
+  }
   const evalId = evalSelect.value ? Number(evalSelect.value) : null;
   return {
     name: $("#run-name").value.trim() || null,

@@ -23,6 +23,7 @@ from app.runs.schemas import LOWER_IS_BETTER, Training
 from workers.training.data import Batch, Example, PreparedData, collate
 from workers.training.evaluation import EvalResult, autocast, batch_loss, evaluate
 from workers.training.gpu_metrics import GpuSampler
+from workers.training.precision import resolve_precision
 from workers.training.reporting import Reporter
 from workers.training.resume import CHECKPOINT_SECONDS, Checkpoint, CheckpointStore, LoopState
 
@@ -70,6 +71,10 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         torch.cuda.reset_peak_memory_stats(device)
     model.to(device)
     model.train()
+    # The base weights were loaded in this dtype (fine_tune); the forward autocasts to it, and
+    # fp16 on CUDA scales the loss so small gradients do not underflow.
+    precision = resolve_precision(training.precision, device)
+    scaler = precision.grad_scaler()
 
     # Optimizer: decay matrices only (not biases / norms), over what the method left trainable.
     params = [p for p in model.parameters() if p.requires_grad]
@@ -78,7 +83,8 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": training.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=training.learning_rate, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(groups, lr=training.learning_rate,
+                                  fused=device.type == "cuda" and all(p.dtype == torch.float32 for p in params))
 
     # Schedule length: max_steps wins over epochs.
     accum = training.gradient_accumulation
@@ -102,7 +108,8 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     metric = training.metric_for_best
 
     def run_eval(step: int) -> EvalResult | None:
-        result = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device)
+        result = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device,
+                          precision=precision)
         if result is not None:
             for name, value in result.metrics.items():
                 reporter.report(f"eval/{name}", step, value)
@@ -194,12 +201,14 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         step_loss = torch.zeros((), device=device)
         for batch in micro:
             batch = batch.to(device)
-            with autocast(device):
+            with autocast(device, precision):
                 loss_sum, _ = batch_loss(model, batch, task)
-            (loss_sum / step_targets).backward()
+            scaler.scale(loss_sum / step_targets).backward()
             step_loss += loss_sum.detach()
+        scaler.unscale_(optimizer)  # clipping sees the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-        optimizer.step()
+        scaler.step(optimizer)  # skipped (and the scale lowered) when fp16 gradients overflowed
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         step = state.step
@@ -227,7 +236,8 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     if resume is not None and last_eval is None and not stopped and data.eval:
         # Resumed from the final checkpoint (a retry after the final write failed): the last
         # evaluation's points are in already, but the summary and predictions need its result.
-        last_eval = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device)
+        last_eval = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device,
+                          precision=precision)
 
     seconds = totals["seconds"]
     return TrainResult(steps=state.step, stopped=stopped, eval=None if stopped else last_eval,
