@@ -38,6 +38,7 @@ from workers.model_loading import load_base_model, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
 from workers.training.data import prepare_data
 from workers.training.evaluation import evaluate
+from workers.training.grad_checkpointing import enable_gradient_checkpointing
 from workers.training.log_capture import RunLogCapture
 from workers.training.loop import TrainResult, pick_device, seed_everything, train
 from workers.training.precision import resolve_precision, upcast_trainable
@@ -222,9 +223,11 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     method = get_method(config.method.type)
     context = BuildContext(source=source, tokenizer=tokenizer, adapter_dir=find_adapter or BuildContext().adapter_dir)
     precision = resolve_precision(t.precision, pick_device())
-    model = method.build(load_base_model(source, config.task, data.labels, tokenizer, dtype=precision.dtype),
-                         config.method, config.task, context)
+    base = load_base_model(source, config.task, data.labels, tokenizer, dtype=precision.dtype)
+    model = method.build(base, config.method, config.task, context)
     upcast_trainable(model)  # the optimizer keeps fp32 weights; the frozen base stays in precision.dtype
+    if t.gradient_checkpointing:
+        enable_gradient_checkpointing(base)
     log.info("%s on %s: %s of %s parameters train", config.method.type, config.base_model,
              f"{method.trainable_parameters(model):,}", f"{total_parameters(model):,}")
     checkpoints = checkpoints or CheckpointStore(lambda: artifact_dir("checkpoints"))
