@@ -12,7 +12,7 @@ import math
 import random
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import psutil
@@ -23,6 +23,7 @@ from app.runs.schemas import LOWER_IS_BETTER, Training
 from workers.training.data import Batch, Example, PreparedData, collate
 from workers.training.evaluation import EvalResult, autocast, batch_loss, evaluate
 from workers.training.gpu_metrics import GpuSampler
+from workers.training.packing import packed_collate, prepare_for_packing
 from workers.training.precision import resolve_precision
 from workers.training.reporting import Reporter
 from workers.training.resume import CHECKPOINT_SECONDS, Checkpoint, CheckpointStore, LoopState
@@ -103,7 +104,10 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     state = LoopState()
     if resume is not None:
         state = checkpoints.restore(resume, model, optimizer)
-    stream = BatchStream(data.train, training.batch_size, training.seed, pad_id, state.epoch, state.batch_start)
+    if training.packing:
+        prepare_for_packing(model)
+    stream = BatchStream(data.train, training.batch_size, training.seed, pad_id, state.epoch, state.batch_start,
+                         collate_fn=packed_collate(training.max_length) if training.packing else collate)
     best_eval: EvalResult | None = None
     metric = training.metric_for_best
 
@@ -254,8 +258,10 @@ class BatchStream:
     (epoch, start) is the position of the next batch: a checkpoint saves it and a resumed run
     starts the stream there."""
 
-    def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int, epoch: int = 0, start: int = 0):
+    def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int, epoch: int = 0, start: int = 0,
+                 collate_fn: Callable[[list[Example], int], Batch] = collate):
         self.examples, self.batch_size, self.seed, self.pad_id = examples, batch_size, seed, pad_id
+        self.collate_fn = collate_fn  # collate (padded rows) or packing's (several examples a row)
         self.epoch, self.start = epoch, start
         self._order: tuple[int, list[int]] | None = None  # (epoch, permutation)
 
@@ -270,7 +276,7 @@ class BatchStream:
             self._order = (self.epoch, torch.randperm(len(self.examples), generator=generator).tolist())
         indices = self._order[1][self.start:self.start + self.batch_size]
         self.start += self.batch_size
-        return collate([self.examples[i] for i in indices], self.pad_id)
+        return self.collate_fn([self.examples[i] for i in indices], self.pad_id)
 
 
 def memory_bytes(device: torch.device) -> int:
