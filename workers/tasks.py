@@ -34,7 +34,7 @@ from workers.celery_app import celery
 from workers.methods import get_method, total_parameters
 from workers.methods.base import BuildContext
 from workers.model_card import write_model_cards
-from workers.model_loading import load_base_model, load_tokenizer
+from workers.model_loading import attention_implementation, load_base_model, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
 from workers.training.data import prepare_data
 from workers.training.evaluation import evaluate
@@ -223,7 +223,8 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     method = get_method(config.method.type)
     context = BuildContext(source=source, tokenizer=tokenizer, adapter_dir=find_adapter or BuildContext().adapter_dir)
     precision = resolve_precision(t.precision, pick_device())
-    base = load_base_model(source, config.task, data.labels, tokenizer, dtype=precision.dtype)
+    base = load_base_model(source, config.task, data.labels, tokenizer, dtype=precision.dtype,
+                           attn_implementation=attention_implementation(precision.device, precision.dtype))
     model = method.build(base, config.method, config.task, context)
     upcast_trainable(model)  # the optimizer keeps fp32 weights; the frozen base stays in precision.dtype
     if t.gradient_checkpointing:
@@ -267,7 +268,7 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
         train_samples_per_s=result.train_samples_per_s, train_tokens_per_s=result.train_tokens_per_s,
         eval=EvalSummary(**(final_eval.metrics if final_eval else {})),
         steps=result.steps, train_examples=len(data.train), eval_examples=len(data.eval), max_length_used=max_length,
-        precision=precision.name,
+        precision=precision.name, attention=base.config._attn_implementation,
     )
     if t.metric_for_best:
         summary.best_step, summary.stopped_early = shipped_step, result.stopped_early

@@ -7,7 +7,7 @@ import torch
 from app.runs.schemas import Columns, LoraMethod, RunCreate, Training
 from tests.tiny_models import make_tiny_llama, opposite_rows
 from workers.methods import get_method
-from workers.model_loading import load_base_model, load_tokenizer
+from workers.model_loading import attention_implementation, load_base_model, load_tokenizer
 from workers.training.data import prepare_data
 from workers.training.loop import seed_everything, train
 from workers.training.precision import resolve_precision, upcast_trainable
@@ -69,3 +69,13 @@ def test_fine_tune_records_the_precision_used(peftlab_env, tmp_path):
     summary, _ = fine_tune(config, opposite_rows(20), None, source, MemoryReporter(),
                            artifact_dir=lambda kind: tmp_path / "out" / kind)
     assert summary["precision"] == "fp32"  # fp16 asked on a CPU worker: fp32 used, and said so
+    assert summary["attention"] == "sdpa"
+
+
+def test_attention_is_sdpa_unless_flash_attention_can_run(sources):
+    assert attention_implementation(CPU, torch.bfloat16) == "sdpa"
+    assert attention_implementation(torch.device("cuda"), torch.float32) == "sdpa"  # flash kernels take fp16/bf16 only
+    # Asked for where flash-attn is not installed (this machine): transformers' default, not a failed run.
+    model = load_base_model(sources["llama"], "causal_lm", attn_implementation="flash_attention_2")
+    assert model.config._attn_implementation == "sdpa"
+    assert load_base_model(sources["gpt2"], "causal_lm", attn_implementation="sdpa").config._attn_implementation == "sdpa"
