@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from celery.signals import worker_process_init, worker_ready
 
 from app.artifacts.service import absolute_path, delete_for_run, record_artifact, run_artifact_dir, run_dir
 from app.artifacts.service import get as get_artifact
@@ -30,6 +31,7 @@ from app.runs.checks import run_problems, usable_length
 from app.runs.lifecycle import Lease, finish, hold, save_result, start_attempt, take_next
 from app.runs.models import Run
 from app.runs.schemas import EvalSummary, RunCreate, RunSummary, Training
+from workers import device_report
 from workers.celery_app import celery
 from workers.methods import get_method, total_parameters
 from workers.methods.base import BuildContext
@@ -52,6 +54,13 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"  # per call: prefork children have their own pid
 
 
+@worker_ready.connect
+@worker_process_init.connect
+def _report_device(**_) -> None:
+    """The worker's device in the workers table at start (solo pool: worker_ready; prefork: each child)."""
+    device_report.start_heartbeat(worker_id)
+
+
 @celery.task(name=TRAIN_TASK)
 def train_run(message_run_id: int) -> None:
     """Train the run at the head of the queue. Each queued run has one message, but a message only
@@ -66,6 +75,7 @@ def train_run(message_run_id: int) -> None:
     if run_id != message_run_id:
         log.info("message for run %s: run %s is first in the queue, training it", message_run_id, run_id)
     keeper = LeaseKeeper(lease, settings.lease_seconds, settings.heartbeat_seconds).start()
+    device_report.report(worker, run_id=run_id)
     logs = RunLogCapture(run_id).start()  # the run page's log tail
     try:
         reporter = SqlReporter(lease, keeper)
@@ -83,6 +93,7 @@ def train_run(message_run_id: int) -> None:
     finally:
         keeper.close()
         logs.stop(store_rest=not keeper.lost.is_set())  # a stale attempt writes nothing more
+        device_report.report(worker, run_id=None)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next run in this process gets the whole GPU
 
