@@ -236,6 +236,7 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     precision = resolve_precision(t.precision, pick_device())
     base = load_base_model(source, config.task, data.labels, tokenizer, dtype=precision.dtype,
                            attn_implementation=attention_implementation(precision.device, precision.dtype))
+    use_cache = getattr(base.config, "use_cache", None)  # checkpointing and packing turn it off for training
     model = method.build(base, config.method, config.task, context)
     upcast_trainable(model)  # the optimizer keeps fp32 weights; the frozen base stays in precision.dtype
     if t.gradient_checkpointing:
@@ -245,6 +246,8 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     checkpoints = checkpoints or CheckpointStore(lambda: artifact_dir("checkpoints"))
     result = train(model, data, task=config.task, training=t, pad_id=tokenizer.pad_token_id, reporter=reporter,
                    checkpoints=checkpoints, resume=resume)
+    if use_cache is not None:
+        base.config.use_cache = use_cache  # the merged model's config.json: generation reuses its cache
     if result.stopped:
         return None
 

@@ -94,3 +94,19 @@ def test_packing_is_refused_where_it_cannot_work():
     assert problem.loc == ("training", "packing") and "causal_lm" in problem.msg
     [problem] = training_problems(_config({"type": "prompt"}, "causal_lm", packing=True))
     assert problem.loc == ("training", "packing") and "virtual tokens" in problem.msg
+
+
+def test_a_packed_run_ships_a_merged_model_that_generates_with_a_cache(peftlab_env, tmp_path):
+    """Packing and checkpointing turn the KV cache off for training only: the merged model's config keeps it."""
+    import json
+
+    from tests.tiny_models import make_tiny_llama
+    from workers.tasks import fine_tune  # after the test settings: the Celery app reads them on import
+
+    config = RunCreate.model_validate({
+        "dataset_id": 1, "base_model": "tiny", "task": "causal_lm", "columns": {"text": "text"}, "eval_fraction": 0.2,
+        "method": {"type": "lora", "r": 4, "dropout": 0.0},
+        "training": {"max_steps": 2, "batch_size": 8, "packing": True, "gradient_checkpointing": True}})
+    _, artifacts = fine_tune(config, opposite_rows(20), None, str(make_tiny_llama(tmp_path / "llama")),
+                             MemoryReporter(), artifact_dir=lambda kind: tmp_path / "out" / kind)
+    assert json.loads((artifacts["merged"] / "config.json").read_text())["use_cache"] is True
