@@ -5,6 +5,7 @@ import argparse
 import logging
 import sys
 import time
+from datetime import datetime
 
 
 def _client(args: argparse.Namespace):
@@ -55,8 +56,35 @@ def _print_status(run: dict) -> None:
     print(line, flush=True)
 
 
+def _print_log_lines(lines: list[dict]) -> None:
+    for line in lines:
+        stamp = datetime.fromtimestamp(line["time"]).strftime("%H:%M:%S")
+        print(f"{stamp}  {line['level']:<7} {line['message']}", flush=True)
+
+
+def _worker_log(client, args: argparse.Namespace) -> int:
+    """The worker's own log of the run: the last --tail lines, then (--follow) new ones until it ends."""
+    run = client.run(args.run_id)
+    _print_status(run)
+    page = client.worker_log(args.run_id, limit=5000)
+    _print_log_lines(page["lines"][-args.tail:] if args.tail else [])
+    last = page.get("last_seq") or 0
+    while args.follow and run["status"] not in ("succeeded", "failed", "cancelled"):
+        time.sleep(1.0)
+        run = client.run(args.run_id)
+        page = client.worker_log(args.run_id, after=last)
+        _print_log_lines(page["lines"])
+        last = page.get("last_seq") or last
+    if args.follow:  # the worker writes its last lines just after the run ends
+        _print_log_lines(client.worker_log(args.run_id, after=last)["lines"])
+        _print_status(run)
+    return 0 if run["status"] != "failed" else 1
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     with _client(args) as client:
+        if args.worker_log:
+            return _worker_log(client, args)
         run = client.run(args.run_id)
         _print_status(run)
         series = client.metrics(args.run_id, max_points=5000)
@@ -105,7 +133,9 @@ def add_parser(sub) -> None:
     logs = runs_sub.add_parser("logs", parents=[server], help="a run's status and latest metrics")
     logs.add_argument("run_id", type=int)
     logs.add_argument("--tail", type=int, default=20, help="how many of the latest metric points (default 20)")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing metrics until the run ends")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
+    logs.add_argument("--worker-log", action="store_true",
+                      help="the worker's log lines of the run instead of its metrics")
     logs.set_defaults(func=cmd_logs)
 
     download = runs_sub.add_parser("download", parents=[server], help="save a run's adapter (or merged) zip")

@@ -157,14 +157,23 @@ def _run(run_id: int, settings: Settings, reporter: SqlReporter) -> tuple[dict, 
     if resume is not None:
         log.info("run %s: attempt %s resumes from the checkpoint at step %s", run_id, lease.attempt, resume.step)
     outcome = fine_tune(config, rows[0], rows[1] if len(rows) > 1 else None, source, reporter,
-                        artifact_dir=lambda kind: run_artifact_dir(settings, run_id, kind),
+                        artifact_dir=lambda kind: _output_dir(settings, run_id, kind, reporter),
                         find_adapter=lambda other: _adapter_location(settings, other),
                         checkpoints=checkpoints, resume=resume)
-    if outcome is not None:  # README.md cards, a base model others can resolve
+    if outcome is not None:  # README.md cards, a base model others can resolve (reads SQL: rides out an outage)
         if resume is not None:
             outcome[0]["resumed_from"] = {"step": resume.step, "attempt": lease.attempt}
-        write_model_cards(run_id, config, *outcome)
+        retry_database(lambda: write_model_cards(run_id, config, *outcome),
+                       until=time.monotonic() + settings.save_retry_seconds, what=f"run {run_id}: the model card")
     return outcome  # recorded by _save, in the same transaction as the run's status
+
+
+def _output_dir(settings: Settings, run_id: int, kind: str, reporter: Reporter) -> Path:
+    """A fresh directory for one output, made only while this attempt still holds the run: a worker
+    that lost its lease must not empty the directory its successor writes to."""
+    if isinstance(reporter, SqlReporter):
+        reporter.check_lease()
+    return run_artifact_dir(settings, run_id, kind)
 
 
 def _checkpoint_store(settings: Settings, reporter: SqlReporter) -> CheckpointStore:

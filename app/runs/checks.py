@@ -77,7 +77,8 @@ def model_problems(config: RunCreate, facts: dict | None, *, max_trainable: int 
         problems.append(Problem(here, f"{spec.title} supports {', '.join(spec.architectures)} models, "
                                       f"not {shape.model_type}."))
     if spec.check is not None:
-        problems += [Problem((*here, field), msg) for field, msg in spec.check(shape, config.method, config.task)]
+        problems += [Problem((*here, field) if field else here, msg)
+                     for field, msg in spec.check(shape, config.method, config.task)]
     virtual = getattr(config.method, "num_virtual_tokens", 0)
     if shape.positions and shape.positions - virtual < MIN_TEXT_POSITIONS:
         problems.append(Problem((*here, "num_virtual_tokens"),

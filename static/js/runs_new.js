@@ -164,6 +164,7 @@ function readSetting(input) {
     }
     case "runs": return $$("input:checked", input).map((box) => Number(box.value));
     case "text": return input.value.trim() === "" ? null : input.value;
+    case "choice": return input.value === "" ? null : input.value;
     default: return input.value;
   }
 }
