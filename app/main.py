@@ -31,6 +31,7 @@ from app.runs import service as runs_service
 from app.runs import views as runs_views
 from app.samples import views as samples_views
 from app.security_headers import SecurityHeaders
+from app.worker_status import views as worker_status_views
 from app.templating import ROOT, render, templates
 
 log = logging.getLogger("peftlab")
@@ -125,6 +126,8 @@ def create_app() -> FastAPI:
     app.include_router(compare_views.router, dependencies=signed_in)
     app.include_router(compare_views.pages, dependencies=signed_in)
     app.include_router(runs_views.methods_router, dependencies=signed_in)
+    app.include_router(worker_status_views.router, dependencies=signed_in)
+    app.include_router(worker_status_views.pages, dependencies=signed_in)
     app.include_router(auth_views.public_pages)
     errors.install(app)  # 422 that always serialises; 503 while the database or disk cannot serve
     app.add_middleware(SecurityHeaders)

@@ -9,6 +9,7 @@ from app.metrics.models import MetricPoint
 from app.models.models import BaseModel
 from app.notifications.models import Webhook, WebhookDelivery
 from app.runs.models import Run, RunTag
+from app.worker_status.models import Worker
 
 __all__ = ["ApiToken", "Artifact", "BrowserSession", "LoginFailure", "Project", "ProjectMember", "User", "BaseModel", "Dataset", "Experiment", "InferenceRequest", "MetricPoint", "Run", "RunLogLine", "RunTag",
-           "Webhook", "WebhookDelivery"]
+           "Webhook", "WebhookDelivery", "Worker"]

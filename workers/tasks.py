@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from celery.signals import worker_process_init, worker_ready
 
 from app.artifacts.service import absolute_path, delete_for_run, record_artifact, run_artifact_dir, run_dir
 from app.artifacts.service import get as get_artifact
@@ -30,16 +31,19 @@ from app.runs.checks import run_problems, usable_length
 from app.runs.lifecycle import Lease, finish, hold, save_result, start_attempt, take_next
 from app.runs.models import Run
 from app.runs.schemas import EvalSummary, RunCreate, RunSummary, Training
+from workers import device_report
 from workers.celery_app import celery
 from workers.methods import get_method, total_parameters
 from workers.methods.base import BuildContext
 from workers.model_card import write_model_cards
-from workers.model_loading import load_base_model, load_tokenizer
+from workers.model_loading import attention_implementation, load_base_model, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
 from workers.training.data import prepare_data
 from workers.training.evaluation import evaluate
+from workers.training.grad_checkpointing import enable_gradient_checkpointing
 from workers.training.log_capture import RunLogCapture
-from workers.training.loop import TrainResult, seed_everything, train
+from workers.training.loop import TrainResult, pick_device, seed_everything, train
+from workers.training.precision import resolve_precision, upcast_trainable
 from workers.training.resume import WEIGHTS_FILE, Checkpoint, CheckpointStore, load_weights
 from workers.training.reporting import LeaseKeeper, LeaseLost, Reporter, SqlReporter, retry_database
 
@@ -48,6 +52,13 @@ log = logging.getLogger(__name__)
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"  # per call: prefork children have their own pid
+
+
+@worker_ready.connect
+@worker_process_init.connect
+def _report_device(**_) -> None:
+    """The worker's device in the workers table at start (solo pool: worker_ready; prefork: each child)."""
+    device_report.start_heartbeat(worker_id)
 
 
 @celery.task(name=TRAIN_TASK)
@@ -64,6 +75,7 @@ def train_run(message_run_id: int) -> None:
     if run_id != message_run_id:
         log.info("message for run %s: run %s is first in the queue, training it", message_run_id, run_id)
     keeper = LeaseKeeper(lease, settings.lease_seconds, settings.heartbeat_seconds).start()
+    device_report.report(worker, run_id=run_id)
     logs = RunLogCapture(run_id).start()  # the run page's log tail
     try:
         reporter = SqlReporter(lease, keeper)
@@ -81,6 +93,7 @@ def train_run(message_run_id: int) -> None:
     finally:
         keeper.close()
         logs.stop(store_rest=not keeper.lost.is_set())  # a stale attempt writes nothing more
+        device_report.report(worker, run_id=None)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next run in this process gets the whole GPU
 
@@ -229,13 +242,21 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     seed_everything(t.seed)  # the new head and the method's weights initialise the same every time
     method = get_method(config.method.type)
     context = BuildContext(source=source, tokenizer=tokenizer, adapter_dir=find_adapter or BuildContext().adapter_dir)
-    model = method.build(load_base_model(source, config.task, data.labels, tokenizer), config.method, config.task,
-                         context)
+    precision = resolve_precision(t.precision, pick_device())
+    base = load_base_model(source, config.task, data.labels, tokenizer, dtype=precision.dtype,
+                           attn_implementation=attention_implementation(precision.device, precision.dtype))
+    use_cache = getattr(base.config, "use_cache", None)  # checkpointing and packing turn it off for training
+    model = method.build(base, config.method, config.task, context)
+    upcast_trainable(model)  # the optimizer keeps fp32 weights; the frozen base stays in precision.dtype
+    if t.gradient_checkpointing:
+        enable_gradient_checkpointing(base)
     log.info("%s on %s: %s of %s parameters train", config.method.type, config.base_model,
              f"{method.trainable_parameters(model):,}", f"{total_parameters(model):,}")
     checkpoints = checkpoints or CheckpointStore(lambda: artifact_dir("checkpoints"))
     result = train(model, data, task=config.task, training=t, pad_id=tokenizer.pad_token_id, reporter=reporter,
                    checkpoints=checkpoints, resume=resume)
+    if use_cache is not None:
+        base.config.use_cache = use_cache  # the merged model's config.json: generation reuses its cache
     if result.stopped:
         return None
 
@@ -253,7 +274,8 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
         artifacts["adapter_last"] = save("adapter_last")[0]
         load_weights(model, best.path / WEIGHTS_FILE)
         final_eval = result.best_eval or evaluate(model, data.eval, task=config.task, pad_id=tokenizer.pad_token_id,
-                                                  batch_size=t.batch_size, device=next(model.parameters()).device)
+                                                  batch_size=t.batch_size, device=next(model.parameters()).device,
+                                                  precision=precision)
         shipped_step = best.step
     adapter_dir, adapter_bytes = save("adapter")
     artifacts |= {"adapter": adapter_dir, **method.extra_artifacts(model, artifact_dir)}
@@ -269,6 +291,7 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
         train_samples_per_s=result.train_samples_per_s, train_tokens_per_s=result.train_tokens_per_s,
         eval=EvalSummary(**(final_eval.metrics if final_eval else {})),
         steps=result.steps, train_examples=len(data.train), eval_examples=len(data.eval), max_length_used=max_length,
+        precision=precision.name, attention=base.config._attn_implementation,
     )
     if t.metric_for_best:
         summary.best_step, summary.stopped_early = shipped_step, result.stopped_early

@@ -63,6 +63,9 @@ class MethodSpec:
     tasks: tuple[str, ...] = TASKS
     architectures: tuple[str, ...] | None = None  # model_type values it supports; None = any
     quantized_base: bool = False  # can train on a quantised base model
+    # training.gradient_checkpointing works with it (prefix-tuning's key/value prefixes ride in the
+    # cache, which checkpointed transformers layers drop)
+    gradient_checkpointing: bool = True
     presets: bool = True  # offered by "every method" experiments (False: needs settings no default can give)
     settings_note: str = ""  # what the preset settings are, for the docs
     check: Check | None = None  # run by app.runs.checks on the server and on the worker

@@ -121,4 +121,23 @@ def run_problems(config: RunCreate, *, num_rows: int | None, columns: Iterable[s
     problems += model_problems(config, facts, max_trainable=max_trainable, fusion_variant=fusion_variant)
     if problem := best_metric_problem(config):
         problems.append(Problem(("training", "metric_for_best"), problem))
+    problems += training_problems(config)
+    return problems
+
+
+def training_problems(config: RunCreate) -> list[Problem]:
+    """Training settings the task or the method rules out."""
+    spec, t = get_spec(config.method.type), config.training
+    problems = []
+    if t.gradient_checkpointing and not spec.gradient_checkpointing:
+        problems.append(Problem(("training", "gradient_checkpointing"),
+                                f"{spec.title} cannot use gradient checkpointing: its key/value prefixes live in the "
+                                "attention cache, which checkpointed layers drop; turn it off or choose LoRA"))
+    if t.packing and config.task != "causal_lm":
+        problems.append(Problem(("training", "packing"), "packing is for causal_lm runs; turn it off for "
+                                                         f"{config.task}"))
+    elif t.packing and getattr(config.method, "num_virtual_tokens", 0):
+        problems.append(Problem(("training", "packing"),
+                                f"{spec.title} puts virtual tokens in front of each row, which packed examples would "
+                                "share; turn packing off for this method"))
     return problems

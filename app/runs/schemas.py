@@ -93,6 +93,16 @@ class Training(_Strict):
     early_stopping_patience: int | None = Field(
         None, ge=1, le=10_000, description="Stop after this many evaluations without improving metric_for_best; "
         "null = never stop early.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="The dtype the base weights load in and the forward autocasts to; trainable weights "
+        "stay fp32. auto: bf16 on a GPU that supports it, else fp16 with loss scaling; fp32 on a CPU. "
+        "fp16 on a CPU worker trains in fp32. The run summary records the precision used.")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each layer's activations in the backward instead of keeping them: far less "
+        "activation memory for about a third more compute. Not with prefix-tuning.")
+    packing: bool = Field(
+        False, description="causal_lm: pack several examples into each row (no padding inside a row); position ids "
+        "restart per example and attention never crosses an example. Not with virtual-token methods.")
 
     @field_validator("early_stopping_patience")
     @classmethod

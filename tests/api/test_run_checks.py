@@ -33,6 +33,9 @@ def refused(res) -> dict[tuple, str]:
     ({"type": "ptuning", "encoder": "lstm", "encoder_hidden_size": 16384}, {}, ("method", "ptuning"),
      "PEFTLAB_MAX_TRAINABLE_PARAMS"),
     ({"type": "lora"}, {"eval_fraction": 0.01}, ("eval_fraction",), "leaves no eval rows"),
+    ({"type": "prefix"}, {"training": {"gradient_checkpointing": True}}, ("training", "gradient_checkpointing"),
+     "cannot use gradient checkpointing"),
+    ({"type": "lora"}, {"training": {"packing": True}}, ("training", "packing"), "packing is for causal_lm runs"),
     ({"type": "freeze", "trainable_layers": 7}, {}, ("method", "freeze", "trainable_layers"), "has 6 layers"),
 ])
 def test_impossible_runs_are_refused_before_queueing(client, dataset, method, over, loc, words):

@@ -68,6 +68,7 @@ def _table(w: dict) -> dict:
         ("GET", "/api/runs/{run_id}/predictions"): dict(url=f"/api/runs/{run}/predictions", bob=404),
         ("POST", "/api/runs/{run_id}/predict"): dict(url=f"/api/runs/{run}/predict", json={"inputs": ["good great"]}, bob=404),
         ("GET", "/api/models"): dict(url="/api/models", bob="own"),
+        ("GET", "/api/workers"): dict(url="/api/workers", bob="own"),  # deployment-wide, like the models
         ("POST", "/api/models"): dict(url="/api/models", json={"name": "hub model", "source": "org/some-model"}, bob=403, admin=True),
         ("POST", "/api/models/{model_id}/estimate"): dict(
             url=f"/api/models/{w['model']['id']}/estimate", json={"task": "classification", "num_labels": 2,
@@ -234,7 +235,7 @@ def test_pages_redirect_anonymous_users_and_hide_other_users_objects(world):
     experiment = world["experiment"]
     pages = ["/runs", "/runs/new", f"/runs/{run}", "/datasets", f"/datasets/{ds}", "/models", "/settings",
              "/experiments", f"/experiments/{experiment}", "/playground", f"/playground?run={run}", f"/samples?runs={run}",
-             f"/compare?runs={run}", f"/runs/new?clone={run}"]
+             f"/compare?runs={run}", f"/runs/new?clone={run}", "/workers"]
     for page in pages:
         res = world["anon"].get(page, follow_redirects=False)
         assert res.status_code == 303 and res.headers["location"].startswith("/login?next="), page

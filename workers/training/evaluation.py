@@ -1,7 +1,6 @@
 """Evaluation: classification loss / accuracy / macro-F1 with per-row predictions, causal-LM loss
 (mean over response tokens) and perplexity. Also the forward + loss both training and eval use."""
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -9,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workers.training.data import IGNORE_INDEX, Batch, Example, collate
+from workers.training.precision import Precision, resolve_precision
 
 
 @dataclass
@@ -18,11 +18,9 @@ class EvalResult:
     predictions: list[dict] | None = None
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (weights stay fp32 for the optimizer); plain fp32 on the CPU."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def autocast(device: torch.device, precision: Precision | None = None):
+    """The run's autocast (training.precision); without one, `auto`'s: bf16 or fp16 on CUDA, fp32 on the CPU."""
+    return (precision or resolve_precision("auto", device)).autocast()
 
 
 def batch_loss(model: nn.Module, batch: Batch, task: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +47,7 @@ def macro_f1(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> fl
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, examples: list[Example], *, task: str, pad_id: int, batch_size: int,
-             device: torch.device) -> EvalResult | None:
+             device: torch.device, precision: Precision | None = None) -> EvalResult | None:
     if not examples:
         return None
     was_training = model.training
@@ -61,7 +59,7 @@ def evaluate(model: nn.Module, examples: list[Example], *, task: str, pad_id: in
     all_logits = []
     for start in range(0, len(order), batch_size):
         batch = collate([examples[i] for i in order[start:start + batch_size]], pad_id).to(device)
-        with autocast(device):
+        with autocast(device, precision):
             loss, logits = batch_loss(model, batch, task)
         loss_sum += loss
         targets += batch.num_targets

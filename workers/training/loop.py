@@ -12,7 +12,7 @@ import math
 import random
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import psutil
@@ -23,6 +23,8 @@ from app.runs.schemas import LOWER_IS_BETTER, Training
 from workers.training.data import Batch, Example, PreparedData, collate
 from workers.training.evaluation import EvalResult, autocast, batch_loss, evaluate
 from workers.training.gpu_metrics import GpuSampler
+from workers.training.packing import packed_collate, prepare_for_packing
+from workers.training.precision import resolve_precision
 from workers.training.reporting import Reporter
 from workers.training.resume import CHECKPOINT_SECONDS, Checkpoint, CheckpointStore, LoopState
 from workers.training.schedule import lr_schedule
@@ -71,6 +73,10 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         torch.cuda.reset_peak_memory_stats(device)
     model.to(device)
     model.train()
+    # The base weights were loaded in this dtype (fine_tune); the forward autocasts to it, and
+    # fp16 on CUDA scales the loss so small gradients do not underflow.
+    precision = resolve_precision(training.precision, device)
+    scaler = precision.grad_scaler()
 
     # Optimizer: decay matrices only (not biases / norms), over what the method left trainable.
     params = [p for p in model.parameters() if p.requires_grad]
@@ -79,7 +85,8 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": training.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     groups = [g for g in groups if g["params"]]
-    optimizer = torch.optim.AdamW(groups, lr=training.learning_rate, fused=device.type == "cuda")
+    optimizer = torch.optim.AdamW(groups, lr=training.learning_rate,
+                                  fused=device.type == "cuda" and all(p.dtype == torch.float32 for p in params))
 
     # Schedule length: max_steps wins over epochs.
     accum = training.gradient_accumulation
@@ -94,12 +101,16 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     state = LoopState()
     if resume is not None:
         state = checkpoints.restore(resume, model, optimizer)
-    stream = BatchStream(data.train, training.batch_size, training.seed, pad_id, state.epoch, state.batch_start)
+    if training.packing:
+        prepare_for_packing(model)
+    stream = BatchStream(data.train, training.batch_size, training.seed, pad_id, state.epoch, state.batch_start,
+                         collate_fn=packed_collate(training.max_length) if training.packing else collate)
     best_eval: EvalResult | None = None
     metric = training.metric_for_best
 
     def run_eval(step: int) -> EvalResult | None:
-        result = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device)
+        result = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device,
+                          precision=precision)
         if result is not None:
             for name, value in result.metrics.items():
                 reporter.report(f"eval/{name}", step, value)
@@ -191,12 +202,14 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         step_loss = torch.zeros((), device=device)
         for batch in micro:
             batch = batch.to(device)
-            with autocast(device):
+            with autocast(device, precision):
                 loss_sum, _ = batch_loss(model, batch, task)
-            (loss_sum / step_targets).backward()
+            scaler.scale(loss_sum / step_targets).backward()
             step_loss += loss_sum.detach()
+        scaler.unscale_(optimizer)  # clipping sees the true gradients
         grad_norm = torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-        optimizer.step()
+        scaler.step(optimizer)  # skipped (and the scale lowered) when fp16 gradients overflowed
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         step = state.step
@@ -224,7 +237,8 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     if resume is not None and last_eval is None and not stopped and data.eval:
         # Resumed from the final checkpoint (a retry after the final write failed): the last
         # evaluation's points are in already, but the summary and predictions need its result.
-        last_eval = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device)
+        last_eval = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device,
+                          precision=precision)
 
     seconds = totals["seconds"]
     return TrainResult(steps=state.step, stopped=stopped, eval=None if stopped else last_eval,
@@ -241,8 +255,10 @@ class BatchStream:
     (epoch, start) is the position of the next batch: a checkpoint saves it and a resumed run
     starts the stream there."""
 
-    def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int, epoch: int = 0, start: int = 0):
+    def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int, epoch: int = 0, start: int = 0,
+                 collate_fn: Callable[[list[Example], int], Batch] = collate):
         self.examples, self.batch_size, self.seed, self.pad_id = examples, batch_size, seed, pad_id
+        self.collate_fn = collate_fn  # collate (padded rows) or packing's (several examples a row)
         self.epoch, self.start = epoch, start
         self._order: tuple[int, list[int]] | None = None  # (epoch, permutation)
 
@@ -257,7 +273,7 @@ class BatchStream:
             self._order = (self.epoch, torch.randperm(len(self.examples), generator=generator).tolist())
         indices = self._order[1][self.start:self.start + self.batch_size]
         self.start += self.batch_size
-        return collate([self.examples[i] for i in indices], self.pad_id)
+        return self.collate_fn([self.examples[i] for i in indices], self.pad_id)
 
 
 def memory_bytes(device: torch.device) -> int:

@@ -1,0 +1,60 @@
+"""A worker reports its device (kind, name, total memory) to the `workers` table when it starts,
+then every REPORT_SECONDS from a daemon thread (its heartbeat, idle or busy), and the run it takes
+on and finishes. GET /api/workers and the Workers page read those rows.
+
+A failed report (database down) is logged and retried on the next beat: it never stops training.
+"""
+import logging
+import os
+import platform
+import threading
+
+import psutil
+import torch
+
+from app.db import session_scope
+from app.worker_status import service
+from app.worker_status.service import UNCHANGED
+
+log = logging.getLogger(__name__)
+
+REPORT_SECONDS = 30.0
+_started: set[int] = set()  # pids whose heartbeat thread runs (a forked child starts its own)
+
+
+def device_info() -> tuple[dict, int]:
+    """({kind, name}, total memory in bytes) of the device this process trains on."""
+    if torch.cuda.is_available():
+        index = torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        return {"kind": "cuda", "name": props.name}, int(props.total_memory)
+    name = platform.processor() or platform.machine() or "CPU"
+    return {"kind": "cpu", "name": f"{name} ({psutil.cpu_count(logical=True)} threads)"}, psutil.virtual_memory().total
+
+
+def report(name: str, run_id=UNCHANGED) -> bool:
+    """One report now: device, memory, last seen; `run_id` the run taken on (None: finished). False on failure."""
+    try:
+        device, memory = device_info()
+        with session_scope() as session:
+            service.record(session, name, device=device, memory_bytes=memory, run_id=run_id)
+        return True
+    except Exception:  # noqa: BLE001 — a report is best effort; the next beat tries again
+        log.warning("worker %s: reporting the device failed", name, exc_info=True)
+        return False
+
+
+def start_heartbeat(name_of) -> None:
+    """Report now and every REPORT_SECONDS from a daemon thread (once per process). `name_of()`
+    gives the worker's name (host:pid) in the process that reports."""
+    if os.getpid() in _started:
+        return
+    _started.add(os.getpid())
+    report(name_of())
+
+    def beat() -> None:
+        while True:
+            threading.Event().wait(REPORT_SECONDS)
+            report(name_of())
+
+    threading.Thread(target=beat, name="device-report", daemon=True).start()
