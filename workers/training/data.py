@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from app.runs.checks import column_problems, eval_rows, split_problems
 from app.runs.schemas import Columns
+from workers.training.chat import encode_conversation, is_chat, row_turns, template_for
 
 IGNORE_INDEX = -100  # the label torch's cross_entropy skips
 _TOKENIZE_CHUNK = 1024  # rows per call into the fast tokenizer (it parallelises within a call)
@@ -68,6 +69,9 @@ def prepare_data(rows: Sequence[dict], eval_rows: Sequence[dict] | None, *, task
         train_idx, eval_idx = split_indices(len(rows), eval_fraction, seed)
         train_part, eval_part = [(i, rows[i]) for i in train_idx], [(i, rows[i]) for i in eval_idx]
 
+    if task == "causal_lm" and is_chat(columns):
+        return PreparedData(train=encode_chat(train_part, columns, tokenizer, max_length),
+                            eval=encode_chat(eval_part, columns, tokenizer, max_length), labels=None)
     if task == "causal_lm":
         return PreparedData(train=encode_causal_lm(train_part, columns, tokenizer, max_length),
                             eval=encode_causal_lm(eval_part, columns, tokenizer, max_length), labels=None)
@@ -85,8 +89,10 @@ def prepare_data(rows: Sequence[dict], eval_rows: Sequence[dict] | None, *, task
 def _needed_columns(task: str, columns: Columns) -> list[str]:
     if task == "classification":
         return [c for c in (columns.text, columns.text_pair, columns.label) if c]
+    if columns.messages:
+        return [columns.messages]
     if columns.prompt and columns.response:
-        return [columns.prompt, columns.response]
+        return [c for c in (columns.prompt, columns.response, columns.input) if c]
     return [columns.text]
 
 
@@ -203,6 +209,19 @@ def _encode_prompt_response(chunk, columns: Columns, tokenizer, max_length: int,
         input_ids = ids[:prompt_keep] + ids[b:b + resp_keep] + [eos]
         target = [IGNORE_INDEX] * prompt_keep + input_ids[prompt_keep:]
         examples.append(Example(input_ids=input_ids, target=target, row=index,
+                                num_targets=sum(1 for t in target[1:] if t != IGNORE_INDEX)))
+    return examples
+
+
+def encode_chat(part: Sequence[tuple[int, dict]], columns: Columns, tokenizer: PreTrainedTokenizerBase,
+                max_length: int) -> list[Example]:
+    """Conversations (messages, ShareGPT or Alpaca columns) in the run's chat template, with the
+    loss on the assistant turns and their end-of-turn markers only (workers/training/chat.py)."""
+    template = template_for(tokenizer, columns.chat_template)
+    examples = []
+    for index, row in part:
+        ids, target = encode_conversation(tokenizer, row_turns(row, columns, index), template, max_length)
+        examples.append(Example(input_ids=ids, target=target, row=index,
                                 num_targets=sum(1 for t in target[1:] if t != IGNORE_INDEX)))
     return examples
 
