@@ -172,3 +172,18 @@ def test_bad_chat_cells_are_named(cell, words):
 def test_a_cell_cut_in_the_preview_is_not_judged():
     assert preview_problem([{"messages": '[{"role": "user", "con… [1,200 more characters]'}], "messages") is None
     assert parse_turns(json.dumps(CONVERSATION), "messages") == CONVERSATION  # a CSV cell holding JSON
+
+
+def test_a_template_that_refuses_a_conversation_names_the_row(llama_style):
+    own = llama_style.chat_template
+    llama_style.chat_template = ("{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+                                 "{{ raise_exception('Conversation roles must alternate user/assistant') }}"
+                                 "{% endif %}{{ m['content'] }}{% endfor %}")
+    try:
+        turns = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+                 {"role": "assistant", "content": "c"}]
+        with pytest.raises(ValueError, match="row 1: the chat template could not render this conversation: "
+                                             "Conversation roles must alternate"):
+            learned(llama_style, Columns(messages="messages"), [{"messages": CONVERSATION[1:3]}, {"messages": turns}])
+    finally:
+        llama_style.chat_template = own

@@ -116,13 +116,19 @@ def _spans_by_search(tokenizer: PreTrainedTokenizerBase, turns: Sequence[dict], 
 
 def encode_conversation(tokenizer: PreTrainedTokenizerBase, turns: Sequence[dict], template: str,
                         max_length: int) -> tuple[list[int], list[int]]:
-    """(input ids, labels): labels are the ids on assistant tokens and IGNORE_INDEX elsewhere.
-    Over max_length the conversation keeps its start, unless that would drop every assistant token:
-    then it keeps the max_length tokens that end with the first assistant turn."""
+    """(input ids, labels) of one conversation: see token_labels."""
     text, spans = assistant_spans(tokenizer, turns, template)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(enc["input_ids"])
-    learn = [e > s and any(s < b and e > a for a, b in spans) for s, e in enc["offset_mapping"]]
+    return token_labels(enc["input_ids"], enc["offset_mapping"], spans, max_length)
+
+
+def token_labels(ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]],
+                 max_length: int) -> tuple[list[int], list[int]]:
+    """(input ids, labels): labels are the ids on tokens whose characters overlap an assistant span
+    and IGNORE_INDEX elsewhere. Over max_length the conversation keeps its start, unless that would
+    drop every assistant token: then it keeps the max_length tokens that end with the first assistant turn."""
+    ids = list(ids)
+    learn = _overlaps(offsets, spans)
     labels = [t if on else IGNORE_INDEX for t, on in zip(ids, learn)]
     if len(ids) > max_length:
         start = 0
@@ -132,3 +138,13 @@ def encode_conversation(tokenizer: PreTrainedTokenizerBase, turns: Sequence[dict
             start = max(0, last - max_length)
         ids, labels = ids[start:start + max_length], labels[start:start + max_length]
     return ids, labels
+
+
+def _overlaps(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]) -> list[bool]:
+    """For each (non-empty) token offset, whether it overlaps a span: one sweep, as both run left to right."""
+    out, k = [], 0
+    for s, e in offsets:
+        while k < len(spans) and spans[k][1] <= s:
+            k += 1  # spans that end before this token can hold no later token either
+        out.append(e > s and k < len(spans) and spans[k][0] < e)
+    return out

@@ -15,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from app.runs.checks import column_problems, eval_rows, split_problems
 from app.runs.schemas import Columns
-from workers.training.chat import encode_conversation, is_chat, row_turns, template_for
+from workers.training.chat import assistant_spans, is_chat, row_turns, template_for, token_labels
 
 IGNORE_INDEX = -100  # the label torch's cross_entropy skips
 _TOKENIZE_CHUNK = 1024  # rows per call into the fast tokenizer (it parallelises within a call)
@@ -219,11 +219,23 @@ def encode_chat(part: Sequence[tuple[int, dict]], columns: Columns, tokenizer: P
     loss on the assistant turns and their end-of-turn markers only (workers/training/chat.py)."""
     template = template_for(tokenizer, columns.chat_template)
     examples = []
-    for index, row in part:
-        ids, target = encode_conversation(tokenizer, row_turns(row, columns, index), template, max_length)
-        examples.append(Example(input_ids=ids, target=target, row=index,
-                                num_targets=sum(1 for t in target[1:] if t != IGNORE_INDEX)))
+    for start in range(0, len(part), _TOKENIZE_CHUNK):
+        chunk = part[start:start + _TOKENIZE_CHUNK]
+        rendered = [_rendered_chat(tokenizer, row, columns, index, template) for index, row in chunk]
+        enc = tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+        for (index, _), (_, spans), ids, offsets in zip(chunk, rendered, enc["input_ids"], enc["offset_mapping"]):
+            ids, target = token_labels(ids, offsets, spans, max_length)
+            examples.append(Example(input_ids=ids, target=target, row=index,
+                                    num_targets=sum(1 for t in target[1:] if t != IGNORE_INDEX)))
     return examples
+
+
+def _rendered_chat(tokenizer, row: dict, columns: Columns, index: int, template: str):
+    turns = row_turns(row, columns, index)
+    try:
+        return assistant_spans(tokenizer, turns, template)
+    except Exception as e:  # noqa: BLE001 — a template's own refusal (e.g. roles that do not alternate)
+        raise ValueError(f"row {index}: the chat template could not render this conversation: {e}") from None
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> Batch:
