@@ -24,7 +24,7 @@ from app.queue import PREDICT_TASK
 from app.runs.models import Run
 from workers.celery_app import celery
 from workers.model_loading import load_base_model
-from workers.training.chat import end_of_turn, is_chat, render, template_for
+from workers.training.chat import chat_reply, is_chat
 from workers.training.checkpoints import load_trained
 
 log = logging.getLogger(__name__)
@@ -199,30 +199,7 @@ def _last_text(turns: list[dict]) -> str:
 def generate_chat(model: nn.Module, entry: Loaded, inputs: list, max_new_tokens: int,
                   temperature: float) -> list[dict]:
     """The next assistant turn of each conversation (a plain text is one user turn), in the chat
-    template the run trained with; the answer ends at the template's end-of-turn marker."""
-    tokenizer = entry.tokenizer
-    template = template_for(tokenizer, (entry.metadata.get("columns") or {}).get("chat_template"))
-    marker = end_of_turn(tokenizer, template)
-    stop = [tokenizer.eos_token_id]
-    if marker:
-        marker_ids = tokenizer(marker, add_special_tokens=False)["input_ids"]
-        if len(marker_ids) == 1:
-            stop.append(marker_ids[0])  # a marker that is one token (ChatML's in Qwen, Llama 3's) ends generation
+    template the run trained with (workers/training/chat.py)."""
     sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-    results = []
-    for conversation in inputs:
-        turns = [{"role": "user", "content": conversation}] if isinstance(conversation, str) else list(conversation)
-        text = render(tokenizer, turns, template, generation_prompt=True)
-        # The end of a long conversation matters most: keep its last max_length tokens.
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"][-entry.metadata["max_length"]:]
-        input_ids = torch.tensor([ids], device=entry.device)
-        out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                             max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=[t for t in stop if t is not None], **sampling)
-        reply = tokenizer.decode(out[0, len(ids):], skip_special_tokens=False)
-        if marker and marker in reply:
-            reply = reply[:reply.index(marker)]
-        for special in tokenizer.all_special_tokens:  # EOS and padding a model without a marker stops at
-            reply = reply.replace(special, "")
-        results.append({"text": reply.strip()})
-    return results
+    return [{"text": chat_reply(model, entry.tokenizer, entry.metadata, conversation, device=entry.device,
+                                max_new_tokens=max_new_tokens, **sampling)} for conversation in inputs]

@@ -187,3 +187,20 @@ def test_a_template_that_refuses_a_conversation_names_the_row(llama_style):
             learned(llama_style, Columns(messages="messages"), [{"messages": CONVERSATION[1:3]}, {"messages": turns}])
     finally:
         llama_style.chat_template = own
+
+
+def test_a_reply_is_the_next_assistant_turn_without_markers(tmp_path, gpt2_style):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import peftlab
+    from tests.tiny_models import make_tiny_gpt2
+    from workers.training.chat import chat_reply
+
+    directory = make_tiny_gpt2(tmp_path / "gpt2")
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(directory).eval(), AutoTokenizer.from_pretrained(directory)
+    metadata = {"task": "causal_lm", "columns": {"messages": "messages"}, "max_length": 64}
+    reply = chat_reply(model, tokenizer, metadata, CONVERSATION[:4], device=model.device, max_new_tokens=6,
+                       do_sample=False)
+    assert isinstance(reply, str) and "im_end" not in reply and "<|endoftext|>" not in reply
+    # peftlab.predict answers a chat run's texts and conversations the same way.
+    assert peftlab.predict(model, tokenizer, metadata, [CONVERSATION[:4]], max_new_tokens=6) == [{"text": reply}]

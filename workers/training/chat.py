@@ -148,3 +148,32 @@ def _overlaps(offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int
             k += 1  # spans that end before this token can hold no later token either
         out.append(e > s and k < len(spans) and spans[k][0] < e)
     return out
+
+
+def chat_reply(model, tokenizer: PreTrainedTokenizerBase, metadata: dict, conversation: str | Sequence[dict], *,
+               device, max_new_tokens: int, **sampling) -> str:
+    """The next assistant turn of a conversation (a plain text is one user turn) from a chat run's
+    model, in the template it trained with; the answer ends at the template's end-of-turn marker."""
+    import torch  # here, not at the top: the data path above needs no torch
+
+    template = template_for(tokenizer, (metadata.get("columns") or {}).get("chat_template"))
+    marker = end_of_turn(tokenizer, template)
+    stop = [tokenizer.eos_token_id]
+    if marker:
+        marker_ids = tokenizer(marker, add_special_tokens=False)["input_ids"]
+        if len(marker_ids) == 1:
+            stop.append(marker_ids[0])  # a marker that is one token (ChatML's in Qwen, Llama 3's) ends generation
+    turns = [{"role": "user", "content": conversation}] if isinstance(conversation, str) else list(conversation)
+    text = render(tokenizer, turns, template, generation_prompt=True)
+    # The end of a long conversation matters most: keep its last max_length tokens.
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][-metadata["max_length"]:]
+    input_ids = torch.tensor([ids], device=device)
+    out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_new_tokens,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=[t for t in stop if t is not None],
+                         **sampling)
+    reply = tokenizer.decode(out[0, len(ids):], skip_special_tokens=False)
+    if marker and marker in reply:
+        reply = reply[:reply.index(marker)]
+    for special in tokenizer.all_special_tokens:  # EOS and padding where a model stops without the marker
+        reply = reply.replace(special, "")
+    return reply.strip()
