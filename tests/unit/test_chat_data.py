@@ -204,3 +204,38 @@ def test_a_reply_is_the_next_assistant_turn_without_markers(tmp_path, gpt2_style
     assert isinstance(reply, str) and "im_end" not in reply and "<|endoftext|>" not in reply
     # peftlab.predict answers a chat run's texts and conversations the same way.
     assert peftlab.predict(model, tokenizer, metadata, [CONVERSATION[:4]], max_new_tokens=6) == [{"text": reply}]
+
+
+@pytest.fixture
+def qwen_style(gpt2_style):
+    """Byte-level BPE with ChatML's markers as special tokens (as Qwen has them) and ChatML as its template."""
+    from workers.training.chat import CHATML_TEMPLATE
+
+    tok = PreTrainedTokenizerFast(tokenizer_object=gpt2_style.backend_tokenizer.__class__.from_str(
+        gpt2_style.backend_tokenizer.to_str()), eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.chat_template = CHATML_TEMPLATE
+    return tok
+
+
+def test_a_one_token_end_of_turn_is_learned_and_the_newline_after_it_is_not(qwen_style):
+    [example] = learned(qwen_style, Columns(messages="messages"), [{"messages": CONVERSATION}])
+    im_end = qwen_style.convert_tokens_to_ids("<|im_end|>")
+    ends = [i for i, t in enumerate(example.input_ids) if t == im_end]
+    assert len(ends) == 5  # one per turn
+    learned_ends = [i for i in ends if example.target[i] != IGNORE_INDEX]
+    assert len(learned_ends) == 2  # the assistant turns' only
+    for i in learned_ends:
+        assert example.target[i + 1] == IGNORE_INDEX  # the "\n" after the marker
+    assert learned_segments(qwen_style, example) == [
+        "The capital of Poland is Warsaw.<|im_end|>", "Warsaw has 6 letters.<|im_end|>"]
+
+
+def test_templates_that_are_not_prefix_stable_fall_back_to_finding_the_turns(qwen_style):
+    # A footer only on finished conversations: a shorter conversation is not a prefix of a longer one.
+    qwen_style.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                                "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                                "{% else %}(end of conversation){% endif %}")
+    [example] = learned(qwen_style, Columns(messages="messages"), [{"messages": CONVERSATION}])
+    assert learned_segments(qwen_style, example) == [
+        "The capital of Poland is Warsaw.<|im_end|>", "Warsaw has 6 letters.<|im_end|>"]
