@@ -131,8 +131,51 @@ def _no_users() -> bool:
         return service.count_users(session) == 0
 
 
+class Supervised:
+    """A child process of `peftlab up` that comes back when it dies: at once after a long life, then
+    after 1, 2, 4 … 30 s while it keeps dying young, so a crash loop does not spin the CPU."""
+
+    YOUNG_S = 60.0
+    MAX_DELAY_S = 30.0
+
+    def __init__(self, name: str, start):
+        self.name, self._start = name, start
+        self.proc: subprocess.Popen | None = start()
+        self.started = time.monotonic()
+        self.quick_deaths = 0
+        self.due: float | None = None  # when a dead one is started again
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if self.proc is None:
+            if now >= self.due:
+                self.proc, self.started, self.due = self._start(), now, None
+            return
+        if self.proc.poll() is None:
+            return
+        self.quick_deaths = self.quick_deaths + 1 if now - self.started < self.YOUNG_S else 0
+        delay = min(self.MAX_DELAY_S, 2.0 ** (self.quick_deaths - 1)) if self.quick_deaths else 0.0
+        print(f"{self.name} exited with {self.proc.returncode}; restarting"
+              + (f" in {delay:.0f} s" if delay else ""), file=sys.stderr, flush=True)
+        self.proc, self.due = None, now + delay
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+
+    def wait(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    """Migrate, then run the server here and N workers beside it; Ctrl-C stops them all."""
+    """Migrate, then run the server here and N workers beside it; Ctrl-C stops them all.
+
+    Each child that dies comes back (the reaper recovers a dead worker's run)."""
     _apply(args)
     from app.config import get_settings
     from app.migrate import upgrade
@@ -141,7 +184,6 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings.ensure_dirs()
     upgrade()
     env = dict(os.environ)
-    workers: list[subprocess.Popen] = []
 
     def start_worker(i: int) -> subprocess.Popen:
         # Workers 0..N-1 train; worker N answers predictions only, so they never wait behind a run.
@@ -151,8 +193,9 @@ def cmd_up(args: argparse.Namespace) -> int:
             cmd += ["--gpus", args.gpus.split(",")[i % len(args.gpus.split(","))]]
         return subprocess.Popen(cmd, env=env)
 
-    workers = [start_worker(i) for i in range(args.workers + 1)]
-    server = subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=env)
+    children = [Supervised(f"worker {i}", lambda i=i: start_worker(i)) for i in range(args.workers + 1)]
+    children.append(Supervised("the server", lambda: subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"], env=env)))
     print(f"peftlab is up: http://{settings.host}:{settings.port}  (data in {settings.data_dir.resolve()})", flush=True)
     if _no_users():
         print(f"first start: open http://{settings.host}:{settings.port}/setup to create the admin account "
@@ -167,24 +210,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         while not stopping:
-            if server.poll() is not None:
-                print("the server exited; stopping", file=sys.stderr)
-                break
-            for i, proc in enumerate(workers):
-                if proc.poll() is not None:  # a crashed worker comes back; the reaper recovers its run
-                    print(f"worker {i} exited with {proc.returncode}; restarting", file=sys.stderr)
-                    workers[i] = start_worker(i)
+            for child in children:
+                child.check()
             time.sleep(0.5)
     finally:
-        for proc in [server, *workers]:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in [server, *workers]:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    return 0 if stopping else 1
+        for child in children:
+            child.stop()
+        for child in children:
+            child.wait()
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

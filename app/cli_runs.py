@@ -4,7 +4,13 @@ PEFTLAB_TOKEN."""
 import argparse
 import logging
 import sys
+import threading
 import time
+from datetime import datetime
+
+# --follow: how often new worker log lines are fetched, and how long to wait for the last ones after the end.
+LOG_POLL_SECONDS = 1.0
+LAST_LINES_SECONDS = 3.0
 
 
 def _client(args: argparse.Namespace):
@@ -55,8 +61,64 @@ def _print_status(run: dict) -> None:
     print(line, flush=True)
 
 
+def _print_log_lines(lines: list[dict]) -> None:
+    for line in lines:
+        stamp = datetime.fromtimestamp(line["time"]).strftime("%H:%M:%S")
+        print(f"{stamp}  {line['level']:<7} {line['message']}", flush=True)
+
+
+def _worker_log(client, args: argparse.Namespace) -> int:
+    """The worker's own log of the run: the last --tail lines, then (--follow) new ones until it ends."""
+    run = client.run(args.run_id)
+    _print_status(run)
+    page = client.worker_log(args.run_id, limit=5000)
+    _print_log_lines(page["lines"][-args.tail:] if args.tail else [])
+    last = page.get("last_seq") or 0
+    while args.follow and run["status"] not in ("succeeded", "failed", "cancelled"):
+        time.sleep(1.0)
+        run = client.run(args.run_id)
+        page = client.worker_log(args.run_id, after=last)
+        _print_log_lines(page["lines"])
+        last = page.get("last_seq") or last
+    if args.follow:  # the worker writes its last lines just after the run ends
+        _print_log_lines(client.worker_log(args.run_id, after=last)["lines"])
+        _print_status(run)
+    return 0 if run["status"] != "failed" else 1
+
+
+def _print_log_line(line: dict) -> None:
+    _print_log_lines([line])
+
+
+class _LogFollower(threading.Thread):
+    """Prints the run's new worker log lines about once a second beside the metric stream, on a client of
+    its own (the main one is busy reading the event stream)."""
+
+    def __init__(self, args: argparse.Namespace, run_id: int, after: int):
+        super().__init__(daemon=True)
+        self.args, self.run_id, self.after = args, run_id, after
+        self.done = threading.Event()
+
+    def poll(self, client) -> int:
+        count = 0
+        for line in client.log_lines(self.run_id, after=self.after):
+            _print_log_line(line)
+            self.after, count = line["seq"], count + 1
+        return count
+
+    def run(self) -> None:
+        with _client(self.args) as client:
+            while not self.done.wait(LOG_POLL_SECONDS):
+                try:
+                    self.poll(client)
+                except Exception:  # a dropped connection: the next poll (or the last one) catches up
+                    continue
+
+
 def cmd_logs(args: argparse.Namespace) -> int:
     with _client(args) as client:
+        if args.worker_log:
+            return _worker_log(client, args)
         run = client.run(args.run_id)
         _print_status(run)
         series = client.metrics(args.run_id, max_points=5000)
@@ -64,13 +126,24 @@ def cmd_logs(args: argparse.Namespace) -> int:
                       key=lambda p: (p[0], p[1]))[-args.tail:] if args.tail else []
         for step, name, value in tail:
             print(f"step {int(step):>6}  {name:<22} {_fmt(value)}")
+        lines = list(client.log_lines(args.run_id))
+        for line in lines[-args.lines:] if args.lines else []:
+            _print_log_line(line)
         if args.follow and run["status"] not in ("succeeded", "failed", "cancelled"):
             seen = {(name, step) for step, name, _ in tail}
+            follower = _LogFollower(args, args.run_id, lines[-1]["seq"] if lines else 0)
+            follower.start()
             for kind, data in client.events(args.run_id):
                 if kind == "metric" and (data["name"], data["step"]) not in seen:
                     print(f"step {int(data['step']):>6}  {data['name']:<22} {_fmt(data['value'])}", flush=True)
                 elif kind == "status":
                     print(f"status: {data['status']} {100 * (data.get('progress') or 0):.0f}%", flush=True)
+            follower.done.set()
+            follower.join()
+            # The worker writes its last lines just after the run ends: wait for them to stop coming.
+            deadline = time.monotonic() + LAST_LINES_SECONDS
+            while follower.poll(client) or time.monotonic() < deadline:
+                time.sleep(LOG_POLL_SECONDS)
             run = client.run(args.run_id)
             _print_status(run)
     return 0 if run["status"] != "failed" else 1
@@ -102,10 +175,14 @@ def add_parser(sub) -> None:
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(func=cmd_list)
 
-    logs = runs_sub.add_parser("logs", parents=[server], help="a run's status and latest metrics")
+    logs = runs_sub.add_parser("logs", parents=[server], help="a run's status, latest metrics and worker log lines")
     logs.add_argument("run_id", type=int)
     logs.add_argument("--tail", type=int, default=20, help="how many of the latest metric points (default 20)")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing metrics until the run ends")
+    logs.add_argument("--lines", type=int, default=50, help="how many of the latest worker log lines (default 50)")
+    logs.add_argument("-f", "--follow", action="store_true",
+                      help="keep printing metrics and log lines until the run ends")
+    logs.add_argument("--worker-log", action="store_true",
+                      help="the worker's log lines of the run instead of its metrics")
     logs.set_defaults(func=cmd_logs)
 
     download = runs_sub.add_parser("download", parents=[server], help="save a run's adapter (or merged) zip")

@@ -16,6 +16,7 @@ log = logging.getLogger("peftlab")
 DB_UNAVAILABLE = "The database is unavailable; try again shortly."
 DB_BUSY = "The database is busy (every connection is in use); try again shortly."
 DISK_FULL = "The server is out of disk space; nothing was saved. Try again once space has been freed."
+NUL_IN_TEXT = "Text must not contain the NUL character (\\u0000)."
 MAX_ECHO_CHARS = 1000  # a refused 10 MB string is not sent back whole
 
 # SQLite result codes that mean "cannot serve now" rather than "this SQL is wrong".
@@ -74,6 +75,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(sa_exc.DBAPIError)
     async def database_error(request: Request, exc: sa_exc.DBAPIError):
+        if "NUL (0x00)" in str(exc.orig):  # PostgreSQL text cannot hold it (SQLite can): the input's fault
+            return _answer(request, 422, NUL_IN_TEXT)
         message = database_problem(exc)
         if message is None:
             raise exc

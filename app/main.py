@@ -24,7 +24,6 @@ from app.inference import views as inference_views
 from app.logs import views as logs_views
 from app.metrics import views as metrics_views
 from app.models import service as models_service
-from app.pool_busy import HANDLER as POOL_BUSY
 from app.models import views as models_views
 from app.notifications import service as notifications_service
 from app.notifications import views as notifications_views
@@ -129,7 +128,6 @@ def create_app() -> FastAPI:
     app.include_router(auth_views.public_pages)
     errors.install(app)  # 422 that always serialises; 503 while the database or disk cannot serve
     app.add_middleware(SecurityHeaders)
-    app.add_exception_handler(*POOL_BUSY)  # no free database connection: 503, not 500
     app.mount("/static", StaticFiles(directory=ROOT / "static"), name="static")
     # Browser libraries: static/vendor (built from the npm lockfile, shipped in the wheel), else a
     # checkout's node_modules where `python -m app.build_assets` has not run yet.

@@ -92,6 +92,19 @@ class Client:
         params = {"max_points": max_points, **({"names": ",".join(names)} if names else {})}
         return self._request("GET", f"/api/runs/{int(run_id)}/metrics", params=params).json()["series"]
 
+    def worker_log(self, run_id: int, after: int = 0, limit: int = 1000) -> dict:
+        """What the worker logged while training the run: {lines: [{seq, time, level, message}], last_seq}."""
+        return self._request("GET", f"/api/runs/{int(run_id)}/logs", params={"after": after, "limit": limit}).json()
+
+    def log_lines(self, run_id: int, after: int = 0) -> Iterator[dict]:
+        """Every worker log line of the run with a seq above `after`, oldest first, page by page."""
+        while True:
+            page = self.worker_log(run_id, after=after)
+            yield from page["lines"]
+            if not page["lines"]:
+                return
+            after = page["last_seq"]
+
     def config_yaml(self, run_id: int) -> str:
         return self._request("GET", f"/api/runs/{int(run_id)}/config.yaml").text
 

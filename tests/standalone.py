@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,3 +102,27 @@ def fill_disk(path: Path, leave: int = 0) -> Path:
             except OSError:
                 pass
     return filler
+
+
+@contextmanager
+def postgres_database(server_url: str):
+    """A throwaway database on the PostgreSQL server of `server_url`: yields (its URL, an admin engine
+    on the server). Raises sqlalchemy's OperationalError when the server cannot be reached."""
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(server_url)
+    name = f"peftlab_own_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except BaseException:
+        admin.dispose()
+        raise
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False), admin, name
+    finally:
+        with admin.connect() as conn:
+            for db in (name, f"{name}_away"):
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
+        admin.dispose()

@@ -59,9 +59,12 @@ def write_model_cards(run_id: int, config: RunCreate, summary: dict, artifacts: 
                           summary=summary, labels=None)
     adapter_dir = artifacts["adapter"]
     facts.labels = json.loads((adapter_dir / "peftlab.json").read_text()).get("labels")
-    set_base_model_reference(adapter_dir, reference)
-    (adapter_dir / CARD_FILE).write_text(render_card(facts, kind="adapter", is_peft=_is_peft_dir(adapter_dir),
-                                                     is_whole_model=(adapter_dir / "config.json").is_file()))
+    # adapter_last: the last step's weights when the downloads ship the best step's (metric_for_best).
+    for kind in ("adapter", "adapter_last"):
+        if (folder := artifacts.get(kind)) is not None:
+            set_base_model_reference(folder, reference)
+            (folder / CARD_FILE).write_text(render_card(facts, kind=kind, is_peft=_is_peft_dir(folder),
+                                                        is_whole_model=(folder / "config.json").is_file()))
     if merged := artifacts.get("merged"):
         _copy_tokenizer(adapter_dir, merged)
         (merged / CARD_FILE).write_text(render_card(facts, kind="merged", is_peft=False, is_whole_model=True))
@@ -99,7 +102,8 @@ def render_card(facts: CardFacts, *, kind: str, is_peft: bool, is_whole_model: b
     if is_peft:
         front.append("library_name: peft")
     front += [f"tags: [{', '.join(tags)}]", "---", ""]
-    what = "merged into the base model's weights" if kind == "merged" else "trained by peftlab"
+    what = {"merged": "merged into the base model's weights",
+            "adapter_last": "trained by peftlab: the weights at its last step"}.get(kind, "trained by peftlab")
     lines = [*front, f"# {facts.run_name}", "",
              f"A {method_name} fine-tune of `{facts.base_reference}` for "
              f"{'text classification' if c.task == 'classification' else 'text generation (causal LM)'}, "
@@ -107,14 +111,18 @@ def render_card(facts: CardFacts, *, kind: str, is_peft: bool, is_whole_model: b
              f"| base model | `{facts.base_reference}` (registered as `{c.base_model}`) |",
              f"| method | {method_name}: {_settings(method)} |",
              f"| dataset | {_escape(facts.dataset_name)}: {_sizes(s)} |",
-             f"| columns | {', '.join(f'{k} ← `{v}`' for k, v in c.columns.model_dump(exclude_none=True).items())} |",
+             f"| columns | {', '.join(f'{k} ← `{v}`' for k, v in c.columns.model_dump(exclude_none=True, exclude={'label_names'}).items())} |",
              f"| training | {_settings(c.training.model_dump(), skip_none=True)} |"]
     if s.get("steps"):
         lines.append(f"| optimiser steps | {s['steps']:,} |")
     if s.get("trainable_params") and s.get("total_params"):
         share = 100 * s["trainable_params"] / s["total_params"]
         lines.append(f"| trainable parameters | {s['trainable_params']:,} of {s['total_params']:,} ({share:.2f} %) |")
-    lines += ["", "## Results", "", *_metrics(s.get("eval") or {})]
+    if kind == "adapter_last":
+        lines += ["", "## Results", "", "These are the weights at the run's last step. The run's figures (and its main "
+                  "download) come from its best evaluated step; see that download's card."]
+    else:
+        lines += ["", "## Results", "", *_metrics(s.get("eval") or {})]
     if facts.labels:
         lines += ["", "## Labels", "", "Class ids in the model's output order: "
                   + ", ".join(f"{i} = `{_escape(label)}`" for i, label in enumerate(facts.labels)) + "."]

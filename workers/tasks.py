@@ -132,7 +132,7 @@ def _run(run_id: int, settings: Settings, reporter: SqlReporter) -> tuple[dict, 
         files = [_dataset_location(session, settings, config.dataset_id)]
         if config.eval_dataset_id is not None:
             files.append(_dataset_location(session, settings, config.eval_dataset_id))
-    rows = [list(iter_rows(*f)) for f in files]
+    rows = [list(iter_rows(path, fmt, has_header, column_names=names)) for path, fmt, has_header, names in files]
     lease = reporter.lease
     checkpoints = _checkpoint_store(settings, reporter)
     if lease.attempt <= 1:
@@ -144,14 +144,23 @@ def _run(run_id: int, settings: Settings, reporter: SqlReporter) -> tuple[dict, 
     if resume is not None:
         log.info("run %s: attempt %s resumes from the checkpoint at step %s", run_id, lease.attempt, resume.step)
     outcome = fine_tune(config, rows[0], rows[1] if len(rows) > 1 else None, source, reporter,
-                        artifact_dir=lambda kind: run_artifact_dir(settings, run_id, kind),
+                        artifact_dir=lambda kind: _output_dir(settings, run_id, kind, reporter),
                         find_adapter=lambda other: _adapter_location(settings, other),
                         checkpoints=checkpoints, resume=resume)
-    if outcome is not None:  # README.md cards, a base model others can resolve
+    if outcome is not None:  # README.md cards, a base model others can resolve (reads SQL: rides out an outage)
         if resume is not None:
             outcome[0]["resumed_from"] = {"step": resume.step, "attempt": lease.attempt}
-        write_model_cards(run_id, config, *outcome)
+        retry_database(lambda: write_model_cards(run_id, config, *outcome),
+                       until=time.monotonic() + settings.save_retry_seconds, what=f"run {run_id}: the model card")
     return outcome  # recorded by _save, in the same transaction as the run's status
+
+
+def _output_dir(settings: Settings, run_id: int, kind: str, reporter: Reporter) -> Path:
+    """A fresh directory for one output, made only while this attempt still holds the run: a worker
+    that lost its lease must not empty the directory its successor writes to."""
+    if isinstance(reporter, SqlReporter):
+        reporter.check_lease()
+    return run_artifact_dir(settings, run_id, kind)
 
 
 def _checkpoint_store(settings: Settings, reporter: SqlReporter) -> CheckpointStore:
@@ -185,11 +194,11 @@ def _adapter_location(settings: Settings, run_id: int) -> Path:
         return absolute_path(settings, artifact)
 
 
-def _dataset_location(session, settings: Settings, dataset_id: int) -> tuple[Path, str, bool | None]:
+def _dataset_location(session, settings: Settings, dataset_id: int) -> tuple[Path, str, bool | None, dict | None]:
     dataset = session.get(Dataset, dataset_id)
     if dataset is None:
         raise LookupError(f"dataset {dataset_id} no longer exists")
-    return dataset_file(settings, dataset), dataset.format, dataset.has_header
+    return dataset_file(settings, dataset), dataset.format, dataset.has_header, dataset.column_names
 
 
 def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None, source: str, reporter: Reporter,

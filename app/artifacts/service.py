@@ -72,10 +72,14 @@ def zip_to_tempfile(settings: Settings, source: Path) -> Path:
     tmp_dir = settings.data_dir.resolve() / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(suffix=".zip", dir=tmp_dir)
-    with open(fd, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for path in sorted(source.rglob("*")):
-            if path.is_file() and not path.is_symlink():
-                zf.write(path, path.relative_to(source).as_posix())
+    try:
+        with open(fd, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            for path in sorted(source.rglob("*")):
+                if path.is_file() and not path.is_symlink():
+                    zf.write(path, path.relative_to(source).as_posix())
+    except BaseException:
+        Path(name).unlink(missing_ok=True)  # a full disk leaves no half-written zip behind
+        raise
     return Path(name)
 
 

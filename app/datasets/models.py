@@ -24,3 +24,6 @@ class Dataset(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     storage_name: Mapped[str] = mapped_column(String(64), unique=True)  # file name inside the upload dir
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Names the user gave the file's columns, {name in the file: name shown}, applied to every row read
+    # (PATCH /api/datasets/{id}); `columns` and `preview` already carry the shown names. None: as in the file.
+    column_names: Mapped[dict | None] = mapped_column(JSON, nullable=True)

@@ -415,8 +415,11 @@ def _iter_parquet(path: Path, limits: ReadLimits) -> Iterator[dict]:
 
 
 def iter_rows(path: Path, fmt: str, has_header: bool | None = True, limits: ReadLimits | None = None,
-              skip: int = 0) -> Iterator[dict[str, object]]:
-    """Every row of a stored dataset file as a dict column → value (after `skip` rows, skipped cheaply)."""
+              skip: int = 0, *, column_names: dict[str, str] | None = None) -> Iterator[dict[str, object]]:
+    """Every row of a stored dataset file as a dict column → value (after `skip` rows, skipped cheaply);
+    `column_names` renames the file's columns ({name in the file: name to use}, Dataset.column_names)."""
+    if column_names:
+        return _renamed(iter_rows(path, fmt, has_header, limits, skip), column_names)
     limits = limits or default_limits()
     if fmt == "jsonl":
         return _iter_jsonl(path, limits, skip)
@@ -434,3 +437,8 @@ def iter_rows(path: Path, fmt: str, has_header: bool | None = True, limits: Read
 
         return itertools.islice(rows, skip, None)
     return rows
+
+
+def _renamed(rows: Iterator[dict], column_names: dict[str, str]) -> Iterator[dict]:
+    for row in rows:
+        yield {column_names.get(name, name): value for name, value in row.items()}

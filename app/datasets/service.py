@@ -93,7 +93,7 @@ def rows(settings: Settings, dataset: Dataset, *, offset: int, limit: int) -> li
     """One page of rows, cells cut like the preview's; rows before it are skipped without parsing where possible."""
     limits = ScanLimits.from_settings(settings)
     it = iter_rows(dataset_file(settings, dataset), dataset.format, dataset.has_header,
-                   ReadLimits.from_settings(settings), skip=offset)
+                   ReadLimits.from_settings(settings), skip=offset, column_names=dataset.column_names)
     page = []
     for row in it:
         page.append(preview_row(row, limits))

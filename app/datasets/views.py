@@ -11,8 +11,10 @@ from app.config import Settings, get_settings
 from app.datasets import service
 from app.datasets.models import Dataset
 from app.datasets.reader import DatasetError
+from app.datasets import distribution as distribution_service
+from app.datasets import renaming
 from app.datasets.sandbox import ScannerBusy
-from app.datasets.schemas import DatasetDetailOut, DatasetOut, RowsOut
+from app.datasets.schemas import DatasetDetailOut, DatasetOut, DatasetUpdate, DistributionOut, RowsOut, ValueCount
 from app.datasets.upload import UploadError, receive_upload
 from app.db import get_db
 from app.ids import Id, parse_id
@@ -113,6 +115,37 @@ def get_rows(dataset: Annotated[Dataset, Depends(dataset_or_404)], settings: Con
     except DatasetError as e:  # a file stored before today's checks may not read back
         raise HTTPException(422, f"The dataset file cannot be read: {e}") from None
     return RowsOut(offset=offset, limit=limit, total=dataset.num_rows, rows=rows)
+
+
+@router.patch("/{dataset_id}", response_model=DatasetDetailOut)
+def update_dataset(body: DatasetUpdate, dataset: Annotated[Dataset, Depends(dataset_or_404)], session: DB):
+    """Name the columns: `{"columns": {"column_1": "label", …}}` or every name in order. The file stays as it
+    was; the names apply wherever rows are read (pages, training, Playground samples)."""
+    try:
+        renaming.rename(session, dataset=dataset, requested=body.columns,
+                        preview=service.stored_preview(session, dataset=dataset))
+    except renaming.RenameError as e:
+        raise HTTPException(e.status, str(e)) from None
+    return _detail(session, dataset)
+
+
+@router.get("/{dataset_id}/distribution", response_model=DistributionOut)
+def get_distribution(dataset: Annotated[Dataset, Depends(dataset_or_404)], settings: Conf,
+                     column: Annotated[str, Query(min_length=1, max_length=1000)]):
+    """How often each value of `column` occurs (a label column's class balance): the 50 most common, the
+    rest as `other`. One pass over the file, stopped after 20 s (`complete` says whether it read every row)."""
+    names = [c["name"] for c in dataset.columns]
+    if column not in names:
+        shown = ", ".join(repr(n[:80]) for n in names[:20])
+        raise HTTPException(422, f"There is no column {column[:80]!r} (the columns: {shown}).")
+    try:
+        counted = distribution_service.distribution(settings, dataset, column)
+    except DatasetError as e:
+        raise HTTPException(422, f"The dataset file cannot be read: {e}") from None
+    return DistributionOut(column=column, total_rows=counted.total_rows, rows_counted=counted.rows_counted,
+                           complete=counted.complete, missing=counted.missing, distinct=len(counted.counts),
+                           values=[ValueCount(value=v, count=n) for v, n in counted.top()],
+                           other=counted.other(), untracked=counted.untracked)
 
 
 @router.delete("/{dataset_id}", status_code=204)

@@ -41,6 +41,6 @@ def count(shape: ModelShape, config: AdapterMethod, task: str, extra: dict) -> C
 SPEC = register(MethodSpec(
     name="adapter", config=AdapterMethod, title="Adapter", order=20,
     description="Trains small bottleneck layers (down → non-linearity → up) after the attention and FFN sublayers of every layer.",
-    paper="Houlsby et al. 2019, arXiv 1902.00751; Pfeiffer et al. 2021, arXiv 2005.00247", learning_rate=1e-3,
+    paper="Houlsby et al. 2019, arXiv 1902.00751; Pfeiffer et al. 2021, arXiv 2005.00247", learning_rate=2e-3,
     count=count, settings_note="Houlsby, reduction factor 16, relu",
 ))

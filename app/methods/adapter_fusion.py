@@ -41,6 +41,6 @@ def count(shape: ModelShape, config: AdapterFusionMethod, task: str, extra: dict
 SPEC = register(MethodSpec(
     name="adapter_fusion", config=AdapterFusionMethod, title="AdapterFusion", order=30,
     description="Trains a per-layer attention over the outputs of two or more already trained, frozen Adapter runs.",
-    paper="Pfeiffer et al. 2021, arXiv 2005.00247", learning_rate=5e-4, count=count, presets=False,
+    paper="Pfeiffer et al. 2021, arXiv 2005.00247", learning_rate=2e-3, count=count, presets=False,
     settings_note="needs trained Adapter runs",
 ))

@@ -17,6 +17,6 @@ def count(shape: ModelShape, config: FullMethod, task: str, extra: dict) -> Coun
 
 SPEC = register(MethodSpec(
     name="full", config=FullMethod, title="Full fine-tuning", order=100,
-    description="Trains every weight; the baseline.", paper="—", learning_rate=2e-5, count=count,
+    description="Trains every weight; the baseline.", paper="—", learning_rate=5e-5, count=count,
     quantized_base=False, settings_note="—",
 ))

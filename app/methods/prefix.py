@@ -32,6 +32,6 @@ def count(shape: ModelShape, config: PrefixMethod, task: str, extra: dict) -> Co
 SPEC = register(MethodSpec(
     name="prefix", config=PrefixMethod, title="Prefix-tuning", order=40,
     description="Trains key/value prefixes that every layer's attention sees, optionally produced by an MLP.",
-    paper="Li & Liang 2021, arXiv 2101.00190", learning_rate=5e-3, count=count,
+    paper="Li & Liang 2021, arXiv 2101.00190", learning_rate=1e-2, count=count,
     settings_note="20 virtual tokens, no projection",
 ))

@@ -45,7 +45,8 @@ class Count:
 # (shape, config, task, extra) → Count; `extra` carries what only the database knows
 # (AdapterFusion: the fused adapters' variant).
 Formula = Callable[[ModelShape, Any, str, dict], Count]
-# (shape, config, task) → [(setting, why it cannot work on this model)]: checks that need the model's shape.
+# (shape, config, task) → [(setting or "" for the method as a whole, why it cannot work on this model)]:
+# checks that need the model's shape.
 Check = Callable[[ModelShape, Any, str], list[tuple[str, str]]]
 
 

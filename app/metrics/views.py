@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
 
 from app.config import get_settings
 from app.db import release
@@ -81,7 +82,11 @@ async def run_events(run: RunDep, request: Request, session: DB):
                 out: list[str] = []
                 if feed.ready and not feed.covers(cursor):
                     # Behind the feed's buffer (a replay): read the backlog in short sessions.
-                    backlog = await live.read_backlog(run_id, cursor, feed.base)
+                    try:
+                        backlog = await live.read_backlog(run_id, cursor, feed.base)
+                    except SQLAlchemyError:  # the database is busy or down: stay open, try at the next tick
+                        await feed.next_tick(poll_every * 4)
+                        continue
                     for p in backlog:
                         cursor = p.id
                         out.append(_metric(p, seen_version))

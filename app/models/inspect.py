@@ -44,7 +44,8 @@ def safetensors_files(model_dir: Path) -> list[Path]:
 
 
 def count_parameters(files: list[Path]) -> int:
-    """Sum of tensor sizes from the safetensors headers (8-byte length + JSON), no weights read."""
+    """Sum of tensor sizes from the safetensors headers (8-byte length + JSON), no weights read.
+    Integer tensors are buffers some checkpoints carry (BERT's position_ids), not parameters."""
     total = 0
     for path in files:
         with open(path, "rb") as f:
@@ -53,7 +54,7 @@ def count_parameters(files: list[Path]) -> int:
                 raise ModelSourceError(f"{path.name} has an implausible safetensors header.")
             header = json.loads(f.read(length))
         for name, info in header.items():
-            if name == "__metadata__":
+            if name == "__metadata__" or not str(info.get("dtype", "F")).startswith(("F", "BF")):
                 continue
             n = 1
             for dim in info["shape"]:

@@ -116,16 +116,15 @@ def enqueue_endings(session: Session, *, limit: int = 500) -> int:
                         Run.finished_at >= Webhook.created_at))
         .where(~exists().where(WebhookDelivery.webhook_id == Webhook.id, WebhookDelivery.run_id == Run.id))
         .limit(limit)).all()
-    values = [{"webhook_id": hook_id, "run_id": run_id, "event": ENDINGS[status], "next_attempt_at": utcnow()}
-              for hook_id, events, run_id, status in rows if ENDINGS[status] in events]
-    # Endings the webhook does not want are recorded as done, so they are not looked at again.
-    values += [{"webhook_id": hook_id, "run_id": run_id, "event": ENDINGS[status], "state": "skipped",
-                "next_attempt_at": utcnow()} for hook_id, events, run_id, status in rows if ENDINGS[status] not in events]
+    # Endings the webhook does not want are recorded as skipped, so they are not looked at again.
+    values = [{"webhook_id": hook_id, "run_id": run_id, "event": ENDINGS[status], "attempts": 0,
+               "state": "pending" if ENDINGS[status] in events else "skipped", "next_attempt_at": utcnow(),
+               "created_at": utcnow()} for hook_id, events, run_id, status in rows]
     if values:
         stmt = _insert_ignore(session).values(values).on_conflict_do_nothing(index_elements=["webhook_id", "run_id"])
         session.execute(stmt)
         session.commit()
-    return sum(1 for v in values if "state" not in v)
+    return sum(1 for v in values if v["state"] == "pending")
 
 
 def _claim_due(session: Session, now: datetime, limit: int) -> list[int]:

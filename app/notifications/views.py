@@ -10,6 +10,7 @@ from app.auth.deps import Viewer
 from app.auth.models import Project
 from app.config import Settings, get_settings
 from app.db import get_db
+from app.ids import Id
 from app.notifications import service
 from app.notifications.schemas import WebhookCreate, WebhookOut, WebhookTestOut
 
@@ -39,13 +40,13 @@ def _hook_or_404(session: Session, project_id: int, webhook_id: int):
 
 
 @router.get("", response_model=list[WebhookOut])
-def list_webhooks(project_id: int, user: Viewer, session: DB):
+def list_webhooks(project_id: Id, user: Viewer, session: DB):
     _role(session, user, project_id)
     return service.list_for(session, project_id=project_id)
 
 
 @router.post("", status_code=201, response_model=WebhookOut)
-def create_webhook(project_id: int, body: WebhookCreate, user: Viewer, session: DB):
+def create_webhook(project_id: Id, body: WebhookCreate, user: Viewer, session: DB):
     """Announce the project's runs that end from now on (finished / failed / cancelled) to this URL."""
     _may_change(session, user, project_id)
     hook = service.create(session, project_id=project_id, body=body, user_id=user.id)
@@ -53,13 +54,13 @@ def create_webhook(project_id: int, body: WebhookCreate, user: Viewer, session: 
 
 
 @router.delete("/{webhook_id}", status_code=204)
-def delete_webhook(project_id: int, webhook_id: int, user: Viewer, session: DB):
+def delete_webhook(project_id: Id, webhook_id: Id, user: Viewer, session: DB):
     _may_change(session, user, project_id)
     service.delete(session, hook=_hook_or_404(session, project_id, webhook_id))
 
 
 @router.post("/{webhook_id}/test", response_model=WebhookTestOut)
-async def test_webhook(project_id: int, webhook_id: int, user: Viewer, session: DB,
+async def test_webhook(project_id: Id, webhook_id: Id, user: Viewer, session: DB,
                        settings: Annotated[Settings, Depends(get_settings)]):
     """Send a test message now; the answer says whether the receiver took it."""
     _may_change(session, user, project_id)

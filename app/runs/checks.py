@@ -48,7 +48,7 @@ def column_problems(columns: Columns, available: Iterable[str], what: str) -> li
     names = list(available)
     shown = ", ".join(repr(n) for n in names[:20]) + (", …" if len(names) > 20 else "")
     return [Problem(("columns", role), f"column {column!r} is not in the {what} (its columns: [{shown}])")
-            for role, column in columns.model_dump().items()
+            for role, column in columns.model_dump(exclude={"label_names"}).items()
             if column is not None and role not in NOT_COLUMNS and column not in names]
 
 
@@ -81,7 +81,8 @@ def model_problems(config: RunCreate, facts: dict | None, *, max_trainable: int 
         problems.append(Problem(here, f"{spec.title} supports {', '.join(spec.architectures)} models, "
                                       f"not {shape.model_type}."))
     if spec.check is not None:
-        problems += [Problem((*here, field), msg) for field, msg in spec.check(shape, config.method, config.task)]
+        problems += [Problem((*here, field) if field else here, msg)
+                     for field, msg in spec.check(shape, config.method, config.task)]
     virtual = getattr(config.method, "num_virtual_tokens", 0)
     if shape.positions and shape.positions - virtual < MIN_TEXT_POSITIONS:
         problems.append(Problem((*here, "num_virtual_tokens"),

@@ -27,7 +27,8 @@ def form_fields(spec: MethodSpec) -> list[dict]:
                  "optional": nullable and name not in required}
         if "enum" in prop:
             labels = raw.get("x-labels", {})
-            field |= {"kind": "choice", "options": [(v, labels.get(v, v)) for v in prop["enum"]]}
+            none = [("", labels.get("null", "Default"))] if nullable else []  # "" is sent as null
+            field |= {"kind": "choice", "options": none + [(v, labels.get(v, v)) for v in prop["enum"]]}
         elif prop.get("type") == "boolean":
             field |= {"kind": "check"}
         elif prop.get("type") in ("integer", "number"):

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from app.ids import Id
 from app.methods import all_specs, get_spec, method_union
+from app.runs.label_names import MAX_NAME_CHARS as MAX_LABEL_NAME_CHARS, MAX_NAMES as MAX_LABEL_NAMES, check_names
 from app.methods.adapter import AdapterMethod  # noqa: F401 — re-exported: the configs' old home
 from app.methods.adapter_fusion import AdapterFusionMethod  # noqa: F401
 from app.methods.full import FullMethod  # noqa: F401
@@ -58,6 +59,19 @@ class Columns(_Strict):
         None, description="Not a column: how chat turns become text. auto = the base model's chat template "
         "(ChatML when its tokenizer has none); chatml = always ChatML. Set on a prompt/response (Alpaca) run, "
         "it trains the pair as a user and an assistant turn. Default with columns.messages: auto.")
+    label_names: (list[Annotated[str, Field(max_length=MAX_LABEL_NAME_CHARS)]]
+                  | dict[Annotated[str, Field(max_length=MAX_LABEL_NAME_CHARS)], Annotated[str, Field(max_length=MAX_LABEL_NAME_CHARS)]]
+                  | None) = Field(
+        None, max_length=MAX_LABEL_NAMES,
+        description="Classification: names for the label values, shown instead of them (metrics, confusion matrix, "
+                    "predictions, the adapter's id2label). A list names the distinct values in natural order "
+                    "(numeric when all are integers), e.g. [\"World\", \"Sports\", \"Business\", \"Sci/Tech\"] for 1–4; "
+                    "a mapping names each value: {\"1\": \"World\", …}.")
+
+    @field_validator("label_names")
+    @classmethod
+    def _label_names(cls, value):
+        return None if value is None else check_names(value)
 
 
 BestMetric = Literal["eval/loss", "eval/accuracy", "eval/f1", "eval/perplexity"]
@@ -75,6 +89,8 @@ class Training(_Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     eval_every: int = Field(100, ge=1, le=10_000_000, description="Evaluate every this many optimizer steps.")
     warmup_ratio: float = Field(0.0, ge=0, le=1)
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field(
+        "linear", description="After warmup (warmup_ratio): linear decay to 0, half-cosine decay to 0, or constant.")
     weight_decay: float = Field(0.0, ge=0, le=1)
     gradient_accumulation: int = Field(1, ge=1, le=1024)
     checkpoint_every: int | None = Field(
@@ -125,6 +141,12 @@ class RunCreate(_Strict):
         prompt-tuning at a LoRA rate stays at chance."""
         if "learning_rate" not in self.training.model_fields_set:
             self.training.learning_rate = get_spec(self.method.type).learning_rate
+        return self
+
+    @model_validator(mode="after")
+    def _label_names_for_classification(self) -> "RunCreate":
+        if self.columns.label_names is not None and self.task != "classification":
+            raise ValueError("columns.label_names names classes: only classification runs have them")
         return self
 
     @model_validator(mode="after")

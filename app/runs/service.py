@@ -6,12 +6,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.config import Settings, get_settings
+from app.datasets.distribution import distribution
 from app.datasets.models import Dataset
 from app.datasets.scan import safe_preview
+from app.datasets.reader import DatasetError
 from app.models import service as models_service
 from app.queue import send_train
 from app.runs import lifecycle
 from app.runs.checks import run_problems
+from app.runs.label_names import LabelNamesError, name_map
 from app.runs.models import Run, RunTag
 from app.runs.schemas import RunCreate, RunUpdate
 
@@ -67,6 +70,8 @@ def validate_references(session: Session, body: RunCreate, visible: set[int] | N
                             max_trainable=get_settings().max_trainable_params, fusion_variant=fusion_variant,
                             rows=_chat_preview(body, dataset), eval_rows=_chat_preview(body, eval_dataset))
     errors += [_err(p.loc, p.msg) for p in problems]
+    if dataset is not None and body.columns.label_names is not None and not errors:
+        errors += _label_name_errors(body, dataset)
     if errors:
         raise FieldErrors(errors)
     return dataset, eval_dataset
@@ -77,6 +82,20 @@ def _chat_preview(body: RunCreate, dataset) -> list[dict] | None:
     if dataset is None or not body.columns.messages:
         return None
     return safe_preview(dataset.preview)
+def _label_name_errors(body: RunCreate, dataset: Dataset) -> list[dict]:
+    """columns.label_names must name every distinct value of the label column: one streaming, time-bounded
+    count of the file (app/datasets/distribution.py). A count that could not finish leaves it to the worker."""
+    try:
+        counted = distribution(get_settings(), dataset, body.columns.label)
+    except DatasetError:
+        return []  # the worker says what is wrong with the file
+    if not counted.complete or counted.untracked:
+        return []
+    try:
+        name_map(body.columns.label_names, list(counted.counts))
+    except LabelNamesError as e:
+        return [_err(("columns", "label_names"), f"{e} (dataset {dataset.id}, column {body.columns.label!r})")]
+    return []
 
 
 FUSION_LOC = ("method", "adapter_fusion", "adapter_run_ids")

@@ -5,6 +5,7 @@ from collections import Counter
 from sqlalchemy.orm import Session
 
 from app.config import Settings
+from app.runs.label_names import display_order
 from app.runs.models import Run
 from app.samples.service import NotComparable, predictions
 
@@ -20,6 +21,10 @@ def confusion(session: Session, settings: Settings, run: Run) -> dict:
         raise NotComparable(f"Run {run.id} is a {run.task} run; a confusion matrix needs a classification run.")
     pairs = [(p["label"], p["prediction"]) for p in predictions(session, settings, run).values()]
     labels = sorted({label for pair in pairs for label in pair})  # the run's label ids are sorted strings too
+    named = ((run.config or {}).get("columns") or {}).get("label_names")
+    if named:  # class names: in the order the user gave them
+        order = {name: i for i, name in enumerate(display_order(named))}
+        labels.sort(key=lambda label: (order.get(label, len(order)), label))
     if len(labels) > MAX_CLASSES:
         raise NotComparable(f"Run {run.id} has {len(labels)} classes; a confusion matrix is shown for up to "
                             f"{MAX_CLASSES}. The per-sample view lists every prediction.")

@@ -62,7 +62,8 @@ def read_rows(settings: Settings, dataset: Dataset | None, wanted: set[int]) -> 
     if dataset is None or not wanted:
         return {}
     last = max(wanted)
-    rows = iter_rows(dataset_file(settings, dataset), dataset.format, dataset.has_header)
+    rows = iter_rows(dataset_file(settings, dataset), dataset.format, dataset.has_header,
+                     column_names=dataset.column_names)
     return {i: row for i, row in enumerate(islice(rows, last + 1)) if i in wanted}
 
 

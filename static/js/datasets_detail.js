@@ -1,4 +1,4 @@
-// /datasets/{id}: facts, columns, paged rows, delete.
+// /datasets/{id}: facts, columns (and naming them), a column's value distribution, paged rows, delete.
 import { $, api, el, emptyRow, fmtBytes, fmtDate, fmtInt, showAlert } from "./common.js";
 
 const PAGE = 20;
@@ -120,6 +120,85 @@ function proposeChatRun() {
   $("#chat-shape").hidden = false;
 }
 
+// A text input per column, filled with its current name; saved with PATCH /api/datasets/{id}.
+function renderRenameForm() {
+  $("#rename-fields").replaceChildren(...dataset.columns.map((c, i) => el("div", { class: "field" },
+    el("label", { for: `rename-${i}` }, `Column ${i + 1}`),
+    el("input", { type: "text", id: `rename-${i}`, value: c.name, maxlength: "200", "data-column": c.name }))));
+}
+
+$("#rename-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const names = dataset.columns.map((_, i) => $(`#rename-${i}`).value.trim());
+  const button = $("#rename-submit");
+  button.disabled = true;
+  showAlert($("#rename-error"), "");
+  try {
+    dataset = await api(`/api/datasets/${encodeURIComponent(id)}`, { method: "PATCH", json: { columns: names } });
+    renderFacts();
+    renderRenameForm();
+    fillDistributionPicker();
+    loadDistribution();
+    loadPage(offset);
+  } catch (err) {
+    showAlert($("#rename-error"), err.message);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// The label-like column first: what a person opening a dataset usually wants to see balanced.
+const LABEL_NAMES = ["label", "labels", "class", "category", "target", "y"];
+
+function fillDistributionPicker() {
+  const select = $("#distribution-column");
+  const previous = select.value;
+  const names = dataset.columns.map((c) => c.name);
+  select.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
+  const guess = names.find((n) => LABEL_NAMES.includes(n.toLowerCase()))
+    || (dataset.has_header === false ? names[0] : names[names.length - 1]);
+  select.value = names.includes(previous) ? previous : guess;
+}
+
+let distributionRequest = 0;
+async function loadDistribution() {
+  const column = $("#distribution-column").value;
+  if (!column) return;
+  const mine = ++distributionRequest;
+  showAlert($("#distribution-error"), "");
+  $("#distribution-summary").textContent = "Counting…";
+  try {
+    const d = await api(`/api/datasets/${encodeURIComponent(id)}/distribution?column=${encodeURIComponent(column)}`);
+    if (mine !== distributionRequest) return; // the picker moved on
+    const counted = d.rows_counted - d.missing;
+    const top = d.values.length ? d.values[0].count : 1;
+    const rows = d.values.map((v) => {
+      const fill = el("span", { class: "prob-fill" });
+      fill.style.width = `${(100 * v.count / top).toFixed(1)}%`; // through the CSSOM: the CSP forbids style=""
+      return el("div", { class: "prob-row", "data-value": v.value, "data-count": String(v.count) },
+        el("span", { class: "prob-label", title: v.value }, v.value),
+        el("span", { class: "prob-bar" }, fill),
+        el("span", { class: "prob-value" }, fmtInt(v.count)));
+    });
+    if (d.other) {
+      rows.push(el("div", { class: "prob-row distribution-other", "data-count": String(d.other) },
+        el("span", { class: "prob-label" }, "other values"), el("span", {}), el("span", { class: "prob-value" }, fmtInt(d.other))));
+    }
+    $("#distribution-list").replaceChildren(...rows);
+    const parts = [`${fmtInt(d.distinct)} distinct value${d.distinct === 1 ? "" : "s"} in ${fmtInt(counted)} rows`];
+    if (d.missing) parts.push(`${fmtInt(d.missing)} empty`);
+    if (!d.complete) parts.push(`counted the first ${fmtInt(d.rows_counted)} of ${fmtInt(d.total_rows)} rows`);
+    $("#distribution-summary").textContent = parts.join(" · ");
+  } catch (err) {
+    if (mine !== distributionRequest) return;
+    $("#distribution-summary").textContent = "";
+    $("#distribution-list").replaceChildren();
+    showAlert($("#distribution-error"), `Could not count the values: ${err.message}`);
+  }
+}
+
+$("#distribution-column").addEventListener("change", loadDistribution);
+
 async function load() {
   try {
     dataset = await api(`/api/datasets/${encodeURIComponent(id)}`);
@@ -130,6 +209,9 @@ async function load() {
   }
   renderFacts();
   proposeChatRun();
+  renderRenameForm();
+  fillDistributionPicker();
+  loadDistribution();
   // The detail response already carries the first rows; the pager fetches the rest.
   const preview = (dataset.preview || []).slice(0, PAGE);
   renderRows(preview);

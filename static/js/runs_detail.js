@@ -242,6 +242,9 @@ function openStream() {
     renderStatus();
     if (TERMINAL.has(status)) {
       stream.close();
+      // Points written just before the run ended (its final evaluation) may follow the status event on the
+      // stream we just closed: read the finished curves once, so every chart, Evaluation too, has them.
+      loadFinishedCurves().catch(() => {});
       fetchRun().catch((err) => showAlert($("#run-alert"), err.message));
     } else if (changed) {
       fetchRun().catch(() => {}); // picks up started_at for the ETA

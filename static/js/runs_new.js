@@ -1,5 +1,6 @@
 // /runs/new: build the POST /api/runs body from the form and show 422 errors beside their fields.
 import { $, $$, api, el, fmtCount, fmtInt, fmtPercent, methodLabel } from "./common.js";
+import { describeLabelValues, readClassNames, writeClassNames } from "./class_names.js";
 
 const form = $("#run-form");
 const datasetSelect = $("#run-dataset");
@@ -137,6 +138,7 @@ function buildBody() {
   for (const select of $$("#column-fields select")) {
     if (visible(select) && select.value) columns[select.dataset.column] = select.value;
   }
+  if (columns.label && visible($("#col-label_names")) && readClassNames() != null) columns.label_names = readClassNames();
   const training = {};
   for (const input of $$("[data-loc^='training.']")) training[input.dataset.loc.slice(9)] = numberOrNull(input);
   const evalId = evalSelect.value ? Number(evalSelect.value) : null;
@@ -164,6 +166,7 @@ function readSetting(input) {
     }
     case "runs": return $$("input:checked", input).map((box) => Number(box.value));
     case "text": return input.value.trim() === "" ? null : input.value;
+    case "choice": return input.value === "" ? null : input.value;
     default: return input.value;
   }
 }
@@ -352,6 +355,8 @@ for (const group of $$(".method-fields")) {
   group.addEventListener("change", () => { applyShowIf(group); scheduleEstimate(); });
 }
 $("#col-label").addEventListener("change", scheduleEstimate);
+const describeLabels = () => describeLabelValues(datasetSelect.value, taskSelect.value === "classification" ? $("#col-label").value : "");
+for (const input of [$("#col-label"), datasetSelect, taskSelect]) input.addEventListener("change", describeLabels);
 
 form.addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -411,6 +416,7 @@ async function prefillFrom(runId) {
   for (const select of $$("#column-fields select")) {
     if (visible(select) && columns[select.dataset.column] != null) select.value = columns[select.dataset.column];
   }
+  writeClassNames(columns.label_names);
   const group = $(`.method-fields[data-method="${CSS.escape(method.type)}"]`);
   for (const input of group ? $$("[data-loc^='method.']", group) : []) {
     const key = input.dataset.loc.slice("method.".length);
@@ -422,6 +428,7 @@ async function prefillFrom(runId) {
   }
   syncVisibility(); // settings shown only with others (data-show-if) follow the prefilled values
   scheduleEstimate();
+  describeLabels();
 }
 
 function lmModeOf(columns) {
@@ -448,4 +455,8 @@ function prefillFromQuery(params) {
 syncVisibility();
 const query = new URLSearchParams(window.location.search);
 const cloneId = query.get("clone");
-loadChoices().then(() => (cloneId ? prefillFrom(cloneId) : prefillFromQuery(query)));
+loadChoices().then(() => {
+  if (cloneId) return prefillFrom(cloneId);
+  prefillFromQuery(query);
+  return describeLabels();
+});

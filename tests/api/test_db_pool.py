@@ -15,8 +15,7 @@ def test_a_request_that_finds_no_free_connection_gets_503(app, admin_account, mo
             client = TestClient(app, headers=admin_account.headers)  # no lifespan: it would need a connection too
             res = client.get("/api/runs")
         assert res.status_code == 503, res.text
-        assert "no database connection came free" in res.json()["detail"]
-        assert res.headers["retry-after"] == "5"
+        assert "every connection is in use" in res.json()["detail"]
         assert res.headers["x-content-type-options"] == "nosniff"
         assert client.get("/api/runs").status_code == 200  # free again: served as usual
     finally:

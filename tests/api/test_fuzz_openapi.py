@@ -5,6 +5,8 @@ It runs against a real server process with a data dir and database of its own (i
 and deletes whatever it reaches, so it must not touch the session's data). Bounded: a fixed number
 of examples per operation and a per-example deadline keep it to a few minutes on two cores.
 """
+import os
+from contextlib import ExitStack
 from datetime import timedelta
 
 import pytest
@@ -26,15 +28,24 @@ SKIPPED = {("DELETE", "/api/tokens/{token_id}")}
 
 @pytest.fixture(scope="module")
 def fuzz_stack(tmp_path_factory):
+    """The embedded default; a PostgreSQL database of its own where the tests are pointed at a server."""
     root = tmp_path_factory.mktemp("fuzz")
-    stack = standalone.start(root / "logs", PEFTLAB_DATA_DIR=str(root / "data"))
+    with ExitStack() as cleanup:
+        settings = {"PEFTLAB_DATA_DIR": str(root / "data")}
+        if server := os.environ.get("PEFTLAB_TEST_DATABASE_URL"):
+            settings["PEFTLAB_DATABASE_URL"] = cleanup.enter_context(standalone.postgres_database(server))[0]
+        stack = standalone.start(root / "logs", **settings)
+        cleanup.callback(stack.stop)
+        yield _seeded(stack)
+
+
+def _seeded(stack):
     with stack.client() as c:  # something to find by id: a dataset, and a run on it
         csv = "sentence,label\n" + "".join(f"good movie {i},pos\nbad film {i},neg\n" for i in range(10))
         dataset = c.post("/api/datasets", files={"file": ("fuzz.csv", csv.encode())}).json()
         c.post("/api/runs", json={"dataset_id": dataset["id"], "columns": {"text": "sentence", "label": "label"},
                                   "method": {"type": "lora"}})
-    yield stack
-    stack.stop()
+    return stack
 
 
 def test_no_request_gets_a_server_error(fuzz_stack, request):

@@ -260,3 +260,14 @@ def test_event_stream_ignores_an_impossible_last_event_id(client, dataset_id, la
         assert "event: status" in text and '"cancelled"' in text
     finally:
         client.delete(f"/api/runs/{run['id']}")
+
+
+def test_nul_characters_in_text_are_never_a_500(client):
+    """PostgreSQL text cannot hold NUL (found by the fuzzer on PostgreSQL): refused there with a 422 that
+    says so; SQLite stores it."""
+    from app.errors import NUL_IN_TEXT
+
+    for res in (client.post("/api/projects", json={"name": "nul\u0000name"}), client.get("/api/runs", params={"q": "a\x00b"})):
+        assert res.status_code < 500, res.text
+        if res.status_code == 422 and isinstance(res.json()["detail"], str):
+            assert res.json()["detail"] == NUL_IN_TEXT

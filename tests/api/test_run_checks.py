@@ -33,6 +33,7 @@ def refused(res) -> dict[tuple, str]:
     ({"type": "ptuning", "encoder": "lstm", "encoder_hidden_size": 16384}, {}, ("method", "ptuning"),
      "PEFTLAB_MAX_TRAINABLE_PARAMS"),
     ({"type": "lora"}, {"eval_fraction": 0.01}, ("eval_fraction",), "leaves no eval rows"),
+    ({"type": "freeze", "trainable_layers": 7}, {}, ("method", "freeze", "trainable_layers"), "has 6 layers"),
 ])
 def test_impossible_runs_are_refused_before_queueing(client, dataset, method, over, loc, words):
     before = len(client.get("/api/runs").json())
@@ -77,7 +78,8 @@ def test_methods_are_listed_from_the_registry(client):
     by_name = {m["name"]: m for m in methods}
     assert {"lora", "adapter", "adapter_fusion", "prefix", "ptuning", "prompt", "full"} <= set(by_name)
     lora = by_name["lora"]
-    assert lora["defaults"] == {"type": "lora", "r": 8, "alpha": 16.0, "dropout": 0.1, "target_modules": None}
+    assert lora["defaults"] == {"type": "lora", "r": 8, "alpha": 16.0, "dropout": 0.1, "target_modules": None,
+                                "use_dora": False, "use_rslora": False, "init": None}
     r = lora["settings_schema"]["properties"]["r"]
     assert (r["default"], r["minimum"], r["maximum"]) == (8, 1, 1024) and r["description"]
     assert by_name["prompt"]["learning_rate"] > by_name["lora"]["learning_rate"] > by_name["full"]["learning_rate"]

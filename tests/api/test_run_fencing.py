@@ -81,6 +81,11 @@ def test_a_stale_attempt_can_write_nothing_even_under_the_same_worker_name(run_i
     with pytest.raises(LeaseLost):
         reporter.flush()
     assert keeper.lost.is_set() and reporter.should_stop()
+    with pytest.raises(LeaseLost):  # nor does it empty an output directory its successor writes to
+        reporter.check_lease()
+    with pytest.raises(LeaseLost):  # the database says so too, to a reporter that had not noticed yet
+        SqlReporter(first, LeaseKeeper(first, 30, 1)).check_lease()
+    assert SqlReporter(second, LeaseKeeper(second, 30, 1)).check_lease() is None
     with session_scope() as s:
         assert lifecycle.heartbeat(s, run_id, first.worker, 30, attempt=first.attempt) is None
         assert lifecycle.set_progress(s, run_id, first.worker, 0.95, attempt=first.attempt) is False

@@ -40,8 +40,10 @@ def test_create_applies_documented_defaults(client, dataset, created):
     run = res.json()
     created.append(run["id"])
     assert run["status"] == "queued" and run["name"] == "my lora" and run["progress"] == 0
-    assert run["config"]["method"] == {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.1, "target_modules": None}
-    assert run["config"]["training"]["learning_rate"] == 5e-4 and run["config"]["eval_fraction"] == 0.1
+    assert run["config"]["method"] == {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.1, "target_modules": None,
+                                       "use_dora": False, "use_rslora": False, "init": None}
+    # No learning rate given: LoRA's preset (the method registry's).
+    assert run["config"]["training"]["learning_rate"] == 2e-3 and run["config"]["eval_fraction"] == 0.1
     assert run["summary"]["eval"] == {"accuracy": None, "f1": None, "loss": None, "perplexity": None}
     assert client.get(f"/api/runs/{run['id']}").json()["id"] == run["id"]
 

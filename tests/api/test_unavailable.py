@@ -3,7 +3,7 @@ security headers), and serves again once it can. Real processes: a PostgreSQL da
 away under a running server, and a server whose data dir is a small disk that fills up."""
 import os
 import time
-import uuid
+from contextlib import ExitStack
 
 import pytest
 
@@ -35,15 +35,12 @@ def postgres_stack(tmp_path):
     """A server on a PostgreSQL database of its own; yields (stack, cut_connections, take_down, bring_back)."""
     import sqlalchemy as sa
 
-    url = sa.engine.make_url(os.environ.get("PEFTLAB_TEST_DATABASE_URL") or DEFAULT_POSTGRES)
-    name = f"peftlab_down_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    server = os.environ.get("PEFTLAB_TEST_DATABASE_URL") or DEFAULT_POSTGRES
+    cleanup = ExitStack()
     try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        db_url, admin, name = cleanup.enter_context(standalone.postgres_database(server))
     except sa.exc.OperationalError as e:
-        admin.dispose()
-        _unavailable(f"PostgreSQL at {url.render_as_string()} is not reachable: {e.orig}")
+        _unavailable(f"PostgreSQL at {server} is not reachable: {e.orig}")
     away = f"{name}_away"
 
     def cut_connections() -> None:
@@ -64,18 +61,10 @@ def postgres_stack(tmp_path):
                 time.sleep(0.1)
         raise AssertionError(f"could not rename database {old}")
 
-    db_url = url.set(database=name).render_as_string(hide_password=False)
-    stack = None
-    try:
+    with cleanup:
         stack = standalone.start(tmp_path / "logs", PEFTLAB_DATA_DIR=str(tmp_path / "data"), PEFTLAB_DATABASE_URL=db_url)
+        cleanup.callback(stack.stop)
         yield stack, cut_connections, lambda: rename(name, away), lambda: rename(away, name)
-    finally:
-        if stack is not None:
-            stack.stop()
-        with admin.connect() as conn:
-            for db in (name, away):
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def test_database_down_is_503_json_then_recovers(postgres_stack):

@@ -2,6 +2,7 @@
 objects, 403 where only admins may act) and as the owner (success). A new route fails this test
 until it is given its row below, so nothing ships unchecked."""
 import pytest
+import yaml
 
 from tests.conftest import make_account, wait_for_status
 from tests.integration.test_end_to_end import sentiment_csv
@@ -45,7 +46,7 @@ def _routes(app) -> list[tuple[str, str]]:
 # (method, path) → how a request is made and what Bob gets. Bob: 404 = not his; 403 = admin only;
 # "own" = allowed, on his own things (the response must not hold Alice's objects).
 def _table(w: dict) -> dict:
-    run, ds = w["run"]["id"], w["dataset"]["id"]
+    run, ds, project = w["run"]["id"], w["dataset"]["id"], w["project"]["id"]
     return {
         ("GET", "/api/datasets"): dict(url="/api/datasets", bob="own"),
         ("POST", "/api/datasets"): dict(url="/api/datasets", files={"file": ("n.csv", b"text,label\na,b\nc,d\n")}, bob="own"),
@@ -97,11 +98,35 @@ def _table(w: dict) -> dict:
         ("GET", "/api/samples"): dict(url=f"/api/samples?runs={run}", bob=404),
         ("GET", "/api/runs/{run_id}/logs"): dict(url=f"/api/runs/{run}/logs", bob=404),
         ("GET", "/api/runs/{run_id}/confusion"): dict(url=f"/api/runs/{run}/confusion", bob=404),
+        ("GET", "/api/runs/{run_id}/config.yaml"): dict(url=f"/api/runs/{run}/config.yaml", bob=404),
+        ("POST", "/api/runs/yaml"): dict(url="/api/runs/yaml", content=yaml.safe_dump(w["body"]), bob=422,
+                                         cancel_after=True),  # her dataset is not his
+        ("GET", "/api/methods"): dict(url="/api/methods", bob="own"),
+        ("GET", "/api/projects/{project_id}/webhooks"): dict(url=f"/api/projects/{project}/webhooks", bob=404),
+        ("POST", "/api/projects/{project_id}/webhooks"): dict(url=f"/api/projects/{project}/webhooks",
+                                                              json={"url": DEAD_RECEIVER}, bob=404),
+        ("DELETE", "/api/projects/{project_id}/webhooks/{webhook_id}"): dict(
+            url=f"/api/projects/{project}/webhooks/{{fresh}}", bob=404, fresh=_webhook),
+        ("POST", "/api/projects/{project_id}/webhooks/{webhook_id}/test"): dict(
+            url=f"/api/projects/{project}/webhooks/{{fresh}}/test", bob=404, fresh=_webhook),
     }
 
 
 def _call(client, method, spec, url):
+    if "content" in spec:
+        return client.request(method, url, content=spec["content"], headers={"content-type": "application/yaml"})
     return client.request(method, url, json=spec.get("json"), files=spec.get("files"))
+
+
+# A receiver nobody listens on (connection refused at once): webhook tests answer without waiting.
+DEAD_RECEIVER = "http://127.0.0.1:9/hook"
+
+
+def _webhook(w) -> int:
+    """A webhook of Alice's project, made fresh for a route that removes or fires it."""
+    res = w["alice"].post(f"/api/projects/{w['project']['id']}/webhooks", json={"url": DEAD_RECEIVER})
+    assert res.status_code == 201, res.text
+    return res.json()["id"]
 
 
 def _sql_experiment(dataset_id: int) -> int:

@@ -1,6 +1,7 @@
 """`peftlab runs submit|list|logs|download` against a real server and worker, as a user at a terminal would
 run them: a config file exported from one run starts another, logs follow it to the end, the zip downloads."""
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -51,10 +52,26 @@ def test_submit_list_follow_and_download(server, tmp_path):
     res = peftlab("runs", "logs", str(run_id), "--follow", env=env)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "train/loss" in res.stdout and "eval/accuracy" in res.stdout
+    assert re.search(r"^\d\d:\d\d:\d\d +INFO +workers.training.loop: training 6 steps of 16 examples on cpu$", res.stdout, re.M), res.stdout
     assert res.stdout.strip().splitlines()[-1] == f"run {run_id} (from the cli): succeeded, 100%"
+    followed = [line for line in res.stdout.splitlines() if re.match(r"\d\d:\d\d:\d\d +[A-Z]+ ", line)]
+    assert len(followed) == len(set(followed)), "a worker log line was printed twice"
 
-    res = peftlab("runs", "logs", str(run_id), "--tail", "3", env=env)  # a finished run: status and a tail
+    res = peftlab("runs", "logs", str(run_id), "--tail", "3", "--lines", "0", env=env)  # status and a tail
     assert res.returncode == 0 and len(res.stdout.strip().splitlines()) == 4, res.stdout
+    res = peftlab("runs", "logs", str(run_id), "--tail", "0", "--lines", "2", env=env)  # the last worker lines
+    assert res.returncode == 0, res.stderr
+    logged = httpx.get(f"{server['url']}/api/runs/{run_id}/logs",
+                       headers={"Authorization": f"Bearer {server['token']}"}).json()["lines"]
+    assert len(logged) > 2 and all(line["message"] in res.stdout for line in logged[-2:])
+    assert logged[0]["message"] not in res.stdout, res.stdout
+
+    res = peftlab("runs", "logs", str(run_id), "--worker-log", "--tail", "5", env=env)  # what the worker said
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0] == f"run {run_id} (from the cli): succeeded, 100%", res.stdout
+    records = [line for line in lines[1:] if re.match(r"^\d\d:\d\d:\d\d  (DEBUG|INFO|WARNING|ERROR|CRITICAL) ", line)]
+    assert 1 <= len(records) <= 5 and "step 6/6" in res.stdout, res.stdout  # the last lines: the final step
 
     out = tmp_path / "adapter.zip"
     res = peftlab("runs", "download", str(run_id), "-o", str(out), env=env)

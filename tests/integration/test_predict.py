@@ -132,3 +132,33 @@ def test_runs_that_did_not_succeed_cannot_predict(client, worker_process, model_
     finally:
         with session_scope() as s:
             s.delete(s.get(Run, queued_id))
+
+
+# The methods added through the registry: each trains on a real worker and answers Try it (with the
+# base model beside it), and its answers are those of the run's own evaluation.
+NEW_METHODS = [{"type": "ia3"}, {"type": "vera", "r": 8}, {"type": "ln_tuning"}, {"type": "bitfit"},
+               {"type": "freeze", "trainable_layers": 1}, {"type": "lora", "use_dora": True},
+               {"type": "lora", "init": "pissa", "use_rslora": True}]
+
+
+@pytest.mark.parametrize("method", NEW_METHODS, ids=lambda m: "-".join(str(v) for v in m.values()))
+def test_new_methods_train_and_answer(client, worker_process, model_ids, method):
+    ds = client.post("/api/datasets", files={"file": ("new-methods.csv", sentiment_csv(80, seed=3))}).json()
+    run = _train(client, {"name": f"predict {method['type']}", "dataset_id": ds["id"], "base_model": model_ids["bert"],
+                          "eval_fraction": 0.25, "columns": {"text": "review", "label": "sentiment"}, "method": method,
+                          "training": {"batch_size": 16, "max_steps": 4, "eval_every": 4, "seed": 1}})
+    assert run["config"]["method"]["type"] == method["type"] and run["summary"]["trainable_params"] > 0
+    estimate = client.post(f"/api/models/{model_ids['bert']}/estimate",
+                           json={"task": "classification", "num_labels": 2, "method": method}).json()
+    assert estimate["trainable_params"] == run["summary"]["trainable_params"]
+    stored = client.get(f"/api/runs/{run['id']}/predictions").json()["rows"]
+    rows = client.get(f"/api/datasets/{ds['id']}/rows", params={"limit": 1000}).json()["rows"]
+    texts = [rows[p["row"]]["review"] for p in stored][:8]
+    res = client.post(f"/api/runs/{run['id']}/predict", json={"inputs": texts, "compare_base": True})
+    assert res.status_code == 200, res.text
+    out = res.json()
+    assert len(out["outputs"]) == len(out["base_outputs"]) == len(texts)
+    for o, p in zip(out["outputs"], stored):
+        assert list(o["probs"].values()) == pytest.approx(p["probs"], abs=1e-3)
+    zipped = client.get(f"/api/runs/{run['id']}/adapter")
+    assert zipped.status_code == 200 and zipped.headers["content-type"] == "application/zip"

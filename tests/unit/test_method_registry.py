@@ -25,6 +25,8 @@ NON_DEFAULT = {
     "prefix": {"num_virtual_tokens": 3, "projection": True, "encoder_hidden_size": 8},
     "ptuning": {"num_virtual_tokens": 3, "encoder": "lstm", "encoder_hidden_size": 6},
     "prompt": {"num_virtual_tokens": 5},
+    "freeze": {"trainable_layers": 1},
+    "vera": {"r": 6},
 }
 ARCHS = ("bert", "gpt2", "llama")
 
@@ -121,3 +123,13 @@ def test_the_docs_table_is_the_registrys():
     start = text.index("\n", start) + 1
     end = text.index("<!-- end of registry table -->")
     assert text[start:end].strip() == markdown_table(), "docs/METHODS.md's table is stale: paste app.methods.markdown_table()"
+
+
+def test_the_bundled_models_parameter_count_is_its_parameters():
+    """MiniLM's checkpoint also holds the integer position_ids buffer: not a parameter, not counted."""
+    from transformers import AutoModel
+
+    from app.models.bundled import bundled_dir
+
+    model = AutoModel.from_pretrained(str(bundled_dir()), use_safetensors=True)
+    assert model_facts(bundled_dir())["num_parameters"] == sum(p.numel() for p in model.parameters())

@@ -39,3 +39,9 @@ def test_in_house_and_causal_lm_cards():
     assert "PeftModel" not in card and "ADAPTER_FORMAT.md" in card and "library_name" not in card
     card = render_card(_facts(task="causal_lm", labels=None), kind="adapter", is_peft=True, is_whole_model=False)
     assert "AutoModelForCausalLM" in card and "num_labels" not in card and "## Labels" not in card
+
+
+def test_the_last_step_adapter_says_what_it_is():
+    card = render_card(_facts(), kind="adapter_last", is_peft=True, is_whole_model=False)
+    assert "weights at its last step" in card and "| accuracy |" not in card
+    assert 'peftlab.load("peftlab-run-12-adapter_last")' in card

@@ -14,6 +14,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from app.runs.checks import column_problems, eval_rows, split_problems
+from app.runs.label_names import name_map
 from app.runs.schemas import Columns
 from workers.training.chat import assistant_spans, is_chat, row_turns, template_for, token_labels
 
@@ -82,8 +83,10 @@ def prepare_data(rows: Sequence[dict], eval_rows: Sequence[dict] | None, *, task
         if unseen:
             raise ValueError(f"the eval dataset has labels the training dataset never shows: {_preview(unseen)}")
     label2id = {label: i for i, label in enumerate(labels)}
+    # Ids stay the values' order; what the run shows and saves (metrics, predictions, id2label) are the names.
+    shown = labels if columns.label_names is None else [name_map(columns.label_names, labels)[v] for v in labels]
     return PreparedData(train=encode_classification(train_part, columns, tokenizer, label2id, max_length),
-                        eval=encode_classification(eval_part, columns, tokenizer, label2id, max_length), labels=labels)
+                        eval=encode_classification(eval_part, columns, tokenizer, label2id, max_length), labels=shown)
 
 
 def _needed_columns(task: str, columns: Columns) -> list[str]:

@@ -25,6 +25,7 @@ from workers.training.evaluation import EvalResult, autocast, batch_loss, evalua
 from workers.training.gpu_metrics import GpuSampler
 from workers.training.reporting import Reporter
 from workers.training.resume import CHECKPOINT_SECONDS, Checkpoint, CheckpointStore, LoopState
+from workers.training.schedule import lr_schedule
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,9 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     batches_per_epoch = math.ceil(len(data.train) / training.batch_size)
     total_steps = training.max_steps or max(1, math.ceil(training.epochs * batches_per_epoch / accum))
     warmup_steps = round(training.warmup_ratio * total_steps)
-    schedule = {"kind": "linear_warmup_decay", "total_steps": total_steps, "warmup_steps": warmup_steps,
+    schedule = {"kind": training.lr_scheduler, "total_steps": total_steps, "warmup_steps": warmup_steps,
                 "peak_lr": training.learning_rate}  # the LR is a function of the step: restoring the step restores it
-
-    def lr_at(step: int) -> float:  # step counts from 0
-        if step < warmup_steps:
-            return training.learning_rate * (step + 1) / warmup_steps
-        return training.learning_rate * (total_steps - step) / max(1, total_steps - warmup_steps)
+    lr_at = lr_schedule(training, total_steps, warmup_steps)  # step (from 0) → rate, after warmup as training.lr_scheduler says
 
     # Everything the loop carries from step to step lives in `state`, so a checkpoint can save it.
     state = LoopState()

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from sqlalchemy.exc import InterfaceError, OperationalError
-
 from sqlalchemy.orm import Session
 
 from app.db import session_scope
@@ -60,12 +59,11 @@ class MemoryReporter:
 
 class LeaseKeeper:
     """The heartbeat thread: renews the lease every heartbeat_seconds; a cancel request or a lost
-    lease sets `stop` (and a lost lease `lost`). Remembers when the lease was last renewed."""
+    lease sets `stop` (and a lost lease `lost`)."""
 
     def __init__(self, lease: Lease, lease_seconds: float, heartbeat_seconds: float):
         self.lease, self.lease_seconds, self.heartbeat_seconds = lease, lease_seconds, heartbeat_seconds
         self.stop, self.lost, self._done = threading.Event(), threading.Event(), threading.Event()
-        self.renewed_at = time.monotonic()  # the claim took the lease
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{lease.run_id}", daemon=True)
 
     def start(self) -> "LeaseKeeper":
@@ -92,7 +90,6 @@ class LeaseKeeper:
             if cancel is None:  # the reaper gave the run away: stop, and leave it to its new owner
                 self.lose()
                 return
-            self.renewed_at = time.monotonic()
             if cancel:
                 self.stop.set()
 
@@ -120,10 +117,14 @@ class SqlReporter:
         self.on_flush: list[Callable[[Session], Callable[[], None]]] = []
 
     def report(self, name: str, step: int, value: float) -> None:
+        if self.keeper.lost.is_set():  # the loop stops within a step; nothing it reports goes anywhere
+            return
         self._points.append((name, step, value, time.time()))
         self._maybe_flush()
 
     def progress(self, fraction: float) -> None:
+        if self.keeper.lost.is_set():
+            return
         self._progress = fraction
         self._maybe_flush()
 
@@ -153,6 +154,20 @@ class SqlReporter:
             done()
         self._points, self._progress = [], None
         self._last_flush = time.monotonic()
+
+    def check_lease(self) -> None:
+        """Raise LeaseLost when this attempt no longer holds the run. A database error proves nothing
+        either way and is let pass: every SQL write is fenced on its own."""
+        if self.keeper.lost.is_set():
+            raise LeaseLost()
+        try:
+            with session_scope() as session:
+                held = hold(session, self.lease)
+        except (OperationalError, InterfaceError):
+            return
+        if held is None:
+            self.keeper.lose()
+            raise LeaseLost()
 
     def _maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush < self.flush_seconds:
