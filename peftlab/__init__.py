@@ -37,10 +37,12 @@ def load(adapter_dir: str | Path, base: str | Path | None = None):
     return load_trained(adapter_dir, str(base))
 
 
-def predict(model, tokenizer, metadata: dict, texts: Sequence[str | tuple[str, str]], *,
+def predict(model, tokenizer, metadata: dict, texts: Sequence[str | tuple[str, str] | list[dict]], *,
             max_new_tokens: int = 32) -> list[dict]:
     """classification: [{label, probs: {label: p}}] per text ((text, text_pair) tuples for pair tasks);
-    causal_lm: [{text: the greedy continuation}] per prompt."""
+    causal_lm: [{text: the greedy continuation}] per prompt; chat runs (columns.messages or
+    columns.chat_template): [{text: the next assistant turn}] per text (one user turn) or conversation
+    (a list of {role, content} turns)."""
     import torch
 
     with torch.inference_mode():
@@ -54,6 +56,11 @@ def _predict(model, tokenizer, metadata: dict, texts, max_new_tokens: int) -> li
         probs = model(**inputs).logits.float().softmax(-1).tolist()
         labels = metadata["labels"]
         return [{"label": labels[max(range(len(p)), key=p.__getitem__)], "probs": dict(zip(labels, p))} for p in probs]
+    from workers.training.chat import chat_reply, is_chat
+
+    if is_chat(metadata.get("columns") or {}):  # chat runs: the next assistant turn, in their chat template
+        return [{"text": chat_reply(model, tokenizer, metadata, conversation, device=next(model.parameters()).device,
+                                    max_new_tokens=max_new_tokens, do_sample=False)} for conversation in texts]
     results = []
     for text in texts:  # one at a time: no padding side to get right for decoder-only models
         inputs = tokenizer(text, return_tensors="pt")

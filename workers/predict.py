@@ -24,6 +24,7 @@ from app.queue import PREDICT_TASK
 from app.runs.models import Run
 from workers.celery_app import celery
 from workers.model_loading import load_base_model
+from workers.training.chat import chat_reply, is_chat
 from workers.training.checkpoints import load_trained
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def predict(request_id: int) -> None:
 
 
 @torch.inference_mode()
-def answer(run_id: int, inputs: list[str], *, compare_base: bool = False, max_new_tokens: int = 32,
+def answer(run_id: int, inputs: list[str | list[dict]], *, compare_base: bool = False, max_new_tokens: int = 32,
            temperature: float = 0.0) -> tuple[list[dict], list[dict] | None]:
     """(outputs, base outputs or None) for the inputs, with the run's model."""
     entry = loaded_run(run_id)
@@ -128,7 +129,10 @@ def answer(run_id: int, inputs: list[str], *, compare_base: bool = False, max_ne
     def run_with(model: nn.Module) -> list[dict]:
         if task == "classification":
             return classify(model, entry, inputs)
-        return generate(model, entry, inputs, max_new_tokens, temperature)
+        if is_chat(entry.metadata.get("columns") or {}):
+            return generate_chat(model, entry, inputs, max_new_tokens, temperature)
+        return generate(model, entry, [i if isinstance(i, str) else _last_text(i) for i in inputs],
+                        max_new_tokens, temperature)
 
     outputs = run_with(entry.model)
     base_outputs = None
@@ -185,3 +189,17 @@ def generate(model: nn.Module, entry: Loaded, prompts: list[str], max_new_tokens
         new_tokens = out[0, enc["input_ids"].shape[1]:]
         results.append({"text": tokenizer.decode(new_tokens, skip_special_tokens=True).strip()})
     return results
+
+
+def _last_text(turns: list[dict]) -> str:
+    """A conversation sent to a run that was not trained on chat: the text of its last turn."""
+    return turns[-1]["content"] if turns else ""
+
+
+def generate_chat(model: nn.Module, entry: Loaded, inputs: list, max_new_tokens: int,
+                  temperature: float) -> list[dict]:
+    """The next assistant turn of each conversation (a plain text is one user turn), in the chat
+    template the run trained with (workers/training/chat.py)."""
+    sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+    return [{"text": chat_reply(model, entry.tokenizer, entry.metadata, conversation, device=entry.device,
+                                max_new_tokens=max_new_tokens, **sampling)} for conversation in inputs]

@@ -228,7 +228,8 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     # The server made the same checks at POST /api/runs; the data or the model may have changed since.
     problems = run_problems(config, num_rows=len(rows), columns=list(rows[0]) if rows else None,
                             eval_columns=list(eval_rows[0]) if eval_rows else None, facts=facts,
-                            max_trainable=get_settings().max_trainable_params, dataset_name="training dataset")
+                            max_trainable=get_settings().max_trainable_params, dataset_name="training dataset",
+                            rows=rows, eval_rows=eval_rows)
     if problems:
         raise ValueError(f"{'.'.join(map(str, problems[0].loc))}: {problems[0].msg}")
     tokenizer = load_tokenizer(source)

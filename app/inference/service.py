@@ -30,7 +30,7 @@ class BrokerUnavailable(RuntimeError):
 
 def create(session: Session, *, run_id: int, body: PredictRequest) -> int:
     """Store the request and send it to the predict queue; returns its id."""
-    row = InferenceRequest(run_id=run_id, status="pending", inputs=body.inputs,
+    row = InferenceRequest(run_id=run_id, status="pending", inputs=body.model_dump()["inputs"],
                            params=body.model_dump(exclude={"inputs"}))
     session.add(row)
     session.commit()

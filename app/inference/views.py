@@ -23,6 +23,10 @@ async def predict(body: PredictRequest, run: RunDep, session: DB):
     answers with the base model alone."""
     if run.status != "succeeded":
         raise HTTPException(409, f"Run {run.id} has not succeeded (status: {run.status}); only a trained run can predict.")
+    columns = (run.config or {}).get("columns") or {}
+    if not (columns.get("messages") or columns.get("chat_template")) and any(isinstance(i, list) for i in body.inputs):
+        raise HTTPException(422, f"Run {run.id} was not trained on chat data (columns.messages or "
+                                 "columns.chat_template); send its inputs as texts, not as lists of turns.")
     adapter = await run_in_threadpool(artifacts_service.get, session, run_id=run.id, kind="adapter")
     if adapter is None:
         raise HTTPException(409, f"Run {run.id} has no saved adapter to predict with.")

@@ -6,14 +6,17 @@ same words. No torch, no web layer: the worker imports it.
 Each problem carries the config field it is about (`loc`, without FastAPI's "body"), so the
 server's 422 and the New run form can put it beside that field.
 """
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from app.methods import get_spec
 from app.methods.shape import ModelShape, ShapeError, shape_from
 from app.models.param_count import EstimateError, estimate
+from app.runs.conversations import preview_problem
 from app.runs.schemas import Columns, RunCreate, best_metric_problem
 
+# Columns fields that are settings, not column names.
+NOT_COLUMNS = {"chat_template"}
 # Positions a run must leave for real text after virtual tokens take theirs.
 MIN_TEXT_POSITIONS = 8
 # The class count assumed where the labels are not known yet (the head is a rounding error then).
@@ -46,7 +49,7 @@ def column_problems(columns: Columns, available: Iterable[str], what: str) -> li
     shown = ", ".join(repr(n) for n in names[:20]) + (", …" if len(names) > 20 else "")
     return [Problem(("columns", role), f"column {column!r} is not in the {what} (its columns: [{shown}])")
             for role, column in columns.model_dump(exclude={"label_names"}).items()
-            if column is not None and column not in names]
+            if column is not None and role not in NOT_COLUMNS and column not in names]
 
 
 def usable_length(positions: int | None, virtual_tokens: int, max_length: int) -> int:
@@ -105,17 +108,30 @@ def _size_problems(config: RunCreate, facts: dict, shape: ModelShape, max_traina
     return []
 
 
+def chat_problems(config: RunCreate, rows: Sequence[dict] | None, what: str) -> list[Problem]:
+    """A chat column whose cells are not lists of role/content turns (roles system/user/assistant,
+    at least one assistant turn)."""
+    column = config.columns.messages
+    if config.task != "causal_lm" or not column or not rows:
+        return []
+    problem = preview_problem(rows, column)
+    return [Problem(("columns", "messages"), f"{what} {problem}")] if problem else []
+
+
 def run_problems(config: RunCreate, *, num_rows: int | None, columns: Iterable[str] | None,
                  eval_columns: Iterable[str] | None, facts: dict | None, max_trainable: int | None,
                  fusion_variant: str | None = None, dataset_name: str = "dataset",
-                 eval_dataset_name: str = "eval dataset") -> list[Problem]:
+                 eval_dataset_name: str = "eval dataset", rows: Sequence[dict] | None = None,
+                 eval_rows: Sequence[dict] | None = None) -> list[Problem]:
     """Everything that can be known before training; [] when the run can start. None for what
-    the caller does not know (the server skips a missing dataset, it reports that itself)."""
+    the caller does not know (the server skips a missing dataset, it reports that itself).
+    rows / eval_rows: sample rows (the server: the stored previews) for the checks of cell shapes."""
     problems = []
     if columns is not None:
         problems += column_problems(config.columns, columns, dataset_name)
     if eval_columns is not None:
         problems += column_problems(config.columns, eval_columns, eval_dataset_name)
+    problems += chat_problems(config, rows, dataset_name) + chat_problems(config, eval_rows, eval_dataset_name)
     if num_rows is not None and config.eval_dataset_id is None:
         problems += split_problems(num_rows, config.eval_fraction)
     problems += model_problems(config, facts, max_trainable=max_trainable, fusion_variant=fusion_variant)

@@ -49,6 +49,16 @@ class Columns(_Strict):
     label: str | None = Field(None, max_length=200)
     prompt: str | None = Field(None, max_length=200)
     response: str | None = Field(None, max_length=200)
+    # Chat and instruction data (causal_lm; app/runs/conversations.py, workers/training/chat.py).
+    messages: str | None = Field(None, max_length=200, description="causal_lm: a column of chat turns, "
+                                 "[{role, content}] (roles system/user/assistant) or ShareGPT [{from, value}] "
+                                 "(human/gpt/system); the loss is on the assistant turns only.")
+    input: str | None = Field(None, max_length=200, description="Alpaca: the optional input column, appended "
+                              "to columns.prompt (the instruction) in the user turn; needs chat_template.")
+    chat_template: Literal["auto", "chatml"] | None = Field(
+        None, description="Not a column: how chat turns become text. auto = the base model's chat template "
+        "(ChatML when its tokenizer has none); chatml = always ChatML. Set on a prompt/response (Alpaca) run, "
+        "it trains the pair as a user and an assistant turn. Default with columns.messages: auto.")
     label_names: (list[Annotated[str, Field(max_length=MAX_LABEL_NAME_CHARS)]]
                   | dict[Annotated[str, Field(max_length=MAX_LABEL_NAME_CHARS)], Annotated[str, Field(max_length=MAX_LABEL_NAME_CHARS)]]
                   | None) = Field(
@@ -155,8 +165,12 @@ class RunCreate(_Strict):
         if self.task == "classification":
             if not c.text or not c.label:
                 raise ValueError("classification needs columns.text and columns.label")
-        elif not (c.text or (c.prompt and c.response)):
-            raise ValueError("causal_lm needs columns.prompt and columns.response, or columns.text")
+            if c.messages or c.chat_template or c.input:
+                raise ValueError("columns.messages, columns.input and columns.chat_template are for causal_lm runs")
+        elif not (c.text or c.messages or (c.prompt and c.response)):
+            raise ValueError("causal_lm needs columns.messages, columns.prompt and columns.response, or columns.text")
+        elif c.input and not (c.prompt and c.response and c.chat_template):
+            raise ValueError("columns.input (Alpaca) needs columns.prompt, columns.response and columns.chat_template")
         return self
 
 

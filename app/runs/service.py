@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from app.config import Settings, get_settings
 from app.datasets.distribution import distribution
 from app.datasets.models import Dataset
+from app.datasets.scan import safe_preview
 from app.datasets.reader import DatasetError
 from app.models import service as models_service
 from app.queue import send_train
@@ -66,7 +67,8 @@ def validate_references(session: Session, body: RunCreate, visible: set[int] | N
                             columns=[c["name"] for c in dataset.columns] if dataset is not None else None,
                             eval_columns=[c["name"] for c in eval_dataset.columns] if eval_dataset is not None else None,
                             facts=models_service.shape_facts(session, model) if model is not None else None,
-                            max_trainable=get_settings().max_trainable_params, fusion_variant=fusion_variant)
+                            max_trainable=get_settings().max_trainable_params, fusion_variant=fusion_variant,
+                            rows=_chat_preview(body, dataset), eval_rows=_chat_preview(body, eval_dataset))
     errors += [_err(p.loc, p.msg) for p in problems]
     if dataset is not None and body.columns.label_names is not None and not errors:
         errors += _label_name_errors(body, dataset)
@@ -75,6 +77,11 @@ def validate_references(session: Session, body: RunCreate, visible: set[int] | N
     return dataset, eval_dataset
 
 
+def _chat_preview(body: RunCreate, dataset) -> list[dict] | None:
+    """The stored preview rows, for the check of the chat column's cells (only loaded for chat runs)."""
+    if dataset is None or not body.columns.messages:
+        return None
+    return safe_preview(dataset.preview)
 def _label_name_errors(body: RunCreate, dataset: Dataset) -> list[dict]:
     """columns.label_names must name every distinct value of the label column: one streaming, time-bounded
     count of the file (app/datasets/distribution.py). A count that could not finish leaves it to the worker."""

@@ -70,6 +70,56 @@ function renderFacts() {
     el("span", { class: "column-name" }, c.name), el("span", { class: "column-dtype" }, c.dtype))));
 }
 
+// ---- chat and instruction shapes: propose the column mapping of a chat fine-tuning run ----------
+const ROLES = new Set(["system", "user", "assistant"]);
+const SHAREGPT_FROM = new Set(["system", "human", "gpt", "user", "assistant"]);
+
+function turnsOf(value) {
+  if (typeof value === "string") {
+    try { value = JSON.parse(value); } catch { return null; }
+  }
+  return Array.isArray(value) && value.length && value.every((t) => t && typeof t === "object") ? value : null;
+}
+
+// The first column whose preview cells are all lists of turns: {kind: "messages" | "sharegpt", column}.
+function chatColumn(preview, names) {
+  for (const name of names) {
+    const cells = preview.map((row) => row[name]).filter((v) => v != null);
+    const all = cells.map(turnsOf);
+    if (!cells.length || all.some((t) => !t)) continue;
+    const turns = all.flat();
+    if (turns.every((t) => ROLES.has(t.role) && typeof t.content === "string")) return { kind: "messages", column: name };
+    if (turns.every((t) => SHAREGPT_FROM.has(String(t.from).toLowerCase()) && typeof t.value === "string")) {
+      return { kind: "sharegpt", column: name };
+    }
+  }
+  return null;
+}
+
+function proposeChatRun() {
+  const names = dataset.columns.map((c) => c.name);
+  const found = chatColumn(dataset.preview || [], names);
+  const params = new URLSearchParams({ dataset_id: id, task: "causal_lm" });
+  let text;
+  if (found) {
+    params.set("columns.messages", found.column);
+    text = found.kind === "messages"
+      ? `The column “${found.column}” holds conversations of {role, content} turns.`
+      : `The column “${found.column}” holds ShareGPT conversations ({from, value}; human/gpt become user/assistant).`;
+  } else if (names.includes("instruction") && names.includes("output")) {
+    params.set("columns.prompt", "instruction");
+    params.set("columns.response", "output");
+    if (names.includes("input")) params.set("columns.input", "input");
+    params.set("columns.chat_template", "auto");
+    text = "The columns instruction / input / output look like Alpaca data: each row becomes a user turn and an assistant turn.";
+  } else {
+    return;
+  }
+  $("#chat-shape-text").textContent = `${text} A causal LM run trains on the assistant turns only, in the base model's chat template (ChatML if it has none).`;
+  $("#chat-run-link").href = `/runs/new?${params}`;
+  $("#chat-shape").hidden = false;
+}
+
 // A text input per column, filled with its current name; saved with PATCH /api/datasets/{id}.
 function renderRenameForm() {
   $("#rename-fields").replaceChildren(...dataset.columns.map((c, i) => el("div", { class: "field" },
@@ -158,6 +208,7 @@ async function load() {
     return;
   }
   renderFacts();
+  proposeChatRun();
   renderRenameForm();
   fillDistributionPicker();
   loadDistribution();

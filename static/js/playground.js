@@ -1,6 +1,7 @@
 // /playground: pick a succeeded run, type inputs, and see the base model's and the adapted model's
 // answers side by side (POST /api/runs/{id}/predict with compare_base; rendering from answers.js).
 import { renderAnswers } from "./answers.js";
+import { CHAT_PLACEHOLDER, continueButton, isChatRun, parseConversation } from "./chat_input.js";
 import { $, api, el, methodLabel, showAlert } from "./common.js";
 
 const MAX_INPUTS = 64;
@@ -21,7 +22,11 @@ function syncRun() {
   const run = chosenRun();
   const causal = run && run.task === "causal_lm";
   $("#playground-generation").hidden = !causal;
-  inputs.placeholder = causal ? "A prompt to continue, one per line" : "A text to classify, one per line";
+  const chat = isChatRun(run);
+  inputs.placeholder = chat ? CHAT_PLACEHOLDER : causal ? "A prompt to continue, one per line" : "A text to classify, one per line";
+  $("#playground-inputs-hint").textContent = chat
+    ? "One conversation: a turn per “role: text” line (system, user, assistant); the answer is the next assistant turn."
+    : "Up to 64 lines.";
   const link = $("#playground-run-link");
   link.hidden = !run;
   if (run) link.href = `/runs/${encodeURIComponent(run.id)}`;
@@ -64,10 +69,19 @@ form.addEventListener("submit", async (e) => {
   showAlert(error, "");
   const run = chosenRun();
   if (!run) { showAlert(error, "Choose a run."); return; }
-  const lines = inputs.value.split("\n").map((l) => l.trim()).filter(Boolean);
-  if (!lines.length) { showAlert(error, "Type at least one input (one per line)."); return; }
-  if (lines.length > MAX_INPUTS) { showAlert(error, `At most ${MAX_INPUTS} inputs at a time (you gave ${lines.length}).`); return; }
-  const body = { inputs: lines, compare_base: true };
+  const chat = isChatRun(run);
+  let lines, sent;
+  if (chat) {
+    const parsed = parseConversation(inputs.value);
+    if (parsed.error) { showAlert(error, parsed.error); return; }
+    lines = [inputs.value.trim()];
+    sent = [parsed.turns];
+  } else {
+    lines = sent = inputs.value.split("\n").map((l) => l.trim()).filter(Boolean);
+    if (!lines.length) { showAlert(error, "Type at least one input (one per line)."); return; }
+    if (lines.length > MAX_INPUTS) { showAlert(error, `At most ${MAX_INPUTS} inputs at a time (you gave ${lines.length}).`); return; }
+  }
+  const body = { inputs: sent, compare_base: true };
   if (run.task === "causal_lm") {
     body.max_new_tokens = Number($("#playground-max-new-tokens").value);
     body.temperature = Number($("#playground-temperature").value);
@@ -78,6 +92,7 @@ form.addEventListener("submit", async (e) => {
     const data = await api(`/api/runs/${encodeURIComponent(run.id)}/predict`, { method: "POST", json: body });
     renderAnswers(results, lines, data, run.task,
       { baseTitle: `Base model (${run.base_model})`, runTitle: `Adapted: run #${run.id}` });
+    if (chat) results.append(continueButton(inputs, data.outputs[0].text || ""));
   } catch (err) {
     showAlert(error, err.message);
   }

@@ -20,6 +20,8 @@ const GUESSES = {
   label: ["label", "labels", "class", "category", "target", "y"],
   prompt: ["prompt", "instruction", "question", "input"],
   response: ["response", "output", "answer", "completion", "target"],
+  messages: ["messages", "conversations", "conversation", "chat", "dialog", "turns"],
+  input: ["input", "context"],
 };
 
 const visible = (node) => !node.closest("[hidden]");
@@ -37,7 +39,7 @@ function syncVisibility() {
   const task = taskSelect.value;
   $("#lm-mode-field").hidden = task !== "causal_lm";
   for (const field of $$("#column-fields .field")) {
-    field.hidden = field.dataset.task !== task || (field.dataset.lmMode && field.dataset.lmMode !== lmMode());
+    field.hidden = field.dataset.task !== task || Boolean(field.dataset.lmMode && !field.dataset.lmMode.split(" ").includes(lmMode()));
   }
   const method = methodType();
   for (const group of $$(".method-fields")) group.hidden = group.dataset.method !== method;
@@ -70,7 +72,7 @@ function applyShowIf(group) {
 function fillColumnSelects() {
   const ds = datasets.get(Number(datasetSelect.value));
   const columns = ds ? ds.columns : [];
-  for (const select of $$("#column-fields select")) {
+  for (const select of $$("#column-fields select:not([data-setting])")) {
     const role = select.dataset.column;
     const optional = select.hasAttribute("data-optional");
     const previous = select.value;
@@ -405,7 +407,7 @@ async function prefillFrom(runId) {
   if (models.has(String(cfg.base_model))) modelSelect.value = String(cfg.base_model);
   taskSelect.value = cfg.task || "classification";
   const columns = cfg.columns || {};
-  $(`input[name=lm-mode][value="${columns.prompt ? "pair" : "text"}"]`).checked = true;
+  $(`input[name=lm-mode][value="${lmModeOf(columns)}"]`).checked = true;
   const method = cfg.method || { type: "lora" };
   clonedRunIds = Object.values(method).filter(Array.isArray).flat().filter(Number.isInteger).map(String);
   const radio = $(`input[name=method][value="${CSS.escape(method.type)}"]`);
@@ -431,6 +433,32 @@ async function prefillFrom(runId) {
   describeLabels();
 }
 
+function lmModeOf(columns) {
+  if (columns.messages) return "chat";
+  return columns.prompt ? "pair" : "text";
+}
+
+// ---- /runs/new?task=causal_lm&columns.messages=messages: the dataset page's proposed mapping --------
+function prefillFromQuery(params) {
+  const columns = {};
+  for (const [key, value] of params) if (key.startsWith("columns.")) columns[key.slice("columns.".length)] = value;
+  const task = params.get("task");
+  if (!task && !Object.keys(columns).length) return;
+  if (task && [...taskSelect.options].some((o) => o.value === task)) taskSelect.value = task;
+  if (taskSelect.value === "causal_lm") $(`input[name=lm-mode][value="${lmModeOf(columns)}"]`).checked = true;
+  syncVisibility();
+  for (const select of $$("#column-fields select")) {
+    const want = columns[select.dataset.column];
+    if (visible(select) && want != null && [...select.options].some((o) => o.value === want)) select.value = want;
+  }
+  syncVisibility();
+}
+
 syncVisibility();
-const cloneId = new URLSearchParams(window.location.search).get("clone");
-loadChoices().then(() => (cloneId ? prefillFrom(cloneId) : describeLabels()));
+const query = new URLSearchParams(window.location.search);
+const cloneId = query.get("clone");
+loadChoices().then(() => {
+  if (cloneId) return prefillFrom(cloneId);
+  prefillFromQuery(query);
+  return describeLabels();
+});

@@ -103,6 +103,9 @@ def test_causal_lm_generates_text(client, worker_process, model_ids):
     for outputs in (data["outputs"], data["base_outputs"]):
         assert len(outputs) == 1 and isinstance(outputs[0]["text"], str)
         assert 1 <= len(outputs[0]["text"].split()) <= 3  # at most max_new_tokens words of the vocabulary
+    # Lists of turns are for chat runs; this one trained on prompt/response text.
+    res = client.post(f"/api/runs/{run['id']}/predict", json={"inputs": [[{"role": "user", "content": "up"}]]})
+    assert res.status_code == 422 and "not trained on chat data" in res.text
 
 
 def test_runs_that_did_not_succeed_cannot_predict(client, worker_process, model_ids, lora_run):

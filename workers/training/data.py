@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from app.runs.checks import column_problems, eval_rows, split_problems
 from app.runs.label_names import name_map
 from app.runs.schemas import Columns
+from workers.training.chat import assistant_spans, is_chat, row_turns, template_for, token_labels
 
 IGNORE_INDEX = -100  # the label torch's cross_entropy skips
 _TOKENIZE_CHUNK = 1024  # rows per call into the fast tokenizer (it parallelises within a call)
@@ -69,6 +70,9 @@ def prepare_data(rows: Sequence[dict], eval_rows: Sequence[dict] | None, *, task
         train_idx, eval_idx = split_indices(len(rows), eval_fraction, seed)
         train_part, eval_part = [(i, rows[i]) for i in train_idx], [(i, rows[i]) for i in eval_idx]
 
+    if task == "causal_lm" and is_chat(columns):
+        return PreparedData(train=encode_chat(train_part, columns, tokenizer, max_length),
+                            eval=encode_chat(eval_part, columns, tokenizer, max_length), labels=None)
     if task == "causal_lm":
         return PreparedData(train=encode_causal_lm(train_part, columns, tokenizer, max_length),
                             eval=encode_causal_lm(eval_part, columns, tokenizer, max_length), labels=None)
@@ -88,8 +92,10 @@ def prepare_data(rows: Sequence[dict], eval_rows: Sequence[dict] | None, *, task
 def _needed_columns(task: str, columns: Columns) -> list[str]:
     if task == "classification":
         return [c for c in (columns.text, columns.text_pair, columns.label) if c]
+    if columns.messages:
+        return [columns.messages]
     if columns.prompt and columns.response:
-        return [columns.prompt, columns.response]
+        return [c for c in (columns.prompt, columns.response, columns.input) if c]
     return [columns.text]
 
 
@@ -208,6 +214,31 @@ def _encode_prompt_response(chunk, columns: Columns, tokenizer, max_length: int,
         examples.append(Example(input_ids=input_ids, target=target, row=index,
                                 num_targets=sum(1 for t in target[1:] if t != IGNORE_INDEX)))
     return examples
+
+
+def encode_chat(part: Sequence[tuple[int, dict]], columns: Columns, tokenizer: PreTrainedTokenizerBase,
+                max_length: int) -> list[Example]:
+    """Conversations (messages, ShareGPT or Alpaca columns) in the run's chat template, with the
+    loss on the assistant turns and their end-of-turn markers only (workers/training/chat.py)."""
+    template = template_for(tokenizer, columns.chat_template)
+    examples = []
+    for start in range(0, len(part), _TOKENIZE_CHUNK):
+        chunk = part[start:start + _TOKENIZE_CHUNK]
+        rendered = [_rendered_chat(tokenizer, row, columns, index, template) for index, row in chunk]
+        enc = tokenizer([text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True)
+        for (index, _), (_, spans), ids, offsets in zip(chunk, rendered, enc["input_ids"], enc["offset_mapping"]):
+            ids, target = token_labels(ids, offsets, spans, max_length)
+            examples.append(Example(input_ids=ids, target=target, row=index,
+                                    num_targets=sum(1 for t in target[1:] if t != IGNORE_INDEX)))
+    return examples
+
+
+def _rendered_chat(tokenizer, row: dict, columns: Columns, index: int, template: str):
+    turns = row_turns(row, columns, index)
+    try:
+        return assistant_spans(tokenizer, turns, template)
+    except Exception as e:  # noqa: BLE001 — a template's own refusal (e.g. roles that do not alternate)
+        raise ValueError(f"row {index}: the chat template could not render this conversation: {e}") from None
 
 
 def collate(examples: Sequence[Example], pad_id: int) -> Batch:
