@@ -60,7 +60,8 @@ def test_methods_experiment_runs_each_method_with_its_defaults(client, dataset, 
         assert config["training"]["learning_rate"] == learning_rate
         assert config["training"]["max_steps"] == 5 and config["training"]["batch_size"] == 4
         assert config["dataset_id"] == dataset["id"] and config["columns"] == {
-            "text": "sentence", "label": "label", "text_pair": None, "prompt": None, "response": None, "label_names": None}
+            "text": "sentence", "label": "label", "text_pair": None, "prompt": None, "response": None, "label_names": None,
+            "messages": None, "input": None, "chat_template": None}
         assert isinstance(run["queue_position"], int)
     # Prompt-family methods learn fastest, full fine-tuning slowest.
     assert by_method["prompt"]["config"]["training"]["learning_rate"] > by_method["lora"]["config"]["training"]["learning_rate"] \

@@ -53,6 +53,10 @@ def _table(w: dict) -> dict:
         ("GET", "/api/datasets/{dataset_id}"): dict(url=f"/api/datasets/{ds}", bob=404),
         ("DELETE", "/api/datasets/{dataset_id}"): dict(url=f"/api/datasets/{w['spare']['id']}", bob=404, last=True),
         ("GET", "/api/datasets/{dataset_id}/rows"): dict(url=f"/api/datasets/{ds}/rows", bob=404),
+        ("PATCH", "/api/datasets/{dataset_id}"): dict(url=f"/api/datasets/{w['spare']['id']}",
+                                                      json={"columns": {"review": "review text"}}, bob=404),
+        ("GET", "/api/datasets/{dataset_id}/distribution"): dict(url=f"/api/datasets/{ds}/distribution?column=sentiment",
+                                                                 bob=404),
         ("GET", "/api/runs"): dict(url="/api/runs", bob="own"),
         ("POST", "/api/runs"): dict(url="/api/runs", json=w["body"], bob=422, cancel_after=True),  # her dataset is not his
         ("GET", "/api/runs/{run_id}"): dict(url=f"/api/runs/{run}", bob=404),

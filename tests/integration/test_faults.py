@@ -72,6 +72,18 @@ def _launch(c: httpx.Client, stack, name: str, **training) -> int:
     return res.json()["id"]
 
 
+def _stopped(pid: int) -> bool:
+    """Every thread of the process is stopped: SIGSTOP is delivered asynchronously, and a thread still
+    running after kill() returned could take a database lock after the lock probe saw none."""
+    states = []
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        try:
+            states.append(stat.read_text().rsplit(")", 1)[1].split()[0])
+        except (OSError, IndexError):
+            continue  # a thread that just ended
+    return bool(states) and all(state in ("T", "t") for state in states)
+
+
 def _wait(check, timeout: float, what: str, every: float = 0.2):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -96,6 +108,7 @@ def test_a_worker_paused_past_its_lease_leaves_nothing_behind(stack):
         _wait(lambda: c.get(f"/api/runs/{run_id}").json()["progress"] >= 0.25, 180, "a quarter of the run")
         for _ in range(20):  # never pause it in the middle of a transaction: that would hold the database
             worker.send_signal(signal.SIGSTOP)
+            _wait(lambda: _stopped(worker.pid), 10, "the worker to stop", every=0.01)
             if run_is_unlocked(engine, run_id):
                 break
             worker.send_signal(signal.SIGCONT)

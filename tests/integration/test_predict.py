@@ -109,10 +109,19 @@ def test_causal_lm_generates_text(client, worker_process, model_ids):
 
 
 def test_runs_that_did_not_succeed_cannot_predict(client, worker_process, model_ids, lora_run):
-    _, ds = lora_run
+    # A run that fails on the worker: its dataset file vanished after the upload (the server cannot know).
+    from app.config import get_settings
+    from app.datasets.models import Dataset
+    from app.datasets.service import dataset_file
+    from app.db import session_scope
+    from tests.integration.test_end_to_end import sentiment_csv
+
+    ds = client.post("/api/datasets", files={"file": ("gone.csv", sentiment_csv(32, seed=8))}).json()
+    with session_scope() as session:
+        dataset_file(get_settings(), session.get(Dataset, ds["id"])).unlink()
     failed = client.post("/api/runs", json={
         "dataset_id": ds["id"], "base_model": model_ids["bert"], "columns": {"text": "review", "label": "sentiment"},
-        "method": {"type": "lora", "target_modules": ["no_such_layer"]}, "training": {"max_steps": 2}}).json()
+        "method": {"type": "lora"}, "training": {"max_steps": 2}}).json()
     failed = wait_for_status(lambda: client.get(f"/api/runs/{failed['id']}").json(), ("failed", "succeeded"))
     assert failed["status"] == "failed"
     res = client.post(f"/api/runs/{failed['id']}/predict", json={"inputs": ["good"]})

@@ -107,7 +107,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_exactly(client, settings, s
     assert killed_at < MAX_STEPS, "the run finished before the kill"
     before = {step: (value, at) for step, value, at in loss_points(run["id"])}
     killed_at = max(before)  # the last step the dead worker got into SQL (its unflushed ones are lost too)
-    assert killed_at > checkpoint_step
+    assert killed_at >= checkpoint_step  # equal: the kill came just after a checkpoint (nothing to redo)
 
     # The lease (20 s in tests) runs out; the reaper puts the run back in the queue and re-sends it.
     deadline = time.time() + 120
