@@ -39,6 +39,22 @@ def slow_model_id(app, admin_account, tmp_path_factory):
         return res.json()["id"]
 
 
+@pytest.fixture(autouse=True)
+def private_queue(peftlab_env):
+    """This test's runs go to a queue only its own workers consume: a worker of the test session
+    (another test's) must not take the run this test kills its worker under."""
+    from app.config import get_settings
+
+    saved = os.environ["PEFTLAB_TRAIN_QUEUE"]
+    os.environ["PEFTLAB_TRAIN_QUEUE"] = f"{saved}.resume"
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        os.environ["PEFTLAB_TRAIN_QUEUE"] = saved
+        get_settings.cache_clear()
+
+
 def start_worker(tmp_path, name):
     """A real `peftlab worker` process. One torch thread, like every worker here: on a shared
     machine spinning threads slow a tiny model down many times over (and both workers must match)."""
@@ -73,6 +89,7 @@ def adapter_tensors(client, run_id) -> dict[str, torch.Tensor]:
 
 
 def test_a_killed_worker_resumes_from_its_checkpoint_exactly(client, settings, slow_model_id, tmp_path):
+    from app.config import get_settings
     from app.db import session_scope
     from app.runs import service as runs_service
 
@@ -117,7 +134,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_exactly(client, settings, s
     while (now := client.get(f"/api/runs/{run['id']}").json())["status"] != "queued" and now["attempts"] < 2:
         assert time.time() < deadline, "the reaper never recovered the run"
         with session_scope() as s:
-            runs_service.reap(s, settings)
+            runs_service.reap(s, get_settings())
         time.sleep(1)
 
     worker = start_worker(tmp_path, "worker-b")
