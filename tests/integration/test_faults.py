@@ -172,6 +172,7 @@ def test_a_worker_out_of_memory_fails_the_run_says_what_to_lower_and_takes_the_n
     assert worker.poll() is None, "the worker died"
 
 
+@pytest.mark.backend_neutral  # `peftlab up` on the embedded defaults, whatever the session's backends
 def test_peftlab_up_brings_a_killed_server_back(tmp_path):
     """Kill the server child of a real `peftlab up`: it answers again, started afresh, and up stops cleanly."""
     port = free_port()
