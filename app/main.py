@@ -153,7 +153,8 @@ def create_app() -> FastAPI:
     # Browser libraries: static/vendor (built from the npm lockfile, shipped in the wheel), else a
     # checkout's node_modules where `python -m app.build_assets` has not run yet.
     for url, vendored, package in (("/vendor/uplot", "uplot", "uplot/dist"),
-                                   ("/vendor/swagger-ui", "swagger-ui", "swagger-ui-dist")):
+                                   ("/vendor/swagger-ui", "swagger-ui", "swagger-ui-dist"),
+                                   ("/vendor/echarts", "echarts", "echarts/dist")):
         folder = next((f for f in (ROOT / "static" / "vendor" / vendored, ROOT / "node_modules" / package)
                        if f.is_dir()), None)
         if folder is not None:

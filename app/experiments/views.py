@@ -103,4 +103,4 @@ def experiments_page(request: Request):
 
 @pages.get("/experiments/{experiment_id}")
 def experiment_page(request: Request, experiment: ExperimentDep):
-    return render(request, "experiments/detail.html", experiment.name, experiment_id=experiment.id)
+    return render(request, "experiments/detail.html", experiment.name, experiment_id=experiment.id, kind=experiment.kind)
