@@ -155,3 +155,91 @@ def test_model_and_migrations_agree_with_optuna_tables_present():
     with get_engine().connect() as conn:
         context = MigrationContext.configure(conn, opts={"include_object": include_object, "render_as_batch": True})
         assert compare_metadata(context, Base.metadata) == []
+
+
+def _end_run(run_id: int, status: str, **kw) -> None:
+    """Play the worker: take the queued run and end it."""
+    from app.runs import lifecycle
+
+    with session_scope() as session:
+        lease = lifecycle.take(session, run_id, "search-test-worker", 60)
+        if lease is None:  # a worker of this test session took it after all
+            pytest.skip(f"run {run_id} was taken by a worker; this test plays the worker itself")
+        assert lifecycle.finish(session, run_id, lease.worker, status, attempt=lease.attempt, **kw)
+
+
+def _wait_search(client, experiment_id, done, timeout=60.0) -> dict:
+    """Until done(search) holds; the app's own loop or an explicit round may make it so."""
+    import time
+
+    from app.experiments import search
+
+    deadline = time.time() + timeout
+    while True:
+        with session_scope() as session:
+            search.drive(session, experiment_id)
+        x = client.get(f"/api/experiments/{experiment_id}").json()
+        if done(x["search"]):
+            return x
+        assert time.time() < deadline, x["search"]
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def unsent(monkeypatch):
+    """Trials' runs stay in SQL, not sent to the broker, so no worker of the session takes them."""
+    from app.runs import service as runs_service
+
+    monkeypatch.setattr(runs_service, "enqueue", lambda session, run_id: False)
+
+
+def test_results_are_told_and_the_search_carries_on_after_a_restart(client, dataset, made, unsent):
+    from app.experiments import optuna_tables
+
+    res = client.post("/api/experiments", json=search_body(dataset["id"], trials=3, parallelism=1))
+    x = res.json()
+    made.append(x["id"])
+    first = x["search"]["trials"][0]
+    _end_run(first["run_id"], "succeeded", summary={"eval": {"accuracy": 0.8, "loss": 0.4}})
+    # A "restart": a fresh Optuna storage (new engine) picks the study up from the database.
+    optuna_tables.storage.cache_clear()
+    x = _wait_search(client, x["id"], lambda s: len(s["trials"]) == 2)
+    search = x["search"]
+    assert search["trials"][0]["state"] == "done" and search["trials"][0]["value"] == 0.8
+    assert search["best"]["number"] == 0 and search["trials"][1]["state"] in ("queued", "running")
+    _end_run(search["trials"][1]["run_id"], "failed", error="CUDA out of memory")
+    x = _wait_search(client, x["id"], lambda s: len(s["trials"]) == 3)
+    assert x["search"]["trials"][1]["state"] == "failed"
+    assert x["search"]["trials"][1]["reason"] == "its run failed: CUDA out of memory"
+    assert client.post(f"/api/runs/{x['search']['trials'][2]['run_id']}/cancel").status_code in (200, 202)
+    x = _wait_search(client, x["id"], lambda s: s["finished"])
+    assert [t["state"] for t in x["search"]["trials"]] == ["done", "failed", "cancelled"]
+    assert x["search"]["counts"] == {"done": 1, "failed": 1, "cancelled": 1} and x["run_count"] == 3
+    # Optuna was told each result.
+    with get_engine().connect() as conn:
+        states = conn.execute(sa.text(
+            "SELECT t.number, t.state, v.value FROM trials t JOIN studies s ON s.study_id = t.study_id "
+            "LEFT JOIN trial_values v ON v.trial_id = t.trial_id WHERE s.study_name = :n ORDER BY t.number"),
+            {"n": f"peftlab-experiment-{x['id']}"}).all()
+    assert [(n, s) for n, s, _ in states] == [(0, "COMPLETE"), (1, "FAIL"), (2, "FAIL")] and states[0][2] == 0.8
+
+
+def test_a_search_held_by_another_replica_is_left_alone(client, dataset, made, unsent):
+    from datetime import timedelta
+
+    from app.db import utcnow
+    from app.experiments import search
+    from app.experiments.search_models import SearchStudy
+
+    x = client.post("/api/experiments", json=search_body(dataset["id"], trials=3, parallelism=1)).json()
+    made.append(x["id"])
+    with session_scope() as session:
+        session.execute(sa.update(SearchStudy).where(SearchStudy.experiment_id == x["id"])
+                        .values(lease_holder="other-host:1:abc", lease_expires_at=utcnow() + timedelta(seconds=60)))
+        session.commit()
+        assert search.drive(session, x["id"]) is False
+        session.execute(sa.update(SearchStudy).where(SearchStudy.experiment_id == x["id"])
+                        .values(lease_expires_at=utcnow() - timedelta(seconds=1)))  # that replica died
+        session.commit()
+        assert search.drive(session, x["id"]) is True
+        assert session.scalar(sa.select(SearchStudy.lease_holder).where(SearchStudy.experiment_id == x["id"])) is None
