@@ -243,3 +243,24 @@ def test_a_search_held_by_another_replica_is_left_alone(client, dataset, made, u
         session.commit()
         assert search.drive(session, x["id"]) is True
         assert session.scalar(sa.select(SearchStudy.lease_holder).where(SearchStudy.experiment_id == x["id"])) is None
+
+
+@pytest.mark.parametrize("space, over", [
+    ({"training.learning_rate": {"type": "uniform", "low": -1e308, "high": 1e308}}, {}),
+    ({"method": {"type": "choice", "choices": [1, "x"]}}, {}),
+    ({"training.learning_rate.x": {"type": "uniform", "low": 0.1, "high": 0.2}}, {}),
+    ({"method.r": {"type": "integer", "low": 1, "high": 8, "log": True, "step": 2}}, {}),
+    ({"method.r": {"type": "integer", "low": 0, "high": 8, "log": True}}, {}),
+    ({"method.r": {"type": "choice", "choices": [4, True, None, "8"]}}, {}),
+    ({"method.type": {"type": "choice", "choices": ["lora", "no-such-method"]}}, {}),
+    ({"method.r": {"type": "integer", "low": 2, "high": 8}}, {"seed": 2**40}),
+    ({"method.r": {"type": "integer", "low": 2, "high": 8}}, {"objective": {"metric": "eval/loss", "direction": "up"}}),
+    ({"method.r": {"type": "integer", "low": 2, "high": 8}}, {"pruner": {"type": "median", "patience": 3}}),
+    ({"method.r": {"type": "integer", "low": 2, "high": 8}}, {"base": {"training": None}}),
+    ({"method.r": {"type": "integer", "low": 2, "high": 8}}, {"base": []}),
+])
+def test_hostile_searches_are_refused_with_a_message(client, dataset, space, over):
+    body = search_body(dataset["id"], space)
+    body.update(over)
+    detail = refused(client, body)
+    assert detail and all(item.get("msg") for item in detail), detail
