@@ -95,9 +95,21 @@ def _renew(session: Session, experiment_id: int, holder: str) -> bool:
     return res.rowcount == 1
 
 
-def _round(session: Session, experiment_id: int, holder: str) -> None:
+def _study(experiment_id: int, direction: str, pruner):
+    """The search's study, made on its first round (a search is committed before Optuna hears of it)."""
     import optuna
 
+    # Optuna logs every trial it is told at INFO; the runs and the experiment page say all that already.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna_tables.storage(get_settings().resolved_database_url)
+    try:
+        return optuna.load_study(study_name=study_name(experiment_id), storage=storage, pruner=pruner)
+    except KeyError:
+        return optuna.create_study(storage=storage, study_name=study_name(experiment_id), direction=direction,
+                                   pruner=pruner, load_if_exists=True)  # load_if_exists: another replica won the race
+
+
+def _round(session: Session, experiment_id: int, holder: str) -> None:
     experiment = session.get(Experiment, experiment_id)
     if experiment is None:
         return
@@ -107,9 +119,7 @@ def _round(session: Session, experiment_id: int, holder: str) -> None:
                                   .order_by(SearchTrial.number)))
     run_ids = [t.run_id for t in trials if t.run_id is not None]
     runs = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(run_ids)))} if run_ids else {}
-    study = optuna.create_study(storage=optuna_tables.storage(get_settings().resolved_database_url),
-                                study_name=study_name(experiment_id), direction=direction, load_if_exists=True,
-                                pruner=_pruner(body))
+    study = _study(experiment_id, direction, _pruner(body))
     for trial in trials:
         run = runs.get(trial.run_id)
         if trial.state == "running":
