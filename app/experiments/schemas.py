@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from app.experiments.plans import MAX_RUNS, METHOD_PRESETS
+from app.experiments.search_schemas import SearchExperiment, SearchOut
 from app.ids import Id
 from app.runs.schemas import Columns, RunOut
 
@@ -51,7 +52,7 @@ class GridExperiment(_Strict):
         description='Dotted config keys → values, e.g. {"training.learning_rate": [1e-4, 5e-4], "method.r": [4, 8]}.')
 
 
-ExperimentCreate = MethodsExperiment | GridExperiment
+ExperimentCreate = MethodsExperiment | GridExperiment | SearchExperiment
 
 
 class ExperimentOut(BaseModel):
@@ -73,6 +74,7 @@ class ExperimentRunOut(RunOut):
 
 class ExperimentDetail(ExperimentOut):
     runs: list[ExperimentRunOut]
+    search: SearchOut | None = Field(None, description='kind "search": the trials, their states and the best so far.')
 
 
 class MoveRequest(_Strict):

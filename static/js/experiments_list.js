@@ -1,5 +1,6 @@
 // /experiments: the list of experiments (refreshed every 3 s) and the form that launches one:
-// "methods" (every checked method on one dataset) or "grid" (one run per combination of values).
+// "methods" (every checked method on one dataset), "grid" (one run per combination of values) or
+// "search" (Optuna picks each trial's values from ranges and choices).
 import { $, $$, api, el, emptyRow, fmtDate, fmtInt, showAlert } from "./common.js";
 
 const POLL_MS = 3000;
@@ -41,7 +42,7 @@ async function refreshList() {
       return el("tr", { "data-experiment-id": x.id },
         el("td", { class: "num" }, el("a", { href }, `#${x.id}`)),
         el("td", { class: "name-cell" }, el("a", { href }, x.name)),
-        el("td", {}, x.kind === "grid" ? "Grid" : "Methods"),
+        el("td", {}, { grid: "Grid", search: "Search" }[x.kind] || "Methods"),
         el("td", { class: "num" }, fmtInt(x.run_count)),
         el("td", { class: "small" }, progressText(x.statuses)),
         el("td", { class: "nowrap" }, fmtDate(x.created_at)));
@@ -129,6 +130,54 @@ function updateGridCount() {
   $("#exp-grid-count").textContent = keys.length ? `${count} run${count === 1 ? "" : "s"}` : "";
 }
 
+const DISTRIBUTIONS = [["log_uniform", "Log-uniform"], ["uniform", "Uniform"], ["integer", "Integer"], ["choice", "Choices"]];
+
+function syncSpaceRow(row) {
+  const choice = $(".space-type", row).value === "choice";
+  for (const f of $$(".space-range", row)) f.hidden = choice;
+  $(".space-choices-field", row).hidden = !choice;
+}
+
+function addSpaceRow(key = "", type = "log_uniform", low = "", high = "", choices = "") {
+  const row = el("div", { class: "space-row form-grid" },
+    el("div", { class: "field" },
+      el("label", {}, "Setting", el("input", { type: "text", class: "space-key", list: "grid-key-list", value: key,
+        placeholder: "e.g. training.learning_rate", autocomplete: "off" }))),
+    el("div", { class: "field" },
+      el("label", {}, "Distribution", el("select", { class: "space-type", onchange: (e) => syncSpaceRow(e.target.closest(".space-row")) },
+        DISTRIBUTIONS.map(([v, t]) => el("option", { value: v, ...(v === type ? { selected: "" } : {}) }, t))))),
+    el("div", { class: "field space-range" },
+      el("label", {}, "Low", el("input", { type: "text", class: "space-low", value: low, inputmode: "decimal", autocomplete: "off" }))),
+    el("div", { class: "field space-range" },
+      el("label", {}, "High", el("input", { type: "text", class: "space-high", value: high, inputmode: "decimal", autocomplete: "off" }))),
+    el("div", { class: "field field-wide space-choices-field" },
+      el("label", {}, "Choices", el("input", { type: "text", class: "space-choices", value: choices,
+        placeholder: "comma-separated, e.g. 4, 8, 16", autocomplete: "off" }))),
+    el("div", { class: "field" }, el("button", { type: "button", class: "btn btn-small btn-ghost-danger",
+      onclick: (e) => e.currentTarget.closest(".space-row").remove() }, "Remove")));
+  $("#exp-space-rows").append(row);
+  syncSpaceRow(row);
+}
+
+// A number where the text is one (the server says what is wrong with the rest).
+function numberOrText(raw) {
+  const text = raw.trim();
+  const n = Number(text);
+  return text !== "" && Number.isFinite(n) ? n : text;
+}
+
+function spaceSpec() {
+  const space = {};
+  for (const row of $$(".space-row", form)) {
+    const key = $(".space-key", row).value.trim();
+    if (!key) continue;
+    const type = $(".space-type", row).value;
+    space[key] = type === "choice" ? { type, choices: parseValues($(".space-choices", row).value) }
+      : { type, low: numberOrText($(".space-low", row).value), high: numberOrText($(".space-high", row).value) };
+  }
+  return space;
+}
+
 function numberOrNull(input) {
   const raw = input.value.trim();
   if (raw === "") return null;
@@ -159,7 +208,7 @@ function buildBody() {
   if (kind() === "methods") {
     return { kind: "methods", name, ...common, methods: $$("input[name=exp-method]:checked").map((b) => b.value) };
   }
-  const method = $("#exp-grid-method");
+  const method = kind() === "search" ? $("#exp-search-method") : $("#exp-grid-method");
   const training = { ...common.training };
   // A grid's base config is a plain run config: without a learning rate it would get POST /api/runs's
   // default, so the chosen method's default rate is filled in here.
@@ -167,13 +216,22 @@ function buildBody() {
     training.learning_rate = Number(method.selectedOptions[0].dataset.learningRate);
   }
   const { training: _, ...rest } = common;
-  return { kind: "grid", name, base: { ...rest, method: { type: method.value }, training }, grid: gridSpec() };
+  const base = { ...rest, method: { type: method.value }, training };
+  if (kind() === "grid") return { kind: "grid", name, base, grid: gridSpec() };
+  const metric = $("#exp-search-metric").value;
+  return {
+    kind: "search", name, base, space: spaceSpec(),
+    trials: numberOrNull($("#exp-search-trials")) ?? 20, parallelism: numberOrNull($("#exp-search-parallelism")) ?? 1,
+    objective: metric ? { metric } : null, sampler: $("#exp-search-sampler").value,
+    seed: numberOrNull($("#exp-search-seed")) ?? 0, pruner: { type: $("#exp-search-pruner").value },
+  };
 }
 
 function showErrors(detail) {
   const items = Array.isArray(detail) ? detail : [{ loc: [], msg: String(detail) }];
   const lines = items.map((item) => {
     const loc = (item.loc || []).filter((p) => p !== "body");
+    if (loc[0] === "search") loc.shift(); // the request's kind, which FastAPI puts in the path
     const msg = String(item.msg || "Invalid value").replace(/^Value error, /, "");
     return loc.length && loc[0] !== "runs" ? `${loc.join(".")}: ${msg}` : msg;
   });
@@ -192,6 +250,7 @@ form.addEventListener("submit", async (e) => {
   if (!modelSelect.value) problems.push({ msg: "Choose a base model." });
   if (kind() === "methods" && !$$("input[name=exp-method]:checked").length) problems.push({ msg: "Check at least one method." });
   if (kind() === "grid" && !Object.keys(gridSpec()).length) problems.push({ msg: "Add at least one setting to the grid." });
+  if (kind() === "search" && !Object.keys(spaceSpec()).length) problems.push({ msg: "Add at least one setting to search over." });
   if (problems.length) { showErrors(problems); return; }
   submit.disabled = true;
   submit.textContent = "Launching…";
@@ -214,6 +273,8 @@ $("#exp-grid-rows").addEventListener("input", updateGridCount);
 $("#exp-grid-add").addEventListener("click", () => addGridRow());
 addGridRow("training.learning_rate", "1e-4, 5e-4");
 addGridRow("method.r", "4, 8");
+$("#exp-space-add").addEventListener("click", () => addSpaceRow());
+addSpaceRow("training.learning_rate", "log_uniform", "1e-5", "1e-2");
 syncVisibility();
 loadChoices();
 refreshList();

@@ -93,6 +93,8 @@ function renderHeader() {
   const resumed = (run.summary || {}).resumed_from;
   if (resumed) parts.push(resumedText(resumed));
   else if (run.attempts > 1) parts.push(`attempt ${run.attempts}`);
+  // A cancelled run may say why: a search's pruner stopped it ("pruned by the search at step …").
+  if (status === "cancelled" && run.error) parts.push(run.error);
   $("#run-subtitle").textContent = parts.join(" · ");
 }
 
