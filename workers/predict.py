@@ -84,8 +84,9 @@ def loaded_run(run_id: int) -> Loaded:
             torch.cuda.empty_cache()
     model, tokenizer, metadata = load_trained(Path(saved_dir), source)
     dev = device()
-    _cache[key] = Loaded(model=model.to(dev, dtype=serving_dtype(dev)).eval(), tokenizer=tokenizer, metadata=metadata, source=source,
-                         device=dev)
+    # A quantised run's base loaded quantised on this device already (bitsandbytes models cannot be cast).
+    model = model.eval() if getattr(model, "is_quantized", False) else model.to(dev, dtype=serving_dtype(dev)).eval()
+    _cache[key] = Loaded(model=model, tokenizer=tokenizer, metadata=metadata, source=source, device=dev)
     return _cache[key]
 
 

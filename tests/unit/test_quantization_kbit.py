@@ -1,0 +1,110 @@
+"""training.quantization on the CPU: bitsandbytes' CPU backend loads a tiny Llama in 4-bit NF4 (and
+8-bit), QLoRA trains it through the worker's fine_tune (the loss falls), the adapter saves and loads
+on the quantised base again, the merged model is plain; a worker that cannot quantise fails the run
+with a reason before loading the model."""
+import json
+
+import pytest
+import torch
+
+bnb = pytest.importorskip("bitsandbytes")
+
+from app.runs.schemas import RunCreate  # noqa: E402
+from tests.tiny_models import make_tiny_llama, opposite_rows  # noqa: E402
+from workers.model_loading import load_base_model, load_tokenizer  # noqa: E402
+from workers.training import quantization  # noqa: E402
+from workers.training.reporting import MemoryReporter  # noqa: E402
+
+
+def quantised_layers(model) -> list[type]:
+    return [type(m) for m in model.modules() if isinstance(m, (bnb.nn.Linear4bit, bnb.nn.Linear8bitLt))]
+
+
+def run_config(kind: str, **training) -> RunCreate:
+    return RunCreate.model_validate({
+        "dataset_id": 1, "base_model": "tiny", "task": "causal_lm", "eval_fraction": 0.1,
+        "columns": {"prompt": "prompt", "response": "response"},
+        "method": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.0},
+        "training": {"quantization": kind, "learning_rate": 3e-2, "batch_size": 16, "eval_every": 1000, **training}})
+
+
+def test_the_cpu_backend_runs_both_kinds():
+    assert quantization.supported_kinds("cpu") == ("4bit", "8bit")
+
+
+@pytest.mark.parametrize("kind, layer", [("4bit", "Linear4bit"), ("8bit", "Linear8bitLt")])
+def test_the_base_loads_quantised_with_the_head_kept(sources, kind, layer):
+    tokenizer = load_tokenizer(sources["llama"])
+    model = load_base_model(sources["llama"], "classification", ["neg", "pos"], tokenizer, quantization=kind,
+                            device=torch.device("cpu"))
+    layers = quantised_layers(model)
+    # 2 layers × (q, k, v, o, gate, up, down); the classification head `score` stays a trainable nn.Linear
+    assert len(layers) == 14 and {t.__name__ for t in layers} == {layer}
+    assert type(model.score) is torch.nn.Linear
+    if kind == "4bit":
+        weight = model.model.layers[0].self_attn.q_proj.weight
+        assert weight.quant_state.quant_type == "nf4" and weight.quant_state.nested  # double quantisation
+
+
+def test_qlora_trains_and_its_adapter_loads_on_the_plain_base(peftlab_env, tmp_path):
+    from workers.tasks import fine_tune
+    from workers.training.checkpoints import load_trained
+
+    source = str(make_tiny_llama(tmp_path / "llama"))
+    reporter = MemoryReporter()
+    config = run_config("4bit", max_steps=40, gradient_checkpointing=True, precision="bf16")
+    summary, artifacts = fine_tune(config, opposite_rows(200), None, source, reporter,
+                                   artifact_dir=lambda kind: tmp_path / "out" / kind)
+    losses = [v for _, v in reporter.series("train/loss")]
+    assert len(losses) == 40 and sum(losses[-5:]) < 0.6 * sum(losses[:5])
+    assert summary["quantization"] == "4bit" and summary["precision"] == "bf16"
+
+    adapter = artifacts["adapter"]
+    saved = json.loads((adapter / "adapter_config.json").read_text())
+    assert saved["peft_type"] == "LORA" and (adapter / "adapter_model.safetensors").is_file()
+    model, tokenizer, metadata = load_trained(adapter, source)  # Try it, predictions: the quantised base again
+    assert metadata["quantization"] == "4bit" and len(quantised_layers(model)) == 14
+    assert first_word(model, tokenizer) == "down"
+
+    # The merged download is a plain checkpoint: the dequantised base with the update folded in.
+    assert "quantization_config" not in json.loads((artifacts["merged"] / "config.json").read_text())
+    merged = load_base_model(str(artifacts["merged"]), "causal_lm")
+    assert not quantised_layers(merged) and first_word(merged, tokenizer) == "down"
+    # 4-bit weights pack two parameters per element: the count uses their real shapes
+    assert summary["total_params"] == sum(p.numel() for p in merged.parameters()) + summary["trainable_params"]
+
+
+def first_word(model, tokenizer) -> str:
+    prompt = tokenizer("the opposite of up is :", return_tensors="pt")
+    with torch.inference_mode():
+        reply = model.generate(**prompt, max_new_tokens=2, do_sample=False)
+    return tokenizer.decode(reply[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True).split()[0]
+
+
+def test_8bit_with_checkpointing_runs_a_few_steps(peftlab_env, tmp_path):
+    from workers.tasks import fine_tune
+
+    source = str(make_tiny_llama(tmp_path / "llama"))
+    summary, _ = fine_tune(run_config("8bit", max_steps=3, gradient_checkpointing=True), opposite_rows(40), None,
+                           source, MemoryReporter(), artifact_dir=lambda kind: tmp_path / "out" / kind)
+    assert summary["quantization"] == "8bit" and summary["steps"] == 3
+
+
+def test_a_worker_without_bitsandbytes_fails_the_run_before_loading(peftlab_env, tmp_path, monkeypatch):
+    from workers import tasks
+
+    monkeypatch.setattr(quantization, "supported_kinds", lambda device_type: ())
+    loaded = []
+    monkeypatch.setattr(tasks, "load_base_model", lambda *a, **k: loaded.append(1))
+    source = str(make_tiny_llama(tmp_path / "llama"))
+    with pytest.raises(ValueError, match="training.quantization 4bit: this worker's cpu device can run no quantisation"):
+        tasks.fine_tune(run_config("4bit", max_steps=1), opposite_rows(20), None, source, MemoryReporter(),
+                        artifact_dir=lambda kind: tmp_path / "out" / kind)
+    assert not loaded
+
+
+def test_the_device_report_lists_the_kinds():
+    from workers.device_report import device_info
+
+    device, _ = device_info()
+    assert device["quantization"] == ["4bit", "8bit"]
