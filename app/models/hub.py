@@ -7,12 +7,11 @@ HF_ENDPOINT (a mirror) and HF_TOKEN (gated models) are read when the check runs.
 """
 import json
 import os
-import tempfile
-from pathlib import Path
 
 from app.models.inspect import ModelSourceError, config_facts
 
 TIMEOUT_SECONDS = 10.0
+MAX_CONFIG_BYTES = 4_000_000  # real configs are a few KB
 
 
 class HubUnreachable(ModelSourceError):
@@ -21,32 +20,38 @@ class HubUnreachable(ModelSourceError):
 
 def hub_facts(repo_id: str, timeout: float = TIMEOUT_SECONDS) -> dict:
     """The shape facts of hub model `repo_id` from its config.json; ModelSourceError says why not."""
-    import httpx
-    from huggingface_hub import constants, get_safetensors_metadata, hf_hub_download
+    from huggingface_hub import HfApi, constants, hf_hub_url
     from huggingface_hub import errors
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
 
-    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    unreachable = (f"The hub ({endpoint}) cannot be reached from the server, so {repo_id!r} cannot be checked "
+                   "({}). Try again later, or register a local directory instead (peftlab models import DIR).")
     if constants.HF_HUB_OFFLINE:
         raise HubUnreachable(f"The hub cannot be reached: HF_HUB_OFFLINE is set on the server, so {repo_id!r} "
                              "cannot be checked. Register a local directory instead (peftlab models import DIR).")
+    # One GET, no retries: an admin waits on this request (hf_hub_download backs off for half a minute).
     try:
-        with tempfile.TemporaryDirectory(prefix="peftlab-hub-") as cache:
-            path = hf_hub_download(repo_id, "config.json", cache_dir=cache, etag_timeout=timeout, endpoint=endpoint)
-            config = json.loads(Path(path).read_text(encoding="utf-8"))
+        response = get_session().get(hf_hub_url(repo_id, "config.json", endpoint=endpoint), headers=build_hf_headers(),
+                                     timeout=timeout, follow_redirects=True)
+    except Exception as e:  # noqa: BLE001 — the transport's errors: refused, no route, timed out, TLS
+        raise HubUnreachable(unreachable.format(str(e).splitlines()[0][:200] if str(e) else type(e).__name__)) from None
+    try:
+        hf_raise_for_status(response)
     except errors.GatedRepoError:
         raise ModelSourceError(f"{repo_id!r} is gated on the hub: accept its licence there and set HF_TOKEN on the "
                                "server and the workers.") from None
     except errors.RepositoryNotFoundError:
         raise ModelSourceError(f"{repo_id!r} does not exist on the hub ({endpoint}), or is private "
                                "(set HF_TOKEN for private models).") from None
-    except (errors.OfflineModeIsEnabled, errors.LocalEntryNotFoundError, httpx.TransportError, OSError) as e:
-        # LocalEntryNotFoundError (no connection, nothing cached) subclasses EntryNotFoundError: caught first.
-        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise HubUnreachable(f"The hub ({endpoint}) cannot be reached from the server, so {repo_id!r} cannot be "
-                             f"checked ({reason}). Try again later, or register a local directory instead "
-                             "(peftlab models import DIR).") from None
     except errors.EntryNotFoundError:
         raise ModelSourceError(f"{repo_id!r} has no config.json on the hub: it is not a transformers model.") from None
+    except errors.HfHubHTTPError:
+        raise HubUnreachable(unreachable.format(f"it answered HTTP {response.status_code}")) from None
+    if len(response.content) > MAX_CONFIG_BYTES:
+        raise ModelSourceError(f"The config.json of {repo_id!r} is larger than {MAX_CONFIG_BYTES // 1_000_000} MB.")
+    try:
+        config = json.loads(response.content.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ModelSourceError(f"The config.json of {repo_id!r} on the hub is not valid JSON.") from None
     if not isinstance(config, dict) or not config.get("model_type"):
@@ -54,7 +59,7 @@ def hub_facts(repo_id: str, timeout: float = TIMEOUT_SECONDS) -> dict:
     facts = config_facts(config)
     facts["num_parameters"] = None
     try:
-        metadata = get_safetensors_metadata(repo_id, endpoint=endpoint)
+        metadata = HfApi(endpoint=endpoint).get_safetensors_metadata(repo_id, timeout=timeout)
         facts["num_parameters"] = sum(count for dtype, count in metadata.parameter_count.items()
                                       if dtype.startswith(("F", "BF"))) or None
     except Exception:  # noqa: BLE001 — the count is a nicety (a repo without safetensors has none to read)

@@ -13,16 +13,37 @@ LLAMA_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "h
                 "tie_word_embeddings": False}
 
 
-class FakeHub(BaseHTTPRequestHandler):
-    """Serves `acme/tiny-llama`'s config.json the way the hub's resolve endpoint does; every other
-    repo is unknown (the hub's 404 with X-Error-Code: RepoNotFound)."""
+def safetensors_header(tensors: dict[str, tuple[str, list[int]]]) -> bytes:
+    """The start of a safetensors file: 8-byte header length, then the JSON header (no tensor data:
+    only the header is ever read)."""
+    header, offset = {}, 0
+    for name, (dtype, shape) in tensors.items():
+        size = (2 if dtype in ("BF16", "F16") else 4) * shape[0] * (shape[1] if len(shape) > 1 else 1)
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw
 
-    body = json.dumps(LLAMA_CONFIG).encode()
+
+# 32000·2048 + 2048·2048 + 2048 bf16 parameters, and an int64 buffer that is not one.
+WEIGHTS = safetensors_header({"model.embed_tokens.weight": ("BF16", [32000, 2048]),
+                              "model.layers.0.self_attn.q_proj.weight": ("BF16", [2048, 2048]),
+                              "model.norm.weight": ("BF16", [2048]), "position_ids": ("I64", [1, 4096])})
+NUM_PARAMETERS = 32000 * 2048 + 2048 * 2048 + 2048
+
+
+class FakeHub(BaseHTTPRequestHandler):
+    """Serves `acme/tiny-llama`'s config.json and the head of its model.safetensors the way the hub's
+    resolve endpoint does; every other repo is unknown (the hub's 404 with X-Error-Code: RepoNotFound)."""
+
+    files = {"config.json": json.dumps(LLAMA_CONFIG).encode(), "model.safetensors": WEIGHTS}
 
     def _answer(self, with_body: bool):
-        if self.path.startswith("/acme/tiny-llama/resolve/main/config.json"):
+        served = self.path.split("?")[0].removeprefix("/acme/tiny-llama/resolve/main/")
+        if served in self.files:
+            self.body = self.files[served]
             self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Content-Length", str(len(self.body)))
             self.send_header("ETag", '"cfg-etag"')
             self.send_header("X-Repo-Commit", "0" * 40)
@@ -82,12 +103,10 @@ def test_a_hub_id_is_checked_and_its_shape_stored(client, fake_hub):
         facts = s.get(BaseModel, model["id"]).facts
     assert facts["hidden_size"] == 2048 and facts["num_layers"] == 16 and facts["num_key_value_heads"] == 8
     assert facts["max_positions"] == 4096 and facts["model_type"] == "llama"
-    # The run checks read the shape before any worker has loaded the model (this fake hub serves no
-    # safetensors headers, so the parameter count stays unknown).
-    from app.methods.shape import shape_from
-
-    shape = shape_from(facts)
-    assert (shape.kv_heads, shape.head_dim, shape.positions) == (8, 128, 4096) and shape.num_parameters is None
+    assert model["num_parameters"] == NUM_PARAMETERS  # from the safetensors header, floating-point tensors only
+    # The estimate works from those facts before any worker has loaded the model.
+    est = client.post(f"/api/models/{model['id']}/estimate", json={"task": "causal_lm", "method": {"type": "lora", "r": 16}})
+    assert est.status_code == 200 and est.json()["trainable_params"] > 0, est.text
 
 
 def test_an_unknown_hub_id_is_named(client, fake_hub):
