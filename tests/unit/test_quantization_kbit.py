@@ -108,3 +108,38 @@ def test_the_device_report_lists_the_kinds():
 
     device, _ = device_info()
     assert device["quantization"] == ["4bit", "8bit"]
+
+
+@pytest.mark.parametrize("arch, kind", [("llama", "4bit"), ("gpt2", "4bit"), ("gpt2", "8bit")])
+def test_the_merged_model_answers_like_the_quantised_one(peftlab_env, sources, tmp_path, arch, kind):
+    """Merged = dequantised base + the folded update: its logits match the quantised base with the adapter
+    (GPT-2's Conv1D weights are stored transposed; the copy puts them back)."""
+    from workers.tasks import fine_tune
+    from workers.training.checkpoints import load_trained
+
+    config = run_config(kind, max_steps=4, precision="fp32")
+    _, artifacts = fine_tune(config, opposite_rows(64), None, sources[arch], MemoryReporter(),
+                             artifact_dir=lambda k: tmp_path / "out" / k)
+    trained, tokenizer, _ = load_trained(artifacts["adapter"], sources[arch])
+    merged = load_base_model(str(artifacts["merged"]), "causal_lm").eval()
+    ids = tokenizer(["the opposite of up is : down ."], return_tensors="pt")["input_ids"]
+    with torch.inference_mode():
+        want, got = trained(input_ids=ids).logits, merged(input_ids=ids).logits
+    plain = load_base_model(sources[arch], "causal_lm").eval()
+    with torch.inference_mode():
+        unquantised = plain(input_ids=ids).logits
+    # 8-bit matmuls round their inputs to int8 too, so only the 4-bit kind matches tightly.
+    tolerance = 1e-3 if kind == "4bit" else 0.1
+    assert (got - want).abs().max() < tolerance
+    assert (got - unquantised).abs().max() > 10 * tolerance  # the comparison can fail: the weights did change
+
+
+def test_the_predict_worker_serves_a_quantised_model_as_loaded(sources):
+    from workers.predict import for_serving
+
+    cpu = torch.device("cpu")
+    quantised = load_base_model(sources["llama"], "causal_lm", quantization="4bit", device=cpu)
+    assert for_serving(quantised, cpu) is quantised and not quantised.training
+    assert len(quantised_layers(quantised)) == 14  # not cast (bitsandbytes models refuse a dtype change)
+    plain = for_serving(load_base_model(sources["llama"], "causal_lm"), cpu)
+    assert next(plain.parameters()).dtype == torch.float32

@@ -112,11 +112,13 @@ def dequantised_weights(base: nn.Module) -> dict[str, torch.Tensor]:
 def load_dequantised(plain: nn.Module, weights: dict[str, torch.Tensor]) -> None:
     """Copy `weights` into the same-named layers of the unquantised `plain` model (GPT-2's Conv1D keeps
     its weight transposed)."""
+    from transformers.pytorch_utils import Conv1D
+
     modules = dict(plain.named_modules())
     with torch.no_grad():
         for name, weight in weights.items():
-            target = modules[name].weight
-            if target.shape != weight.shape and target.shape == weight.T.shape:
+            module = modules[name]
+            if isinstance(module, Conv1D):  # quantised as a Linear, (out, in); Conv1D keeps (in, out)
                 weight = weight.T
-            target.copy_(weight.to(target.dtype))
+            module.weight.copy_(weight.to(module.weight.dtype))
 
