@@ -43,7 +43,7 @@ def refused(res) -> dict[tuple, str]:
 
 def test_methods_say_whether_they_take_a_quantised_base(client):
     flags = {m["name"]: m["quantized_base"] for m in client.get("/api/methods").json()}
-    assert flags["lora"] and flags["prompt"] and flags["ia3"]
+    assert flags["lora"] and flags["prompt"] and flags["ia3"] and flags["adapter_fusion"]
     assert not flags["full"] and not flags["freeze"]
 
 

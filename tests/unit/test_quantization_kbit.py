@@ -143,3 +143,26 @@ def test_the_predict_worker_serves_a_quantised_model_as_loaded(sources):
     assert len(quantised_layers(quantised)) == 14  # not cast (bitsandbytes models refuse a dtype change)
     plain = for_serving(load_base_model(sources["llama"], "causal_lm"), cpu)
     assert next(plain.parameters()).dtype == torch.float32
+
+
+@pytest.mark.parametrize("kind", ["4bit", "8bit"])
+def test_adapter_fusion_trains_over_adapters_on_a_quantised_base(peftlab_env, sources, tmp_path, kind):
+    """AdapterFusion's spec says quantized_base: its adapters (one trained on the plain base, one on a
+    quantised one) load beside the quantised base and only the fusion layers and the head train."""
+    from tests.tiny_models import sentiment_rows
+    from workers.tasks import fine_tune
+
+    def run(run_id: int, method: dict, quantization: str | None) -> dict:
+        config = RunCreate.model_validate({
+            "dataset_id": 1, "base_model": "tiny", "task": "classification", "eval_fraction": 0.2,
+            "columns": {"text": "text", "label": "label"}, "method": method,
+            "training": {"max_steps": 2, "batch_size": 8, "quantization": quantization}})
+        summary, _ = fine_tune(config, sentiment_rows(40), None, sources["bert"], MemoryReporter(),
+                               artifact_dir=lambda k: tmp_path / str(run_id) / k,
+                               find_adapter=lambda other: tmp_path / str(other) / "adapter")
+        return summary
+
+    run(1, {"type": "adapter"}, None)
+    run(2, {"type": "adapter"}, kind)
+    fused = run(3, {"type": "adapter_fusion", "adapter_run_ids": [1, 2]}, kind)
+    assert fused["quantization"] == kind and fused["steps"] == 2 and 0 < fused["trainable_params"] < 20_000
