@@ -166,3 +166,41 @@ def test_adapter_fusion_trains_over_adapters_on_a_quantised_base(peftlab_env, so
     run(2, {"type": "adapter"}, kind)
     fused = run(3, {"type": "adapter_fusion", "adapter_run_ids": [1, 2]}, kind)
     assert fused["quantization"] == kind and fused["steps"] == 2 and 0 < fused["trainable_params"] < 20_000
+
+
+def test_a_quantised_run_resumes_where_it_stopped(peftlab_env, sources, tmp_path):
+    """A worker that dies mid-run: the attempt after it rebuilds the quantised base, loads the checkpoint
+    and ends with the loss curve of an uninterrupted run."""
+    from workers.tasks import fine_tune
+    from workers.training.resume import CheckpointStore
+
+    config = run_config("4bit", max_steps=8, checkpoint_every=3, batch_size=8)
+    rows = opposite_rows(64)
+
+    def attempt(name: str, reporter: MemoryReporter, store: CheckpointStore, resume=None):
+        return fine_tune(config, rows, None, sources["llama"], reporter, checkpoints=store, resume=resume,
+                         artifact_dir=lambda k: tmp_path / name / k)
+
+    whole = MemoryReporter()
+    attempt("whole", whole, CheckpointStore(tmp_path / "whole-ckpt"))
+    store = CheckpointStore(tmp_path / "split-ckpt")
+    first = MemoryReporter(stop_after_steps=5)
+    assert attempt("first", first, store) is None  # stopped: the "crash"
+    assert store.latest().step == 3
+    second = MemoryReporter()
+    summary, _ = attempt("second", second, store, resume=store.latest())
+    assert summary["steps"] == 8
+    curve = [p for p in first.series("train/loss") if p[0] <= 3] + second.series("train/loss")
+    assert [s for s, _ in curve] == [s for s, _ in whole.series("train/loss")]
+    assert [v for _, v in curve] == pytest.approx([v for _, v in whole.series("train/loss")], abs=1e-5)
+
+
+def test_the_probe_leaves_the_rng_alone():
+    """The first quantised run of a worker probes the device after seeding: the probe must not shift the
+    run's initialisation (it did, with torch.randn, and the first run differed from every rerun)."""
+    quantization.supported_kinds.cache_clear()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    assert quantization.supported_kinds("cpu")
+    assert torch.equal(torch.rand(3), expected)

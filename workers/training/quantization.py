@@ -37,7 +37,9 @@ def supported_kinds(device_type: str) -> tuple[str, ...]:
     except Exception as e:  # noqa: BLE001 — a broken native library raises OSError/RuntimeError, not ImportError
         log.info("bitsandbytes is not usable here (%s): no quantised runs on this worker", str(e).splitlines()[0][:200])
         return ()
-    probe = torch.randn(64, 64, device=device_type, dtype=torch.float16 if device_type == "cuda" else torch.float32)
+    # Not torch.randn: the probe may run after a run seeded its RNG, and must not shift the run's initialisation.
+    probe = torch.linspace(-1, 1, 64 * 64, device=device_type,
+                           dtype=torch.float16 if device_type == "cuda" else torch.float32).reshape(64, 64)
     kinds = []
     try:
         packed, state = bnbf.quantize_4bit(probe, quant_type="nf4", compress_statistics=True)
