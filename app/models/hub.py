@@ -27,7 +27,8 @@ def hub_facts(repo_id: str, timeout: float = TIMEOUT_SECONDS) -> dict:
     endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
     unreachable = (f"The hub ({endpoint}) cannot be reached from the server, so {repo_id!r} cannot be checked "
                    "({}). Try again later, or register a local directory instead (peftlab models import DIR).")
-    if constants.HF_HUB_OFFLINE:
+    # huggingface_hub reads HF_HUB_OFFLINE when it is first imported; the environment may have changed since.
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE"):
         raise HubUnreachable(f"The hub cannot be reached: HF_HUB_OFFLINE is set on the server, so {repo_id!r} "
                              "cannot be checked. Register a local directory instead (peftlab models import DIR).")
     # One GET, no retries: an admin waits on this request (hf_hub_download backs off for half a minute).
