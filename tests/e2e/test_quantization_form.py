@@ -1,6 +1,6 @@
 """The New run form's Quantised base choice: refused beside the field for a method that trains the base's
 own weights, sent for LoRA, prefilled when a run is cloned; the Workers page says what each worker can
-quantise. Headless Chromium against the real stack."""
+quantise; the Models page says why a hub id cannot be checked. Headless Chromium against the real stack."""
 import re
 import uuid
 
@@ -53,3 +53,16 @@ def test_the_workers_page_lists_what_a_worker_can_quantise(page):
     row = page.locator("#workers-body tr[data-worker]").first
     expect(row).to_be_visible(timeout=60_000)
     expect(row.locator(".quantization")).to_contain_text("quantisation: 4bit, 8bit")
+
+
+def test_the_models_page_says_why_a_hub_id_cannot_be_checked(page, api):
+    """The test stack runs with HF_HUB_OFFLINE: registering a hub id is refused at once, with the way out."""
+    before = len(api.get("/api/models").json())
+    page.goto("/models")
+    page.fill("#model-name", "Llama from the hub")
+    page.fill("#model-source", "meta-llama/Llama-3.2-1B")
+    page.click("#model-submit")
+    error = page.locator("#model-form-error")
+    expect(error).to_contain_text("cannot be reached")
+    expect(error).to_contain_text("peftlab models import")
+    assert len(api.get("/api/models").json()) == before
