@@ -204,3 +204,21 @@ def test_the_probe_leaves_the_rng_alone():
     torch.manual_seed(0)
     assert quantization.supported_kinds("cpu")
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_model_card_of_a_quantised_run_says_how_to_load_its_base():
+    from workers.model_card import CardFacts, render_card
+
+    def card(quantization):
+        config = RunCreate.model_validate({
+            "dataset_id": 3, "base_model": "llama", "task": "causal_lm", "columns": {"text": "text"},
+            "method": {"type": "lora"}, "training": {"quantization": quantization}})
+        facts = CardFacts(run_id=5, run_name="qlora", config=config, base_reference="org/llama", base_is_hub_id=True,
+                          dataset_name="chat.jsonl", summary={"train_examples": 10, "eval_examples": 2, "steps": 3},
+                          labels=None)
+        return render_card(facts, kind="adapter", is_peft=True, is_whole_model=False)
+
+    assert 'BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4"' in card("4bit")
+    assert 'quantization "4bit"' in card("4bit")  # the training settings row
+    assert "BitsAndBytesConfig(load_in_8bit=True)" in card("8bit")
+    assert "BitsAndBytesConfig" not in card(None)
