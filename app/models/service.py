@@ -5,7 +5,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import param_count
+from app.models import hub, param_count
 from app.models.inspect import ModelSourceError, model_facts
 from app.models.models import BaseModel
 from app.models.param_count import Estimate
@@ -66,7 +66,7 @@ def create(session: Session, *, name: str, source: str, allowed: list[Path]) -> 
         facts = model_facts(real)
         source = str(real)
     elif HUB_ID.match(source) and ".." not in source:
-        facts = {"architecture": None, "num_parameters": None}
+        facts = hub.hub_facts(source)  # refuses an id the hub does not know, or a hub it cannot reach
     else:
         raise ModelSourceError("source must be an absolute local directory or a hub id like 'org/name' (no URLs).")
     model_id = slug(name)

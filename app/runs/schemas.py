@@ -107,6 +107,10 @@ class Training(_Strict):
         "auto", description="The dtype the base weights load in and the forward autocasts to; trainable weights "
         "stay fp32. auto: bf16 on a GPU that supports it, else fp16 with loss scaling; fp32 on a CPU. "
         "fp16 on a CPU worker trains in fp32. The run summary records the precision used.")
+    quantization: Literal["4bit", "8bit"] | None = Field(
+        None, description="Load the frozen base's linear layers quantised by bitsandbytes: 4bit = QLoRA (NF4, double "
+        "quantisation, matmuls in the run's precision), 8bit = LLM.int8(). null = not quantised. Only methods that "
+        "train beside a frozen base support it (GET /api/methods quantized_base).")
     gradient_checkpointing: bool = Field(
         False, description="Recompute each layer's activations in the backward instead of keeping them: far less "
         "activation memory for about a third more compute. Not with prefix-tuning.")

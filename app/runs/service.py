@@ -17,6 +17,7 @@ from app.runs.checks import run_problems
 from app.runs.label_names import LabelNamesError, name_map
 from app.runs.models import Run, RunTag
 from app.runs.schemas import RunCreate, RunUpdate
+from app.worker_status import service as worker_status
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ def validate_references(session: Session, body: RunCreate, visible: set[int] | N
                             max_trainable=get_settings().max_trainable_params, fusion_variant=fusion_variant,
                             rows=_chat_preview(body, dataset), eval_rows=_chat_preview(body, eval_dataset))
     errors += [_err(p.loc, p.msg) for p in problems]
+    if body.training.quantization and (why := worker_status.quantization_problem(session, body.training.quantization)):
+        errors.append(_err(("training", "quantization"), why))
     if dataset is not None and body.columns.label_names is not None and not errors:
         errors += _label_name_errors(body, dataset)
     if errors:
