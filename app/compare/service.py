@@ -7,6 +7,7 @@ import math
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.compare import groups as groups_db
 from app.compare import series as series_db
 from app.runs.models import Run
 
@@ -132,9 +133,27 @@ def curves_json(session: Session, run: Run, *, names: list[str], x: str, max_poi
     return text
 
 
-def compare_json(session: Session, *, runs: list[Run], names: list[str], x: str, max_points: int) -> str:
-    """The comparison as JSON text: {x, runs, series: {run id: {metric: [[x, y], ...]}}, config_diff}.
-    color_index is the run's id, so a run keeps its colour on every page and in every selection."""
+def _finite(value):
+    """NaN and infinities (a diverged seed) have no JSON form: null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def compare_json(session: Session, *, runs: list[Run], names: list[str], x: str, max_points: int,
+                 metric: str | None = None) -> str:
+    """The comparison as JSON text: {x, runs, series: {run id: {metric: [[x, y], ...]}}, config_diff,
+    groups, metric, differences}. color_index is the run's id, so a run keeps its colour on every page
+    and in every selection. Groups are the runs that differ only by seed; differences compare every two
+    groups of two or more seeds in `metric` (default: the headline eval metric)."""
     series = ",".join(f'"{r.id}":{curves_json(session, r, names=names, x=x, max_points=max_points)}' for r in runs)
+    groups = groups_db.make_groups(session, runs)
+    metric = metric or groups_db.headline(groups)
+    differences = groups_db.differences(groups, runs, metric) if metric else []
     return (f'{{"x":{_dumps(x)},"runs":{_dumps([run_card(r, r.id) for r in runs])},'
-            f'"series":{{{series}}},"config_diff":{_dumps(config_diff(runs))}}}')
+            f'"series":{{{series}}},"config_diff":{_dumps(config_diff(runs))},'
+            f'"groups":{_dumps(_finite(groups))},"metric":{_dumps(metric)},"differences":{_dumps(_finite(differences))}}}')

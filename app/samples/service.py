@@ -21,11 +21,14 @@ class NotComparable(ValueError):
 
 def eval_set(run: Run) -> tuple:
     """What decides a run's eval rows: a separate eval dataset, or the dataset's held-out split
-    (split_indices in workers/training/data.py depends on the dataset, eval_fraction and seed only)."""
+    (split_indices in workers/training/data.py depends on the dataset, eval_fraction and seed only; the seed
+    is eval_split_seed when set, else training.seed)."""
     if run.eval_dataset_id is not None:
         return ("dataset", run.eval_dataset_id)
     config = run.config or {}
-    return ("split", run.dataset_id, config.get("eval_fraction"), (config.get("training") or {}).get("seed"))
+    seed = config.get("eval_split_seed")
+    seed = (config.get("training") or {}).get("seed") if seed is None else seed
+    return ("split", run.dataset_id, config.get("eval_fraction"), seed)
 
 
 def describe(key: tuple) -> str:
