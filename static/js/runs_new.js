@@ -368,18 +368,42 @@ form.addEventListener("submit", async (e) => {
   if (!datasetSelect.value) missing.push({ loc: ["body", "dataset_id"], msg: "Choose a dataset." });
   if (!modelSelect.value) missing.push({ loc: ["body", "base_model"], msg: "Choose a base model." });
   if (missing.length) { showErrors(missing); return; }
+  const seeds = Number($("#run-repeats").value || 1);
+  if (!Number.isInteger(seeds) || seeds < 1 || seeds > 10) {
+    showErrors([{ loc: [], msg: "Repeat with seeds: a whole number from 1 to 10." }]);
+    return;
+  }
   submit.disabled = true;
   submit.textContent = "Launching…";
   try {
+    if (seeds > 1) {
+      // k runs that differ only by seed: an experiment of the base config repeated (an empty grid).
+      const base = buildBody();
+      const name = base.name || `${base.method.type} on ${datasetSelect.selectedOptions[0]?.textContent.replace(/ \(.*$/, "") || "dataset"}`;
+      const experiment = await api("/api/experiments", {
+        method: "POST", json: { kind: "grid", name: name.slice(0, 160), base, grid: {}, repeats: seeds } });
+      window.location.assign(`/experiments/${encodeURIComponent(experiment.id)}`);
+      return;
+    }
     const run = await api("/api/runs", { method: "POST", json: buildBody() });
     window.location.assign(`/runs/${encodeURIComponent(run.id)}`);
     return;
   } catch (err) {
-    showErrors(err.detail != null ? err.detail : err.message);
+    showErrors(err.detail != null ? experimentErrors(err.detail) : err.message);
   }
   submit.disabled = false;
   submit.textContent = "Launch run";
 });
+
+// An experiment's errors name the base config's fields (["body", "base", …]) or say "every run: …" for a
+// problem all its seeds share: shown beside the same fields as a single run's.
+function experimentErrors(detail) {
+  if (!Array.isArray(detail)) return detail;
+  return detail.map((item) => {
+    const loc = (item.loc || []).filter((p) => p !== "body");
+    return { ...item, loc: loc[0] === "base" ? loc.slice(1) : loc, msg: String(item.msg || "").replace(/^every run: [^:]*: /, "").replace(/^every run: /, "") };
+  });
+}
 
 // ---- clone: /runs/new?clone=ID prefills every field from that run's config -------------------
 
