@@ -73,7 +73,7 @@ def groups(api, settings):
 def test_grouped_compare_shows_bands_intervals_and_the_difference(page, groups):
     ids = groups["lora"] + groups["prompt"]
     page.goto(f"/compare?runs={','.join(map(str, ids))}")
-    expect(page.locator("#comparison")).to_have_attribute("data-charts-ready", "1")
+    expect(page.locator("#comparison")).to_have_attribute("data-charts-ready", "1", timeout=30_000)  # the first grouped comparison loads scipy.special
     loss = page.locator(".compare-chart[data-metric='train/loss']")
     expect(loss).to_have_attribute("data-series-count", "2")  # one mean line per group …
     expect(loss).to_have_attribute("data-bands", "2")  # … over a band of its seeds
@@ -107,7 +107,7 @@ def test_the_compare_page_links_rows_every_seed_of_a_gets_right_and_b_wrong(page
     ids = groups["lora"] + groups["prompt"]
     page.goto(f"/compare?runs={','.join(map(str, ids))}")
     link = page.locator("a[data-link='a-right-b-wrong']")
-    expect(link).to_contain_text("every seed of lora gets right and every seed of prompt gets wrong")
+    expect(link).to_contain_text("every seed of lora gets right and every seed of prompt gets wrong", timeout=30_000)
     link.click()
     page.wait_for_url(re.compile(r"/samples\?a=[\d,]+&b=[\d,]+&filter=a_right_b_wrong"))
     expect(page.locator("input[name=samples-filter][value=a_right_b_wrong]")).to_be_checked()
@@ -123,7 +123,7 @@ def test_the_compare_page_links_rows_every_seed_of_a_gets_right_and_b_wrong(page
 def test_single_runs_compare_as_before(page, groups):
     a, b = groups["lora"][0], groups["prompt"][0]
     page.goto(f"/compare?runs={a},{b}")
-    expect(page.locator("#comparison")).to_have_attribute("data-charts-ready", "1")
+    expect(page.locator("#comparison")).to_have_attribute("data-charts-ready", "1", timeout=30_000)
     expect(page.locator(".compare-chart[data-metric='train/loss']")).to_have_attribute("data-series-count", "2")
     expect(page.locator(".compare-groups-card")).to_be_hidden()
     expect(page.locator(".compare-view-switch")).to_be_hidden()
