@@ -7,6 +7,7 @@ paired t-test; otherwise Welch's.
 """
 import itertools
 import json
+import math
 import re
 
 from sqlalchemy import func, select
@@ -64,14 +65,16 @@ def best_values(session: Session, run_ids: list[int]) -> dict[tuple[int, str], t
 
 def _final(run: Run, metric: str) -> float | None:
     value = ((run.summary or {}).get("eval") or {}).get(metric.removeprefix("eval/"))
-    return float(value) if isinstance(value, (int, float)) else None
+    # A diverged seed (NaN loss) has no number to average: it does not count, rather than poison the mean.
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def _best(bests: dict, run: Run, metric: str) -> float | None:
     extremes = bests.get((run.id, metric))
     if extremes is None:
         return None
-    return extremes[0] if LOWER_IS_BETTER[metric] else extremes[1]
+    value = extremes[0] if LOWER_IS_BETTER[metric] else extremes[1]
+    return value if value is not None and math.isfinite(value) else None
 
 
 def make_groups(session: Session, runs: list[Run]) -> list[dict]:

@@ -213,6 +213,7 @@ function labelPlugin(points, node) {
         ctx.save();
         ctx.font = `${Math.round(12 * dpr)}px system-ui, sans-serif`;
         ctx.textBaseline = "middle";
+        ctx.textAlign = "left"; // placeLabels gives each box's left edge (uPlot leaves the axes' alignment set)
         const plot = { x: u.bbox.left / dpr, y: u.bbox.top / dpr, w: u.bbox.width / dpr, h: u.bbox.height / dpr };
         const { labels, markers } = placeLabels(points, (p) => [u.valToPos(p.x, "x", true) / dpr, u.valToPos(p.y, "y", true) / dpr],
           (text) => ctx.measureText(text).width / dpr, plot);

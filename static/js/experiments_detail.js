@@ -102,8 +102,11 @@ async function refresh() {
     const x = await api(`/api/experiments/${encodeURIComponent(experimentId)}`);
     $("#experiment-name").textContent = x.name;
     document.title = `${x.name} · peftlab`;
-    const what = x.kind === "grid" ? `Grid over ${Object.keys(x.spec.grid || {}).join(", ")}` : "Every chosen method on one dataset";
-    $("#experiment-subtitle").textContent = `${what} · ${x.runs.length} runs · created ${fmtDate(x.created_at)}`;
+    const keys = Object.keys(x.spec.grid || {});
+    const what = x.kind === "grid" ? (keys.length ? `Grid over ${keys.join(", ")}` : "One config") : "Every chosen method on one dataset";
+    const seeds = x.spec.repeats > 1 ? ` × ${x.spec.repeats} seeds` : "";
+    const budget = x.spec.budget ? ` · budget ${x.spec.budget.amount} ${x.spec.budget.kind} per method` : "";
+    $("#experiment-subtitle").textContent = `${what}${seeds}${budget} · ${x.runs.length} runs · created ${fmtDate(x.created_at)}`;
     $("#experiment-runs-body").replaceChildren(...(x.runs.length ? x.runs.map(runRow) : [emptyRow(10, "This experiment has no runs.")]));
     samplesLink(x.runs);
     showComparison(x.runs.map((r) => r.id));

@@ -41,7 +41,7 @@ async function refreshList() {
       return el("tr", { "data-experiment-id": x.id },
         el("td", { class: "num" }, el("a", { href }, `#${x.id}`)),
         el("td", { class: "name-cell" }, el("a", { href }, x.name)),
-        el("td", {}, x.kind === "grid" ? "Grid" : "Methods"),
+        el("td", {}, `${x.kind === "grid" ? "Grid" : "Methods"}${x.spec.repeats > 1 ? ` × ${x.spec.repeats} seeds` : ""}`),
         el("td", { class: "num" }, fmtInt(x.run_count)),
         el("td", { class: "small" }, progressText(x.statuses)),
         el("td", { class: "nowrap" }, fmtDate(x.created_at)));
