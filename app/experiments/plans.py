@@ -55,19 +55,20 @@ def apply_budget(training: dict, budget: dict) -> None:
         training["epochs"] = EPOCHS_CAP
 
 
-def with_repeats(plan: list[tuple[str, dict]], repeats: int, experiment: str) -> list[tuple[str, dict]]:
+def with_repeats(plan: list[tuple[str, dict]], repeats: int, experiment: str, where: tuple = ()) -> list[tuple[str, dict]]:
     """Each configuration `repeats` times with seeds training.seed, +1, … (default seed 0), the held-out rows
-    fixed by eval_split_seed (the base seed unless the config sets one): the copies differ only by seed."""
+    fixed by eval_split_seed (the base seed unless the config sets one): the copies differ only by seed.
+    `where` is where the configs' fields are in the request (("base",) for a grid), for error locations."""
     if repeats <= 1:
         return plan
     out = []
     for label, config in plan:
         training = config.setdefault("training", {})
         if not isinstance(training, dict):
-            raise PlanError(("base", "training"), "training must be an object")
+            raise PlanError((*where, "training"), "training must be an object")
         base_seed = training.get("seed", 0)
         if not isinstance(base_seed, int) or isinstance(base_seed, bool):
-            raise PlanError(("training", "seed"), "training.seed must be a whole number to repeat with more seeds")
+            raise PlanError((*where, "training", "seed"), "training.seed must be a whole number to repeat with more seeds")
         for i in range(repeats):
             copy_ = copy.deepcopy(config)
             copy_["training"]["seed"] = base_seed + i
@@ -101,7 +102,7 @@ def grid_plan(spec: dict) -> list[tuple[str, dict]]:
         label = ", ".join(f"{key}={_short(value)}" for key, value in zip(grid, combination))
         config["name"] = run_name(spec["name"], label)
         plan.append((label, config))
-    return with_repeats(plan, repeats, spec["name"])
+    return with_repeats(plan, repeats, spec["name"], ("base",))
 
 
 def set_path(config: dict, dotted: str, value) -> None:

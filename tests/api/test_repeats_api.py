@@ -108,6 +108,10 @@ def test_an_empty_grid_needs_repeats_and_a_seed_grid_excludes_them(client, datas
     res = client.post("/api/experiments", json={"kind": "grid", "name": "x", "base": base_config(dataset["id"]),
                                                 "grid": {"training.seed": [1, 2]}, "repeats": 2})
     assert res.status_code == 422 and "not both" in res.text
+    res = client.post("/api/experiments", json={"kind": "grid", "name": "x", "grid": {}, "repeats": 2,
+                                                "base": base_config(dataset["id"], seed="seven")})
+    assert res.status_code == 422
+    assert res.json()["detail"][0]["loc"] == ["body", "base", "training", "seed"]
 
 
 # ---- budgets ------------------------------------------------------------------------------------
