@@ -166,6 +166,13 @@ def test_new_run_form_repeats_a_run_with_seeds(page, api, model_id):
     page.fill("#tr-max_steps", "2")
     page.fill("#tr-seed", "5")
     page.fill("#run-repeats", "3")
+    # A bad setting is refused for every seed at once, and shown beside its field as for a single run.
+    page.fill("#tr-batch_size", "0")
+    page.click("#run-submit")
+    error = page.locator(".field:has(#tr-batch_size) .field-error")
+    expect(error).to_contain_text("greater than or equal to 1")
+    expect(error).not_to_contain_text("every run")
+    page.fill("#tr-batch_size", "8")
     page.click("#run-submit")
     page.wait_for_url(re.compile(r"/experiments/\d+$"))
     experiment = api.get(f"/api/experiments/{page.url.rsplit('/', 1)[1]}").json()
