@@ -45,6 +45,7 @@ function syncVisibility() {
   for (const group of $$(".method-fields")) group.hidden = group.dataset.method !== method;
   applyShowIf(methodGroup());
   $("#eval-fraction-field").hidden = evalSelect.value !== "";
+  $("#eval-split-seed-field").hidden = evalSelect.value !== "";
   // Accuracy and F1 are measured for classification, perplexity for causal LM.
   const best = $("#tr-metric_for_best");
   for (const option of best.options) option.hidden = option.disabled = Boolean(option.dataset.task) && option.dataset.task !== task;
@@ -149,6 +150,7 @@ function buildBody() {
     dataset_id: datasetSelect.value ? Number(datasetSelect.value) : null,
     eval_dataset_id: evalId,
     eval_fraction: evalId == null ? numberOrNull($("#run-eval-fraction")) : 0.1,
+    eval_split_seed: evalId == null ? numberOrNull($("#run-eval-split-seed")) : null,
     base_model: modelSelect.value || null,
     task: taskSelect.value,
     columns,
@@ -428,6 +430,7 @@ async function prefillFrom(runId) {
   else showSummary([`The dataset of run #${run.id} is gone or not yours to use: choose another.`]);
   evalSelect.value = cfg.eval_dataset_id != null && datasets.has(cfg.eval_dataset_id) ? String(cfg.eval_dataset_id) : "";
   setValue($("#run-eval-fraction"), cfg.eval_fraction ?? 0.1);
+  setValue($("#run-eval-split-seed"), cfg.eval_split_seed);
   if (models.has(String(cfg.base_model))) modelSelect.value = String(cfg.base_model);
   taskSelect.value = cfg.task || "classification";
   const columns = cfg.columns || {};
