@@ -13,6 +13,7 @@ import re
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.compare import series as series_db
 from app.compare import stats
 from app.metrics.models import MetricPoint
 from app.runs.models import Run
@@ -53,14 +54,25 @@ def _label(runs: list[Run]) -> str:
     return names.pop() if len(names) == 1 else f"{_SEED_SUFFIX.sub('', runs[0].name)} (+{len(runs) - 1})"
 
 
-def best_values(session: Session, run_ids: list[int]) -> dict[tuple[int, str], tuple[float, float]]:
-    """(run id, eval metric) → (min, max) over the run's evaluations: one grouped query."""
-    if not run_ids:
-        return {}
-    rows = session.execute(select(MetricPoint.run_id, MetricPoint.name, func.min(MetricPoint.value), func.max(MetricPoint.value))
-                           .where(MetricPoint.run_id.in_(run_ids), MetricPoint.name.in_(EVAL_METRICS))
-                           .group_by(MetricPoint.run_id, MetricPoint.name))
-    return {(run_id, name): (lo, hi) for run_id, name, lo, hi in rows}
+# Per run: its eval series' extremes, kept until the run records a new point (like its encoded curves in
+# service.curves_json): a page polling a finished comparison does not scan eval series again.
+_extremes_cache = series_db.JsonCache()
+
+
+def best_values(session: Session, runs: list[Run]) -> dict[tuple[int, str], tuple[float, float]]:
+    """(run id, eval metric) → (min, max) over the run's evaluations."""
+    out = {}
+    for run in runs:
+        key, now = (run.id, run.created_at, "extremes"), series_db.cursor(session, run.id)
+        extremes = _extremes_cache.get(key, now)
+        if extremes is None:
+            rows = session.execute(select(MetricPoint.name, func.min(MetricPoint.value), func.max(MetricPoint.value))
+                                   .where(MetricPoint.run_id == run.id, MetricPoint.name.in_(EVAL_METRICS))
+                                   .group_by(MetricPoint.name))
+            extremes = {name: (lo, hi) for name, lo, hi in rows}
+            _extremes_cache.put(key, now, extremes)
+        out.update({(run.id, name): value for name, value in extremes.items()})
+    return out
 
 
 def _final(run: Run, metric: str) -> float | None:
@@ -85,7 +97,7 @@ def make_groups(session: Session, runs: list[Run]) -> list[dict]:
     members: dict[str, list[Run]] = {}
     for run in runs:
         members.setdefault(group_key(run), []).append(run)
-    bests = best_values(session, [r.id for r in runs])
+    bests = best_values(session, runs)
     groups = []
     for group in members.values():
         finals = {m: [v for r in group if (v := _final(r, m)) is not None] for m in EVAL_METRICS}
