@@ -59,11 +59,11 @@ def _label(runs: list[Run]) -> str:
 _extremes_cache = series_db.JsonCache()
 
 
-def best_values(session: Session, runs: list[Run]) -> dict[tuple[int, str], tuple[float, float]]:
-    """(run id, eval metric) → (min, max) over the run's evaluations."""
+def best_values(session: Session, runs: list[Run], cursors: dict[int, int]) -> dict[tuple[int, str], tuple[float, float]]:
+    """(run id, eval metric) → (min, max) over the run's evaluations. cursors: each run's newest metric id."""
     out = {}
     for run in runs:
-        key, now = (run.id, run.created_at, "extremes"), series_db.cursor(session, run.id)
+        key, now = (run.id, run.created_at, "extremes"), cursors[run.id]
         extremes = _extremes_cache.get(key, now)
         if extremes is None:
             rows = session.execute(select(MetricPoint.name, func.min(MetricPoint.value), func.max(MetricPoint.value))
@@ -89,7 +89,7 @@ def _best(bests: dict, run: Run, metric: str) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def make_groups(session: Session, runs: list[Run]) -> list[dict]:
+def make_groups(session: Session, runs: list[Run], cursors: dict[int, int] | None = None) -> list[dict]:
     """Every compared run in exactly one group, in the order their first runs were asked for:
     [{run_ids, label, seeds, metrics: {metric: {mean, ci_low, ci_high, n, std, min, max}}, best_metrics}]
     where metrics are the final evaluation's (the run summary's) and best_metrics the best of every
@@ -97,7 +97,7 @@ def make_groups(session: Session, runs: list[Run]) -> list[dict]:
     members: dict[str, list[Run]] = {}
     for run in runs:
         members.setdefault(group_key(run), []).append(run)
-    bests = best_values(session, runs)
+    bests = best_values(session, runs, cursors if cursors is not None else series_db.cursors(session, [r.id for r in runs]))
     groups = []
     for group in members.values():
         finals = {m: [v for r in group if (v := _final(r, m)) is not None] for m in EVAL_METRICS}
