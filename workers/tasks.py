@@ -238,7 +238,8 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     max_length = usable_length(facts.get("max_positions"), getattr(config.method, "num_virtual_tokens", 0),
                                t.max_length)
     data = prepare_data(rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer,
-                        max_length=max_length, eval_fraction=config.eval_fraction, seed=t.seed)
+                        max_length=max_length, eval_fraction=config.eval_fraction,
+                        seed=t.seed if config.eval_split_seed is None else config.eval_split_seed)
     log.info("data: %d training and %d eval examples, max_length %d%s", len(data.train), len(data.eval), max_length,
              f", {len(data.labels)} labels: {', '.join(data.labels[:20])}{' …' if len(data.labels) > 20 else ''}"
              if data.labels else "")
@@ -305,6 +306,11 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     )
     if t.metric_for_best:
         summary.best_step, summary.stopped_early = shipped_step, result.stopped_early
+    if t.max_tokens or t.max_seconds:
+        # A budgeted run says what ended it: its budget (stopped_by), or null when its steps/epochs ran out first.
+        summary.stopped_by = result.stopped_by
+        summary.budget = {"max_tokens": t.max_tokens, "max_seconds": t.max_seconds,
+                          "tokens": result.train_tokens, "seconds": round(result.train_seconds, 3)}
     return summary.model_dump(mode="json"), artifacts
 
 

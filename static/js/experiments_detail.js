@@ -104,9 +104,12 @@ async function refresh() {
     const x = await api(`/api/experiments/${encodeURIComponent(experimentId)}`);
     $("#experiment-name").textContent = x.name;
     document.title = `${x.name} · peftlab`;
-    const what = x.kind === "grid" ? `Grid over ${Object.keys(x.spec.grid || {}).join(", ")}`
+    const keys = Object.keys(x.spec.grid || {});
+    const what = x.kind === "grid" ? (keys.length ? `Grid over ${keys.join(", ")}` : "One config")
       : x.kind === "search" ? `Search over ${Object.keys(x.spec.space || {}).join(", ")}` : "Every chosen method on one dataset";
-    $("#experiment-subtitle").textContent = `${what} · ${x.runs.length} runs · created ${fmtDate(x.created_at)}`;
+    const seeds = x.spec.repeats > 1 ? ` × ${x.spec.repeats} seeds` : "";
+    const budget = x.spec.budget ? ` · budget ${x.spec.budget.amount} ${x.spec.budget.kind} per method` : "";
+    $("#experiment-subtitle").textContent = `${what}${seeds}${budget} · ${x.runs.length} runs · created ${fmtDate(x.created_at)}`;
     $("#experiment-runs-body").replaceChildren(...(x.runs.length ? x.runs.map(runRow) : [emptyRow(10, "This experiment has no runs.")]));
     samplesLink(x.runs);
     if (x.search) {

@@ -42,7 +42,7 @@ async function refreshList() {
       return el("tr", { "data-experiment-id": x.id },
         el("td", { class: "num" }, el("a", { href }, `#${x.id}`)),
         el("td", { class: "name-cell" }, el("a", { href }, x.name)),
-        el("td", {}, { grid: "Grid", search: "Search" }[x.kind] || "Methods"),
+        el("td", {}, `${{ grid: "Grid", search: "Search" }[x.kind] || "Methods"}${x.spec.repeats > 1 ? ` × ${x.spec.repeats} seeds` : ""}`),
         el("td", { class: "num" }, fmtInt(x.run_count)),
         el("td", { class: "small" }, progressText(x.statuses)),
         el("td", { class: "nowrap" }, fmtDate(x.created_at)));
@@ -62,6 +62,7 @@ function syncVisibility() {
   for (const section of $$("[data-kind]", form)) section.hidden = section.dataset.kind !== kind();
   for (const field of $$("[data-task]", form)) field.hidden = field.dataset.task !== taskSelect.value;
   updateGridCount();
+  syncBudget();
 }
 
 function fillColumns() {
@@ -123,11 +124,41 @@ function gridSpec() {
   return grid;
 }
 
+function repeats() {
+  const n = Number($("#exp-repeats").value);
+  return Number.isInteger(n) && n >= 1 ? n : 1;
+}
+
 function updateGridCount() {
   const grid = gridSpec();
   const keys = Object.keys(grid);
-  const count = keys.length ? keys.reduce((n, k) => n * grid[k].length, 1) : 0;
-  $("#exp-grid-count").textContent = keys.length ? `${count} run${count === 1 ? "" : "s"}` : "";
+  const k = repeats();
+  const count = keys.reduce((n, key) => n * grid[key].length, 1) * k;
+  $("#exp-grid-count").textContent = keys.length || k > 1
+    ? `${count} run${count === 1 ? "" : "s"}${k > 1 ? ` (${k} seeds each)` : ""}` : "";
+}
+
+// A budget (methods experiments): the same steps, tokens or seconds for every method; with one, the
+// epoch and max-steps fields no longer limit the runs.
+const BUDGET_HINTS = {
+  steps: "Optimizer steps per run (training.max_steps).",
+  tokens: "Training tokens per run, padding not counted (training.max_tokens).",
+  seconds: "Seconds of training per run, evaluations not counted (training.max_seconds).",
+};
+
+function budgetKind() {
+  return kind() === "methods" ? $("#exp-budget-kind").value : "";
+}
+
+function syncBudget() {
+  const chosen = $("#exp-budget-kind").value;
+  $("#exp-budget-amount-field").hidden = !chosen;
+  $("#exp-budget-hint").textContent = BUDGET_HINTS[chosen] || "";
+  const limited = Boolean(budgetKind());
+  for (const id of ["#exp-tr-epochs", "#exp-tr-max_steps"]) {
+    $(id).disabled = limited;
+    $(id).title = limited ? "The budget ends each run." : "";
+  }
 }
 
 const DISTRIBUTIONS = [["log_uniform", "Log-uniform"], ["uniform", "Uniform"], ["integer", "Integer"], ["choice", "Choices"]];
@@ -192,6 +223,7 @@ function shared() {
   }
   const training = {};
   for (const input of $$("[data-training]", form)) {
+    if (input.disabled) continue; // epochs and max steps under a budget
     const value = numberOrNull(input);
     if (value !== null || input.dataset.training === "max_steps") training[input.dataset.training] = value;
   }
@@ -205,8 +237,11 @@ function shared() {
 function buildBody() {
   const name = $("#exp-name").value.trim();
   const common = shared();
+  const k = repeats();
+  const seeds = k > 1 ? { repeats: k } : {};
   if (kind() === "methods") {
-    return { kind: "methods", name, ...common, methods: $$("input[name=exp-method]:checked").map((b) => b.value) };
+    const budget = budgetKind() ? { budget: { kind: budgetKind(), amount: numberOrNull($("#exp-budget-amount")) } } : {};
+    return { kind: "methods", name, ...common, methods: $$("input[name=exp-method]:checked").map((b) => b.value), ...budget, ...seeds };
   }
   const method = kind() === "search" ? $("#exp-search-method") : $("#exp-grid-method");
   const training = { ...common.training };
@@ -217,7 +252,7 @@ function buildBody() {
   }
   const { training: _, ...rest } = common;
   const base = { ...rest, method: { type: method.value }, training };
-  if (kind() === "grid") return { kind: "grid", name, base, grid: gridSpec() };
+  if (kind() === "grid") return { kind: "grid", name, base, grid: gridSpec(), ...seeds };
   const metric = $("#exp-search-metric").value;
   return {
     kind: "search", name, base, space: spaceSpec(),
@@ -249,8 +284,11 @@ form.addEventListener("submit", async (e) => {
   if (!datasetSelect.value) problems.push({ msg: "Choose a dataset." });
   if (!modelSelect.value) problems.push({ msg: "Choose a base model." });
   if (kind() === "methods" && !$$("input[name=exp-method]:checked").length) problems.push({ msg: "Check at least one method." });
-  if (kind() === "grid" && !Object.keys(gridSpec()).length) problems.push({ msg: "Add at least one setting to the grid." });
+  if (kind() === "grid" && !Object.keys(gridSpec()).length && repeats() < 2) {
+    problems.push({ msg: "Add at least one setting to the grid (or run the base with 2 or more seeds)." });
+  }
   if (kind() === "search" && !Object.keys(spaceSpec()).length) problems.push({ msg: "Add at least one setting to search over." });
+  if (budgetKind() && !(Number($("#exp-budget-amount").value) >= 1)) problems.push({ msg: "Give the budget: a whole number of 1 or more." });
   if (problems.length) { showErrors(problems); return; }
   submit.disabled = true;
   submit.textContent = "Launching…";
@@ -271,6 +309,8 @@ taskSelect.addEventListener("change", syncVisibility);
 datasetSelect.addEventListener("change", fillColumns);
 $("#exp-grid-rows").addEventListener("input", updateGridCount);
 $("#exp-grid-add").addEventListener("click", () => addGridRow());
+$("#exp-repeats").addEventListener("input", updateGridCount);
+$("#exp-budget-kind").addEventListener("change", syncBudget);
 addGridRow("training.learning_rate", "1e-4, 5e-4");
 addGridRow("method.r", "4, 8");
 $("#exp-space-add").addEventListener("click", () => addSpaceRow());
