@@ -75,7 +75,7 @@ def train_one(method: str, lr: float, source: str, tokenizer, data, args, out_di
     cuda = device.type == "cuda"
     training = TrainingArguments(
         output_dir=out_dir, max_steps=args.steps, per_device_train_batch_size=args.batch_size, learning_rate=lr,
-        lr_scheduler_type="linear", warmup_ratio=args.warmup_ratio, weight_decay=0.0, max_grad_norm=1.0,
+        lr_scheduler_type="linear", warmup_steps=args.warmup_ratio, weight_decay=0.0, max_grad_norm=1.0,
         seed=args.seed, use_cpu=not cuda, eval_strategy="no", save_strategy="no", report_to=[],
         logging_steps=10 * args.steps, dataloader_num_workers=0, disable_tqdm=True, label_names=["labels"])
     dataset = [{"input_ids": e.input_ids, "labels": e.target} for e in data.train]

@@ -92,12 +92,14 @@ def test_every_registered_method_is_measured():
     assert {"lora_dora", "lora_rslora", "lora_pissa", "adapter_houlsby", "adapter_pfeiffer"} <= variants.keys()
 
 
+@pytest.mark.slow
 def test_a_rate_far_below_the_preset_does_not_pass(pretrained):
     """The check can fail: LoRA at 1e-7 moves nothing in 100 steps."""
     accuracy, _, _ = train_at(pretrained, {"type": "lora"}, learning_rate=1e-7)
     assert accuracy < LEARNT
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name in measured_variants() if name != "adapter_fusion"])
 def test_preset_learns_within_100_steps(pretrained, name):
     settings = measured_variants()[name]
@@ -105,6 +107,7 @@ def test_preset_learns_within_100_steps(pretrained, name):
     assert accuracy >= LEARNT, f"{name} at its preset {get_spec(settings['type']).learning_rate:g}: {accuracy:.2f}"
 
 
+@pytest.mark.slow
 def test_adapter_fusion_preset_learns_within_100_steps(pretrained, tmp_path):
     """Over two Houlsby adapters trained first at their preset (as the form requires trained adapter runs)."""
     dirs = {}
