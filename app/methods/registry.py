@@ -8,7 +8,7 @@ under the same name; tests/unit/test_method_registry.py checks that the two side
 """
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -106,6 +106,29 @@ def get_spec(name: str) -> MethodSpec:
         return SPECS[name]
     except KeyError:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(s.name for s in all_specs())}") from None
+
+
+# Options that change how a method trains enough to measure on their own (bench/methods_quality.py and
+# tests/unit/test_method_presets.py measure every entry of `measured_variants`).
+MEASURED_OPTIONS = {"lora": {"dora": {"use_dora": True}, "rslora": {"use_rslora": True}, "pissa": {"init": "pissa"}}}
+
+
+def measured_variants() -> dict[str, dict]:
+    """name → method config (other settings: the spec's defaults): one entry per registered method, one per
+    choice of a `variant` setting (adapter_houlsby, adapter_pfeiffer) and one per option in MEASURED_OPTIONS
+    (lora_dora, …). AdapterFusion's entry still lacks its required adapter_run_ids."""
+    variants = {}
+    for spec in all_specs():
+        variant = spec.config.model_fields.get("variant")
+        choices = get_args(variant.annotation) if variant is not None else ()
+        if choices:
+            variants |= {f"{spec.name}_{choice}": {"type": spec.name, "variant": choice} for choice in choices}
+        else:
+            variants[spec.name] = {"type": spec.name}
+        for option, settings in MEASURED_OPTIONS.get(spec.name, {}).items():
+            spec.config.model_validate({"type": spec.name, **settings})  # an option the spec lost fails here
+            variants[f"{spec.name}_{option}"] = {"type": spec.name, **settings}
+    return variants
 
 
 def method_union():
