@@ -1,5 +1,5 @@
 """Workers' self-reports (no torch here: the worker measures its device, this only stores it)."""
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,3 +27,14 @@ def record(session: Session, name: str, *, device: dict, memory_bytes: int | Non
 def listed(session: Session) -> list[Worker]:
     """Every worker that ever reported, the most recently seen first."""
     return list(session.scalars(select(Worker).order_by(Worker.last_seen.desc(), Worker.name)))
+
+
+def recent(session: Session, seconds: float) -> list[Worker]:
+    """Workers seen in the last `seconds` (the ones that may take a run submitted now)."""
+    since = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    return [w for w in listed(session) if _aware(w.last_seen) >= since]
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes (stored as UTC)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
