@@ -28,7 +28,7 @@ from app.methods.shape import DEFAULT_LORA_TARGETS, ENCODERS, ModelShape, linear
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 QUANT_BYTES = {"4bit": 0.5 + 1 / 64 + 4 / (64 * 256), "8bit": 1.0}
 WORKSPACE_SHARE = 0.05
-WORKSPACE_MIN = 32 * 2**20
+WORKSPACE_MIN = 16 * 2**20
 # Methods that train the base's own linear weights: every such linear keeps its input for the
 # weight gradient.
 TRAINS_BASE = ("full", "freeze")
@@ -96,7 +96,7 @@ def weight_parts(shape: ModelShape, task: str, frozen: int, dtype_bytes: int, pr
 
 
 def _layer_activation_bytes(shape: ModelShape, a: int, targets: list[tuple[int, float]], trains_base: bool,
-                            quantized: bool) -> float:
+                            quantized: bool, device: str) -> float:
     """Bytes autograd keeps per token for one transformer layer. `targets`: (fan_in, dropout) of each
     LoRA / adapter input inside the layer."""
     d, i, kv = shape.d, shape.intermediate, shape.kv_width
@@ -107,11 +107,15 @@ def _layer_activation_bytes(shape: ModelShape, a: int, targets: list[tuple[int, 
         # post-LayerNorms, SDPA q/k/v/out, dropout masks, gelu input
         per = 2 * 4 * d + a * 4 * d + 2 * d + a * 2 * i
     else:  # llama-style: RMSNorm fp32 inputs, SDPA q/k/v/out, gate/up/silu outputs
-        per = 2 * 4 * d + a * (2 * d + 2 * kv) + a * 3 * i
+        # (the 6·d beyond q and the attention output: RoPE and SDPA's own saved copies, measured)
+        per = 2 * 4 * d + a * (8 * d + 2 * kv) + a * 3 * i
     if trains_base or quantized:
         per += a * (3 * d + i)  # the linear layers' inputs (bitsandbytes keeps them for the input gradient too)
+    # Each LoRA / adapter input: the copy its first matmul keeps (in the compute dtype under autocast),
+    # and with dropout its mask: 1 byte on a GPU (fused kernel), a 4-byte noise tensor on a CPU.
+    mask = 1 if device == "cuda" else 4
     for fan_in, dropout in targets:
-        per += a * fan_in + (fan_in if dropout > 0 else 0)  # the cast input (and dropout mask)
+        per += a * fan_in + (mask * fan_in if dropout > 0 else 0)
     return per
 
 
@@ -149,7 +153,8 @@ def estimate_memory(shape: ModelShape, *, task: str, num_labels: int, method: di
     notes = []
 
     by_dtype = weight_parts(shape, task, max(0, total - trainable), a, precision, quantization)
-    layer = _layer_activation_bytes(shape, a, _targets(shape, task, method), trains_base, quantization is not None)
+    layer = _layer_activation_bytes(shape, a, _targets(shape, task, method), trains_base, quantization is not None,
+                                    device)
     # Outside the layers: the embedding output and the final norm's fp32 input.
     outside = (a + 4) * shape.d
     full = tokens * (shape.layers * layer + outside)
@@ -158,8 +163,9 @@ def estimate_memory(shape: ModelShape, *, task: str, num_labels: int, method: di
     activations = kept if checkpointing else full
 
     if task == "causal_lm":
-        # logits (dtype) + fp32 copy + log-softmax + its gradient and the logits' gradient in the backward
-        logits = tokens * shape.vocab * (a + 12)
+        # logits (dtype) + the fp32 copy the loss takes, its log-softmax, and their gradients in the
+        # backward (not all alive at once: measured a + 8 bytes per logit at the peak)
+        logits = tokens * shape.vocab * (a + 8)
     else:
         logits = batch * num_labels * 16
     parts = {

@@ -135,9 +135,7 @@ def memory_estimate(session: Session, *, model: BaseModel, body, count: Estimate
     from app.worker_status import service as worker_status
 
     training = _training(body.training or {})
-    columns = Columns.model_validate({"label_names": None, **{k: v for k, v in (body.columns or {}).items()}},
-                                     strict=False) if body.columns else None
-    labels = columns.label_names if columns is not None else None
+    labels = _columns(body.columns).label_names if body.columns else None
     query = MemoryQuery(body.task, len(labels) if labels else body.num_labels, body.method.model_dump(), training)
     facts = shape_facts(session, model)
     workers = worker_status.recent(session, RECENT_WORKER_SECONDS)
@@ -169,7 +167,19 @@ def _training(raw: dict) -> dict:
     try:
         checked = Training.model_validate(raw, strict=False)
     except ValidationError as e:
-        raise ValidationError.from_exception_data("EstimateRequest", [
-            {"type": err["type"], "loc": ("training", *err["loc"]), "input": err.get("input"),
-             **({"ctx": err["ctx"]} if "ctx" in err else {})} for err in e.errors()]) from None
+        raise _under("training", e) from None
     return {**checked.model_dump(), "quantization": quantization}
+
+
+def _columns(raw: dict) -> Columns:
+    try:
+        return Columns.model_validate(raw, strict=False)
+    except ValidationError as e:
+        raise _under("columns", e) from None
+
+
+def _under(section: str, e: ValidationError) -> ValidationError:
+    """The errors of a section validated on its own, located in the request body."""
+    return ValidationError.from_exception_data("EstimateRequest", [
+        {"type": err["type"], "loc": (section, *err["loc"]), "input": err.get("input"),
+         **({"ctx": err["ctx"]} if "ctx" in err else {})} for err in e.errors()])

@@ -174,3 +174,13 @@ def test_without_recent_workers_nothing_is_refused(client, big_model, workers, t
     """A user may start the workers after queueing."""
     workers("gone:1", "cuda", 8 * GIB, seen_ago=timedelta(hours=2))
     drop(client, submit(client, text_dataset["id"]))
+
+
+def test_label_names_set_the_head_and_bad_columns_are_named(client, workers):
+    body = {"task": "classification", "num_labels": 2, "method": {"type": "lora"}}
+    two = client.post("/api/models/minilm-l6/estimate", json=body).json()
+    many = client.post("/api/models/minilm-l6/estimate",
+                       json={**body, "columns": {"label_names": [f"class {i}" for i in range(1000)]}}).json()
+    assert many["memory_bytes"] > two["memory_bytes"]
+    res = client.post("/api/models/minilm-l6/estimate", json={**body, "columns": {"label_names": 5}})
+    assert res.status_code == 422 and res.json()["detail"][0]["loc"][:3] == ["body", "columns", "label_names"]
