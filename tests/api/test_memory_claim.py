@@ -12,7 +12,7 @@ from app.runs.models import Run
 from app.runs.schemas import RunCreate
 from workers.device_fit import DeviceFilter
 
-from test_memory_estimate_api import ALL_LINEAR, GIB, big_model  # noqa: F401 — the fixture
+from tests.api.test_memory_estimate_api import ALL_LINEAR, GIB, big_model  # noqa: F401 — the fixture
 
 pytestmark = pytest.mark.usefixtures("big_model")
 
