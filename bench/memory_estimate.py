@@ -41,6 +41,9 @@ SETTINGS = {
     "gpt2-lora-fp32": ("gpt2", "causal_lm", {"type": "lora", "r": 16}, {}, {"text": "text"}),
     "bert-lora-classification-fp32": ("bert", "classification", {"type": "lora", "r": 8}, {},
                                       {"text": "text", "label": "label"}),
+    # BERT's own dropouts (0.1, like MiniLM): on a CPU, SDPA then keeps the attention matrices
+    "bert-dropout-lora-classification-fp32": ("bert-dropout", "classification", {"type": "lora", "r": 8}, {},
+                                              {"text": "text", "label": "label"}),
 }
 BATCH, LENGTH = 8, 256
 
@@ -55,12 +58,14 @@ def build(kind: str, root: Path) -> Path:
     if kind == "gpt2":
         path = make_tiny_gpt2(root / "gpt2", hidden=384, layers=4, heads=6)
         return widen(path, "n_positions", 1024, vocab=8000)
-    path = make_tiny_bert(root / "bert", hidden=384, layers=4, heads=6)
-    return widen(path, "max_position_embeddings", 512)
+    path = make_tiny_bert(root / kind, hidden=384, layers=4, heads=6)
+    dropout = {"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1} if kind == "bert-dropout" else {}
+    return widen(path, "max_position_embeddings", 512, **dropout)
 
 
-def widen(path: Path, positions_key: str, positions: int, vocab: int | None = None) -> Path:
-    """The tiny model rebuilt with more positions (and a larger vocabulary: a real LM head's share)."""
+def widen(path: Path, positions_key: str, positions: int, vocab: int | None = None, **settings) -> Path:
+    """The tiny model rebuilt with more positions (and a larger vocabulary: a real LM head's share;
+    `settings`: other config values)."""
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
@@ -68,6 +73,8 @@ def widen(path: Path, positions_key: str, positions: int, vocab: int | None = No
     setattr(config, positions_key, positions)
     if vocab:
         config.vocab_size = vocab
+    for key, value in settings.items():
+        setattr(config, key, value)
     torch.manual_seed(0)
     cls = AutoModelForCausalLM if vocab else AutoModel
     cls.from_config(config).save_pretrained(path, safe_serialization=True)

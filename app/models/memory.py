@@ -101,8 +101,9 @@ def _layer_activation_bytes(shape: ModelShape, a: int, targets: list[tuple[int, 
     LoRA / adapter input inside the layer."""
     d, i, kv = shape.d, shape.intermediate, shape.kv_width
     if shape.model_type == "gpt2":
-        # LayerNorms (fp32 input), fused qkv + SDPA's q/k/v/out, c_proj input, gelu_new's saved terms
-        per = 2 * 4 * d + a * (3 * d + d) + a * 4 * i
+        # LayerNorms (fp32 input), fused qkv + SDPA's q/k/v/out and their head-split copies, gelu_new's
+        # saved terms (the 7·d beyond the 4·d of q/k/v/out: measured)
+        per = 2 * 4 * d + a * 11 * d + a * 4 * i
     elif shape.model_type in ENCODERS:
         # post-LayerNorms, SDPA q/k/v/out, dropout masks, gelu input
         per = 2 * 4 * d + a * 4 * d + 2 * d + a * 2 * i
@@ -117,6 +118,14 @@ def _layer_activation_bytes(shape: ModelShape, a: int, targets: list[tuple[int, 
     for fan_in, dropout in targets:
         per += a * fan_in + (mask * fan_in if dropout > 0 else 0)
     return per
+
+
+def _attention_dropout(shape: ModelShape, stated: float | None) -> float:
+    """The config's attention dropout; models registered before it was stored get their family's default
+    (transformers': 0.1 for GPT-2 and the BERT family, 0 for Llama-style decoders)."""
+    if stated is not None:
+        return stated
+    return 0.1 if shape.model_type == "gpt2" or shape.model_type in ENCODERS else 0.0
 
 
 def _targets(shape: ModelShape, task: str, method: dict) -> list[tuple[int, float]]:
@@ -136,7 +145,8 @@ def _targets(shape: ModelShape, task: str, method: dict) -> list[tuple[int, floa
 
 
 def estimate_memory(shape: ModelShape, *, task: str, num_labels: int, method: dict, training: dict,
-                    trainable: int, total: int, device: str = "cuda") -> MemoryEstimate:
+                    trainable: int, total: int, device: str = "cuda",
+                    attention_dropout: float | None = None) -> MemoryEstimate:
     """Peak training memory of the config on a `device` ("cuda" or "cpu") worker. `trainable` / `total`:
     the parameter counts of app.models.param_count (trainable ones in fp32, the others in the dtype)."""
     precision = resolve_precision(training.get("precision"), device)
@@ -155,6 +165,10 @@ def estimate_memory(shape: ModelShape, *, task: str, num_labels: int, method: di
     by_dtype = weight_parts(shape, task, max(0, total - trainable), a, precision, quantization)
     layer = _layer_activation_bytes(shape, a, _targets(shape, task, method), trains_base, quantization is not None,
                                     device)
+    if device == "cpu" and _attention_dropout(shape, attention_dropout) > 0:
+        # SDPA on a CPU has no fused kernel with dropout: the math path keeps the attention
+        # probabilities, the dropout noise and the dropped probabilities (heads × length per token).
+        layer += shape.heads * length * (2 * a + 4)
     # Outside the layers: the embedding output and the final norm's fp32 input.
     outside = (a + 4) * shape.d
     full = tokens * (shape.layers * layer + outside)

@@ -74,4 +74,5 @@ def memory(raw_facts: dict, task: str, num_labels: int, method: dict, training: 
     parameter estimate when the caller has it already."""
     count = count or estimate(raw_facts, task, num_labels, method, fusion_variant=fusion_variant)
     return estimate_memory(facts_from(raw_facts), task=task, num_labels=num_labels, method=method, training=training,
-                           trainable=count.trainable_params, total=count.total_params, device=device)
+                           trainable=count.trainable_params, total=count.total_params, device=device,
+                           attention_dropout=raw_facts.get("attention_dropout"))
