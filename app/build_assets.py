@@ -20,6 +20,8 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 VENDORED = {
     "uplot": ("uplot", ["dist/uPlot.iife.min.js", "dist/uPlot.min.css", "LICENSE"]),
     "swagger-ui-dist": ("swagger-ui", ["swagger-ui.css", "swagger-ui-bundle.js", "LICENSE", "NOTICE"]),
+    # The search page's parallel-coordinates chart (uPlot has none).
+    "echarts": ("echarts", ["dist/echarts.min.js", "LICENSE", "NOTICE"]),
 }
 STAMP = "versions.json"  # static/vendor/versions.json: which locked versions the copies came from
 SHARED_DIRS = ("templates", "static", "migrations")

@@ -1,4 +1,4 @@
-"""The `peftlab` command: up (everything), serve, worker, db upgrade."""
+"""The `peftlab` command: up (everything), serve, worker, users, token, runs, models import, db upgrade."""
 import argparse
 import logging
 import os
@@ -265,9 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.add_argument("--data-dir", default=None)
     token_create.set_defaults(func=cmd_token_create)
 
-    from app import cli_runs
+    from app import cli_models, cli_runs
 
     cli_runs.add_parser(sub)
+    cli_models.add_parser(sub)
 
     db = sub.add_parser("db", help="database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True)

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     requeue_after_seconds: int = Field(600, description="A queued run not picked up for this long is sent to the broker again.")
     reaper_interval_seconds: float = Field(15.0, description="How often the server looks for lost runs.")
     pass_on_pause_seconds: float = Field(10.0, ge=0, description="A worker whose device cannot hold any queued run sends the message back to the queue for a larger worker, then pauses this long before it takes another message (so it does not take the same message back at once).")
+    search_interval_seconds: float = Field(2.0, gt=0, description="How often the server tells running searches' "
+                                           "eval points to Optuna, prunes, and queues their next trials.")
     max_attempts: int = Field(3, description="How often a run whose worker died is retried before it fails.")
     save_retry_seconds: float = Field(600.0, description="How long a worker whose run trained to the end keeps retrying to save the result while the database is unreachable (the write is fenced by its attempt, so a late one never overwrites a retry).")
     db_pool_size: int = Field(10, ge=1, description="Database connections each process keeps open.")
@@ -67,6 +69,7 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = Field(5.0, description="How often the server looks for ended runs to announce to webhooks.")
     webhook_retry_seconds: float = Field(30.0, description="Wait before retrying a failed webhook delivery; doubles after each failure.")
     webhook_max_attempts: int = Field(5, description="A webhook delivery that failed this often is given up.")
+    webhook_private_hosts: bool = Field(False, description="Allow webhooks to loopback, private and link-local addresses (a chat server on your own network). Off, a project owner cannot make the server send requests into its own network.")
     webhook_timeout_seconds: float = Field(10.0, description="How long a webhook receiver may take to answer.")
 
     @property

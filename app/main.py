@@ -1,4 +1,4 @@
-"""The FastAPI application factory: API routers, pages, static files, the reaper."""
+"""The FastAPI application factory: API routers, pages, static files, the reaper, the search driver."""
 import asyncio
 import logging
 from contextlib import asynccontextmanager, suppress
@@ -54,6 +54,23 @@ async def _reaper(interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+def _search_once() -> None:
+    from app.experiments import search
+
+    with get_sessionmaker()() as session:
+        search.drive_all(session)
+
+
+async def _searcher(interval: float) -> None:
+    """Drives search experiments (app/experiments/search.py); a lease per search keeps replicas apart."""
+    while True:
+        try:
+            await run_in_threadpool(_search_once)
+        except Exception:  # noqa: BLE001 — a bad round must not stop later ones
+            log.exception("search round failed")
+        await asyncio.sleep(interval)
+
+
 def _notify_once() -> None:
     settings = get_settings()
     with get_sessionmaker()() as session:
@@ -89,7 +106,8 @@ async def lifespan(app: FastAPI):
     await run_in_threadpool(_remove_stale_uploads)
     await run_in_threadpool(_seed_models)
     tasks = [asyncio.create_task(_reaper(settings.reaper_interval_seconds)),
-             asyncio.create_task(_notifier(settings.webhook_poll_seconds))]
+             asyncio.create_task(_notifier(settings.webhook_poll_seconds)),
+             asyncio.create_task(_searcher(settings.search_interval_seconds))]
     yield
     for task in tasks:
         task.cancel()
@@ -135,7 +153,8 @@ def create_app() -> FastAPI:
     # Browser libraries: static/vendor (built from the npm lockfile, shipped in the wheel), else a
     # checkout's node_modules where `python -m app.build_assets` has not run yet.
     for url, vendored, package in (("/vendor/uplot", "uplot", "uplot/dist"),
-                                   ("/vendor/swagger-ui", "swagger-ui", "swagger-ui-dist")):
+                                   ("/vendor/swagger-ui", "swagger-ui", "swagger-ui-dist"),
+                                   ("/vendor/echarts", "echarts", "echarts/dist")):
         folder = next((f for f in (ROOT / "static" / "vendor" / vendored, ROOT / "node_modules" / package)
                        if f.is_dir()), None)
         if folder is not None:

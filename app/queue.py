@@ -10,6 +10,7 @@ from functools import lru_cache
 
 from celery import Celery
 
+from app.broker_files import TRANSPORT
 from app.config import Settings, get_settings
 
 TRAIN_TASK = "peftlab.train_run"
@@ -36,6 +37,7 @@ def make_celery(settings: Settings) -> Celery:
         folder.mkdir(parents=True, exist_ok=True)
         for sub in ("processed", "control"):
             (settings.broker_dir / sub).mkdir(parents=True, exist_ok=True)
+        conf["broker_transport"] = TRANSPORT  # kombu's, writing each message file atomically
         conf["broker_transport_options"] = {
             "data_folder_in": str(folder), "data_folder_out": str(folder),
             "processed_folder": str(settings.broker_dir / "processed"), "store_processed": False,

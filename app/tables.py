@@ -13,3 +13,6 @@ from app.worker_status.models import Worker
 
 __all__ = ["ApiToken", "Artifact", "BrowserSession", "LoginFailure", "Project", "ProjectMember", "User", "BaseModel", "Dataset", "Experiment", "InferenceRequest", "MetricPoint", "Run", "RunLogLine", "RunTag",
            "Webhook", "WebhookDelivery", "Worker"]
+from app.experiments.search_models import SearchStudy, SearchTrial  # noqa: E402 — search experiments
+
+__all__ += ["SearchStudy", "SearchTrial"]

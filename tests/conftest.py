@@ -73,6 +73,8 @@ def peftlab_env(tmp_path_factory):
            # Webhook retries within seconds, not minutes (tests/integration/test_webhooks.py).
            "PEFTLAB_WEBHOOK_POLL_SECONDS": "0.3", "PEFTLAB_WEBHOOK_RETRY_SECONDS": "0.3",
            "PEFTLAB_WEBHOOK_MAX_ATTEMPTS": "3",
+           # The tests' webhook receivers listen on 127.0.0.1 (tests/api/test_webhook_targets.py turns it off).
+           "PEFTLAB_WEBHOOK_PRIVATE_HOSTS": "true",
            # Tests register tiny models they build under pytest's temp dir.
            "PEFTLAB_MODEL_DIRS": json.dumps([str(tmp_path_factory.getbasetemp())])}
     drop = None

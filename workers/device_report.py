@@ -15,6 +15,7 @@ import torch
 from app.db import session_scope
 from app.worker_status import service
 from app.worker_status.service import UNCHANGED
+from workers.training.quantization import supported_kinds
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +24,16 @@ _started: set[int] = set()  # pids whose heartbeat thread runs (a forked child s
 
 
 def device_info() -> tuple[dict, int]:
-    """({kind, name}, total memory in bytes) of the device this process trains on."""
+    """({kind, name, quantization}, total memory in bytes) of the device this process trains on;
+    quantization: the training.quantization kinds bitsandbytes can run on it (probed once)."""
     if torch.cuda.is_available():
         index = torch.cuda.current_device()
         props = torch.cuda.get_device_properties(index)
-        return {"kind": "cuda", "name": props.name}, int(props.total_memory)
+        return ({"kind": "cuda", "name": props.name, "quantization": list(supported_kinds("cuda"))},
+                int(props.total_memory))
     name = platform.processor() or platform.machine() or "CPU"
-    return {"kind": "cpu", "name": f"{name} ({psutil.cpu_count(logical=True)} threads)"}, psutil.virtual_memory().total
+    return ({"kind": "cpu", "name": f"{name} ({psutil.cpu_count(logical=True)} threads)",
+             "quantization": list(supported_kinds("cpu"))}, psutil.virtual_memory().total)
 
 
 def report(name: str, run_id=UNCHANGED) -> bool:

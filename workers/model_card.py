@@ -188,6 +188,13 @@ def _usage(facts: CardFacts, folder: str, *, kind: str, is_peft: bool, is_whole_
                 f'tokenizer = AutoTokenizer.from_pretrained("{folder}")', "```", ""]
         if where:
             out += [where.strip(), ""]
+        if kind == "adapter" and (quantization := facts.config.training.quantization):
+            # The adapter learned beside the quantised weights: the plain base answers somewhat differently.
+            config = ('load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True'
+                      if quantization == "4bit" else "load_in_8bit=True")
+            out += [f"The run trained on a {quantization} base (bitsandbytes). For the answers its evaluation measured, "
+                    f"load the base the same way: `quantization_config=BitsAndBytesConfig({config})` "
+                    "(peftlab.load does so where bitsandbytes runs).", ""]
     elif is_whole_model:
         out += ["### With transformers", "", "Full fine-tuning saved the whole model:", "", "```python",
                 f"from transformers import {auto}, AutoTokenizer", "",

@@ -40,9 +40,12 @@ def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
 
 def load_base_model(source: str, task: str, labels: list[str] | None = None,
                     tokenizer: PreTrainedTokenizerBase | None = None,
-                    dtype: torch.dtype = torch.float32, attn_implementation: str | None = None) -> PreTrainedModel:
+                    dtype: torch.dtype = torch.float32, attn_implementation: str | None = None,
+                    quantization: str | None = None, device: torch.device | None = None) -> PreTrainedModel:
     """The base model for `task`, its weights in `dtype` (training.precision), with its pad token id set.
     `attn_implementation` (sdpa, flash_attention_2): an architecture without it gets transformers' default.
+    `quantization` (training.quantization: 4bit, 8bit): its linear layers load quantised by bitsandbytes,
+    placed on `device` as they load (a quantised model cannot be cast afterwards).
 
     classification: a sequence-classification head with one output per label, freshly
     initialised when the checkpoint's head has another size.
@@ -57,6 +60,11 @@ def load_base_model(source: str, task: str, labels: list[str] | None = None,
         auto_class, kwargs = AutoModelForCausalLM, {}
     else:
         raise ValueError(f"unknown task {task!r}")
+    if quantization:
+        from workers.training.quantization import bnb_config
+
+        kwargs |= dict(quantization_config=bnb_config(quantization, dtype),
+                       device_map={"": str(device or torch.device("cpu"))})
     try:
         model = auto_class.from_pretrained(source, use_safetensors=True, dtype=dtype,
                                            attn_implementation=attn_implementation, **kwargs)

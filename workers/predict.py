@@ -24,6 +24,7 @@ from app.queue import PREDICT_TASK
 from app.runs.models import Run
 from workers.celery_app import celery
 from workers.model_loading import load_base_model
+from workers.training.quantization import quantised_linear_count
 from workers.training.chat import chat_reply, is_chat
 from workers.training.checkpoints import load_trained
 
@@ -63,6 +64,14 @@ def serving_dtype(dev: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def for_serving(model: nn.Module, dev: torch.device) -> nn.Module:
+    """The model on `dev` in the serving dtype, in eval mode. A quantised run's base was loaded quantised on
+    this device already, and bitsandbytes layers cannot be cast: it only goes to eval mode."""
+    if quantised_linear_count(model):
+        return model.eval()
+    return model.to(dev, dtype=serving_dtype(dev)).eval()
+
+
 def loaded_run(run_id: int) -> Loaded:
     """The run's trained model (LRU cache of CACHE_SIZE runs; a run's result never changes)."""
     with session_scope() as session:
@@ -84,8 +93,7 @@ def loaded_run(run_id: int) -> Loaded:
             torch.cuda.empty_cache()
     model, tokenizer, metadata = load_trained(Path(saved_dir), source)
     dev = device()
-    _cache[key] = Loaded(model=model.to(dev, dtype=serving_dtype(dev)).eval(), tokenizer=tokenizer, metadata=metadata, source=source,
-                         device=dev)
+    _cache[key] = Loaded(model=for_serving(model, dev), tokenizer=tokenizer, metadata=metadata, source=source, device=dev)
     return _cache[key]
 
 

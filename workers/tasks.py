@@ -36,7 +36,7 @@ from workers import device_report
 from workers.device_fit import DeviceFilter
 from workers.celery_app import celery
 from workers.methods import get_method, total_parameters
-from workers.methods.base import BuildContext
+from workers.methods.base import BuildContext, Method
 from workers.model_card import write_model_cards
 from workers.model_loading import attention_implementation, load_base_model, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
@@ -46,6 +46,8 @@ from workers.training.grad_checkpointing import enable_gradient_checkpointing
 from workers.training.log_capture import RunLogCapture
 from workers.training.loop import TrainResult, pick_device, seed_everything, train
 from workers.training.precision import resolve_precision, upcast_trainable
+from workers.training.quantization import (check_supported, dequantised_weights, load_dequantised,
+                                           prepare_for_training)
 from workers.training.resume import WEIGHTS_FILE, Checkpoint, CheckpointStore, load_weights
 from workers.training.reporting import LeaseKeeper, LeaseLost, Reporter, SqlReporter, retry_database
 
@@ -256,7 +258,8 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     max_length = usable_length(facts.get("max_positions"), getattr(config.method, "num_virtual_tokens", 0),
                                t.max_length)
     data = prepare_data(rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer,
-                        max_length=max_length, eval_fraction=config.eval_fraction, seed=t.seed)
+                        max_length=max_length, eval_fraction=config.eval_fraction,
+                        seed=t.seed if config.eval_split_seed is None else config.eval_split_seed)
     log.info("data: %d training and %d eval examples, max_length %d%s", len(data.train), len(data.eval), max_length,
              f", {len(data.labels)} labels: {', '.join(data.labels[:20])}{' …' if len(data.labels) > 20 else ''}"
              if data.labels else "")
@@ -264,8 +267,13 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     method = get_method(config.method.type)
     context = BuildContext(source=source, tokenizer=tokenizer, adapter_dir=find_adapter or BuildContext().adapter_dir)
     precision = resolve_precision(t.precision, pick_device())
+    if t.quantization:
+        check_supported(t.quantization, precision.device)  # before loading gigabytes it cannot use
     base = load_base_model(source, config.task, data.labels, tokenizer, dtype=precision.dtype,
-                           attn_implementation=attention_implementation(precision.device, precision.dtype))
+                           attn_implementation=attention_implementation(precision.device, precision.dtype),
+                           quantization=t.quantization, device=precision.device)
+    if t.quantization:
+        base = prepare_for_training(base, t.gradient_checkpointing)
     use_cache = getattr(base.config, "use_cache", None)  # checkpointing and packing turn it off for training
     model = method.build(base, config.method, config.task, context)
     upcast_trainable(model)  # the optimizer keeps fp32 weights; the frozen base stays in precision.dtype
@@ -285,7 +293,8 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
         out = artifact_dir(kind)
         return out, save_adapter(model, method, tokenizer, out, task=config.task, base_model=config.base_model,
                                  method_config=config.method.model_dump(), labels=data.labels,
-                                 columns=config.columns.model_dump(exclude_none=True), max_length=max_length)
+                                 columns=config.columns.model_dump(exclude_none=True), max_length=max_length,
+                                 quantization=t.quantization)
 
     artifacts: dict[str, Path] = {}
     final_eval, shipped_step = result.eval, result.steps
@@ -299,7 +308,8 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
                                                   precision=precision)
         shipped_step = best.step
     adapter_dir, adapter_bytes = save("adapter")
-    artifacts |= {"adapter": adapter_dir, **method.extra_artifacts(model, artifact_dir)}
+    artifacts |= {"adapter": adapter_dir, **extra_artifacts(method, model, artifact_dir, config, source, data.labels,
+                                                            tokenizer, precision.dtype, adapter_dir)}
     if final_eval is not None and final_eval.predictions is not None:
         path = artifact_dir("predictions") / PREDICTIONS_FILE
         write_predictions(path, final_eval.predictions, data.labels)
@@ -312,11 +322,30 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
         train_samples_per_s=result.train_samples_per_s, train_tokens_per_s=result.train_tokens_per_s,
         eval=EvalSummary(**(final_eval.metrics if final_eval else {})),
         steps=result.steps, train_examples=len(data.train), eval_examples=len(data.eval), max_length_used=max_length,
-        precision=precision.name, attention=base.config._attn_implementation,
+        precision=precision.name, attention=base.config._attn_implementation, quantization=t.quantization,
     )
     if t.metric_for_best:
         summary.best_step, summary.stopped_early = shipped_step, result.stopped_early
+    if t.max_tokens or t.max_seconds:
+        # A budgeted run says what ended it: its budget (stopped_by), or null when its steps/epochs ran out first.
+        summary.stopped_by = result.stopped_by
+        summary.budget = {"max_tokens": t.max_tokens, "max_seconds": t.max_seconds,
+                          "tokens": result.train_tokens, "seconds": round(result.train_seconds, 3)}
     return summary.model_dump(mode="json"), artifacts
+
+
+def extra_artifacts(method: Method, model, artifact_dir: Callable[[str], Path], config: RunCreate, source: str,
+                    labels: list[str] | None, tokenizer, dtype: torch.dtype, adapter_dir: Path) -> dict[str, Path]:
+    """The method's further downloads (LoRA's merged model). A quantised run's are built on the base loaded
+    unquantised (on the CPU, in the run's precision) holding the dequantised weights the adapter was
+    trained beside, with the saved adapter: re-quantising would round the folded update away, and the
+    download needs no bitsandbytes."""
+    if not config.training.quantization or type(method).extra_artifacts is Method.extra_artifacts:
+        return method.extra_artifacts(model, artifact_dir)
+    weights = dequantised_weights(model.get_base_model() if hasattr(model, "get_base_model") else model)
+    plain = load_base_model(source, config.task, labels, tokenizer, dtype=dtype)
+    load_dequantised(plain, weights)
+    return method.extra_artifacts(method.load(plain, adapter_dir), artifact_dir)
 
 
 def best_checkpoint(checkpoints: CheckpointStore, result: TrainResult, training: Training) -> Checkpoint | None:

@@ -113,6 +113,12 @@ def cursor(session: Session, run_id: int) -> int:
     return session.scalar(select(func.max(MetricPoint.id)).where(MetricPoint.run_id == run_id)) or 0
 
 
+def cursors(session: Session, run_ids: list[int]) -> dict[int, int]:
+    """cursor() of each run. One query per run on purpose: a bare MAX() is a single (run_id, id) index seek,
+    while MAX() ... GROUP BY run_id would walk every index entry of every run."""
+    return {run_id: cursor(session, run_id) for run_id in run_ids}
+
+
 def run_series(session: Session, run_id: int, names: list[str], max_points: int) -> dict[str, list[Point]]:
     """The named series of one run that have points, each downsampled."""
     return {name: pts for name in names if (pts := downsample(session, run_id, name, max_points))}

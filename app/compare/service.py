@@ -7,6 +7,7 @@ import math
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.compare import groups as groups_db
 from app.compare import series as series_db
 from app.runs.models import Run
 
@@ -121,10 +122,11 @@ def _dumps(value) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-def curves_json(session: Session, run: Run, *, names: list[str], x: str, max_points: int) -> str:
-    """curves() as JSON text, encoded once per run state: polling finished runs costs one indexed lookup."""
+def curves_json(session: Session, run: Run, *, names: list[str], x: str, max_points: int, now: int | None = None) -> str:
+    """curves() as JSON text, encoded once per run state: polling finished runs costs one indexed lookup.
+    `now`: the run's cursor when the caller has it already."""
     key = (run.id, run.created_at, run.started_at, tuple(names), x, max_points)
-    now = series_db.cursor(session, run.id)
+    now = series_db.cursor(session, run.id) if now is None else now
     text = _curves_cache.get(key, now)
     if text is None:
         text = _dumps(curves(session, run, names=names, x=x, max_points=max_points))
@@ -132,9 +134,29 @@ def curves_json(session: Session, run: Run, *, names: list[str], x: str, max_poi
     return text
 
 
-def compare_json(session: Session, *, runs: list[Run], names: list[str], x: str, max_points: int) -> str:
-    """The comparison as JSON text: {x, runs, series: {run id: {metric: [[x, y], ...]}}, config_diff}.
-    color_index is the run's id, so a run keeps its colour on every page and in every selection."""
-    series = ",".join(f'"{r.id}":{curves_json(session, r, names=names, x=x, max_points=max_points)}' for r in runs)
+def _finite(value):
+    """NaN and infinities (a diverged seed) have no JSON form: null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def compare_json(session: Session, *, runs: list[Run], names: list[str], x: str, max_points: int,
+                 metric: str | None = None) -> str:
+    """The comparison as JSON text: {x, runs, series: {run id: {metric: [[x, y], ...]}}, config_diff,
+    groups, metric, differences}. color_index is the run's id, so a run keeps its colour on every page
+    and in every selection. Groups are the runs that differ only by seed; differences compare every two
+    groups of two or more seeds in `metric` (default: the headline eval metric)."""
+    now = series_db.cursors(session, [r.id for r in runs])  # read once: curves and groups both key on it
+    series = ",".join(f'"{r.id}":{curves_json(session, r, names=names, x=x, max_points=max_points, now=now[r.id])}'
+                      for r in runs)
+    groups = groups_db.make_groups(session, runs, now)
+    metric = metric or groups_db.headline(groups)
+    differences = groups_db.differences(groups, runs, metric) if metric else []
     return (f'{{"x":{_dumps(x)},"runs":{_dumps([run_card(r, r.id) for r in runs])},'
-            f'"series":{{{series}}},"config_diff":{_dumps(config_diff(runs))}}}')
+            f'"series":{{{series}}},"config_diff":{_dumps(config_diff(runs))},'
+            f'"groups":{_dumps(_finite(groups))},"metric":{_dumps(metric)},"differences":{_dumps(_finite(differences))}}}')

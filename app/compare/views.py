@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 
 from app.auth.deps import Visible
 from app.compare import service
-from app.compare.schemas import CompareOut, XAxis
+from app.compare.schemas import CompareOut, EvalMetric, XAxis
 from app.ids import MAX_ID, parse_id
 from app.runs.views import DB
 from app.templating import render
@@ -36,9 +36,12 @@ def compare_runs(session: DB, visible: Visible,
                  runs: Annotated[str, Query(max_length=1000, description="Run ids, e.g. 1,2,3.")],
                  names: Annotated[str | None, Query(max_length=2000, description="Metric names; default: losses and eval metrics.")] = None,
                  max_points: Annotated[int, Query(ge=10, le=MAX_POINTS_CAP)] = 1000,
-                 x: XAxis = "step"):
+                 x: XAxis = "step",
+                 metric: Annotated[EvalMetric | None, Query(description="The eval metric `differences` compare groups in; default: accuracy, else perplexity, F1, loss.")] = None):
     """Several runs side by side: each series downsampled to max_points (min/max buckets keep spikes),
-    on the x axis asked for, with the config keys whose values differ. Any run the viewer cannot
+    on the x axis asked for, with the config keys whose values differ. Runs that differ only by seed
+    form `groups` (mean and 95% interval of each eval metric over the seeds), and `differences` says for
+    every two groups whether `metric` differs by more than noise. Any run the viewer cannot
     see makes the whole answer 404, without saying which."""
     ids = parse_ids(runs)
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else list(service.DEFAULT_NAMES)
@@ -46,7 +49,7 @@ def compare_runs(session: DB, visible: Visible,
         found = service.visible_runs(session, run_ids=ids, visible=visible)
     except service.RunsNotFound:
         raise HTTPException(404, "One or more of these runs were not found.") from None
-    body = service.compare_json(session, runs=found, names=wanted, x=x, max_points=max_points)
+    body = service.compare_json(session, runs=found, names=wanted, x=x, max_points=max_points, metric=metric)
     return Response(body, media_type="application/json")
 
 

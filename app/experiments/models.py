@@ -5,11 +5,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db import Base, UTCDateTime, utcnow
 
-KINDS = ("methods", "grid")
+KINDS = ("methods", "grid", "search")
 
 
 class Experiment(Base):
-    """A group of runs launched together: every method on one dataset, or a grid of hyperparameters.
+    """A group of runs launched together: every method on one dataset, a grid of hyperparameters, or a search
+    (app/experiments/search.py).
 
     The runs point here (runs.experiment_id); `spec` is the request that made them, as sent."""
 

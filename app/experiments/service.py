@@ -1,19 +1,22 @@
 """Experiments: plan the runs, validate every one like POST /api/runs (all or nothing), queue them."""
+import logging
+
 from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.datasets.models import Dataset
-from app.experiments import plans
+from app.experiments import plans, search, search_space
 from app.experiments.models import Experiment
-from app.experiments.schemas import ExperimentCreate, MethodsExperiment
+from app.experiments.schemas import ExperimentCreate, MethodsExperiment, SearchExperiment
 from app.runs import lifecycle, queue_order
 from app.runs import service as runs_service
 from app.runs.models import Run
 from app.runs.schemas import RunCreate
 
 FieldErrors = runs_service.FieldErrors
+log = logging.getLogger("peftlab.experiments")
 MAX_ERRORS = 50  # a 64-run grid with one bad shared field would otherwise repeat it 64 times and more
 
 
@@ -77,6 +80,8 @@ def _source_of(loc: tuple, grid: dict) -> list:
 
 def create(session: Session, *, body: ExperimentCreate, owner_id: int | None, visible: set[int] | None) -> Experiment:
     """The experiment and all its runs in one transaction, then each run is sent to the workers."""
+    if isinstance(body, SearchExperiment):
+        return _create_search(session, body=body, owner_id=owner_id, visible=visible)
     runs = plan(session, body, visible)
     experiment = Experiment(name=body.name.strip()[:200], kind=body.kind, spec=body.model_dump(mode="json"),
                             project_id=runs[0][1].project_id, owner_id=owner_id)
@@ -88,6 +93,24 @@ def create(session: Session, *, body: ExperimentCreate, owner_id: int | None, vi
     session.commit()
     for row in rows:
         runs_service.enqueue(session, row.id)
+    return experiment
+
+
+def _create_search(session: Session, *, body: SearchExperiment, owner_id: int | None,
+                   visible: set[int] | None) -> Experiment:
+    """The experiment and its study; its first trials are asked for at once, the rest as trials end."""
+    _, dataset = search_space.check(session, body, visible)
+    experiment = Experiment(name=body.name.strip()[:200], kind=body.kind, spec=body.model_dump(mode="json"),
+                            project_id=dataset.project_id, owner_id=owner_id)
+    session.add(experiment)
+    session.flush()
+    search.start(session, experiment)
+    session.commit()
+    try:
+        search.drive(session, experiment.id)  # the first trials now, so the answer lists them
+    except Exception:  # noqa: BLE001 — the server's search loop asks again in a moment
+        session.rollback()
+        log.exception("search of experiment %s: the first round failed", experiment.id)
     return experiment
 
 
@@ -132,12 +155,17 @@ def delete(session: Session, *, settings: Settings, experiment: Experiment) -> l
     running runs instead when there are any (then nothing is deleted; the caller answers 409)."""
     if running := _run_ids(session, experiment.id, "running"):
         return running
+    if experiment.kind == "search":
+        search.stop(session, experiment.id)  # no new trials from here on
     for run_id in _run_ids(session, experiment.id, "queued"):
         lifecycle.request_cancel(session, run_id)  # atomic: no worker starts it after this
     if running := _run_ids(session, experiment.id, "running"):  # one started just before its cancel
         return running
     for run in runs_of(session, experiment_id=experiment.id):
         runs_service.delete(session, settings=settings, run=run)
+    experiment_id, kind = experiment.id, experiment.kind
     session.delete(experiment)
     session.commit()
+    if kind == "search":
+        search.forget(experiment_id)
     return []

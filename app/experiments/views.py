@@ -7,7 +7,7 @@ from app.auth.deps import Viewer, Visible, can_see
 from app.config import Settings, get_settings
 from app.db import get_db
 from app.ids import Id
-from app.experiments import service
+from app.experiments import search, service
 from app.experiments.models import Experiment
 from app.experiments.schemas import ExperimentCreate, ExperimentDetail, ExperimentOut, MoveOut, MoveRequest
 from app.runs import queue_order
@@ -42,7 +42,8 @@ def _detail(session: Session, experiment: Experiment) -> dict:
     positions = service.queue_positions(session)
     counts = service.status_counts(session, experiment_ids=[experiment.id])[experiment.id]
     return {**_summary(experiment, counts),
-            "runs": [{**RunOut.model_validate(r).model_dump(), "queue_position": positions.get(r.id)} for r in runs]}
+            "runs": [{**RunOut.model_validate(r).model_dump(), "queue_position": positions.get(r.id)} for r in runs],
+            "search": search.summary(session, experiment) if experiment.kind == "search" else None}
 
 
 @router.post("", status_code=201, response_model=ExperimentDetail)
@@ -50,7 +51,9 @@ def create_experiment(body: Annotated[ExperimentCreate, Body(discriminator="kind
                       visible: Visible):
     """Launch a group of runs: `kind: "methods"` runs each chosen method on one dataset with its own
     defaults; `kind: "grid"` runs a base config once per combination of the grid's values. Every run
-    is validated like POST /api/runs, and either all are queued or none (422 naming run and field)."""
+    is validated like POST /api/runs, and either all are queued or none (422 naming run and field).
+    `kind: "search"` lets Optuna choose each trial's values from a search space (validated at both ends of
+    every range), queues `parallelism` trials at once and prunes trials that fall behind."""
     try:
         experiment = service.create(session, body=body, owner_id=user.id, visible=visible)
     except service.FieldErrors as e:
@@ -100,4 +103,4 @@ def experiments_page(request: Request):
 
 @pages.get("/experiments/{experiment_id}")
 def experiment_page(request: Request, experiment: ExperimentDep):
-    return render(request, "experiments/detail.html", experiment.name, experiment_id=experiment.id)
+    return render(request, "experiments/detail.html", experiment.name, experiment_id=experiment.id, kind=experiment.kind)

@@ -43,4 +43,5 @@ SPEC = register(MethodSpec(
     description="Trains small bottleneck layers (down → non-linearity → up) after the attention and FFN sublayers of every layer.",
     paper="Houlsby et al. 2019, arXiv 1902.00751; Pfeiffer et al. 2021, arXiv 2005.00247", learning_rate=2e-3,
     count=count, settings_note="Houlsby, reduction factor 16, relu",
+    quantized_base=True,
 ))

@@ -43,4 +43,5 @@ SPEC = register(MethodSpec(
     description="Trains a per-layer attention over the outputs of two or more already trained, frozen Adapter runs.",
     paper="Pfeiffer et al. 2021, arXiv 2005.00247", learning_rate=2e-3, count=count, presets=False,
     settings_note="needs trained Adapter runs",
+    quantized_base=True,
 ))

@@ -44,4 +44,5 @@ SPEC = register(MethodSpec(
                 "stays frozen.",
     paper="Ben Zaken et al. 2022, arXiv 2106.10199", learning_rate=5e-3, count=count, check=check,
     settings_note="every bias",
+    quantized_base=True,
 ))

@@ -39,4 +39,5 @@ SPEC = register(MethodSpec(
     description="Trains three learned vectors per layer that rescale the keys, the values and the FFN's inner "
                 "activations; the fewest trainable parameters of the adapter-style methods.",
     paper="Liu et al. 2022, arXiv 2205.05638", learning_rate=3e-2, count=count, settings_note="peft's default targets",
+    quantized_base=True,
 ))

@@ -33,4 +33,5 @@ SPEC = register(MethodSpec(
     description="Trains only the LayerNorm gains and biases of every layer (a trainable copy of each norm); "
                 "the rest of the model stays frozen.",
     paper="Zhao et al. 2023, arXiv 2312.11420", learning_rate=1e-2, count=count, settings_note="every LayerNorm",
+    quantized_base=True,
 ))

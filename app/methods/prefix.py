@@ -34,4 +34,5 @@ SPEC = register(MethodSpec(
     description="Trains key/value prefixes that every layer's attention sees, optionally produced by an MLP.",
     paper="Li & Liang 2021, arXiv 2101.00190", learning_rate=1e-2, count=count,
     settings_note="20 virtual tokens, no projection", gradient_checkpointing=False,
+    quantized_base=True,
 ))

@@ -36,4 +36,5 @@ SPEC = register(MethodSpec(
     description="Trains only a few virtual-token embeddings prepended to the input.",
     paper="Lester et al. 2021, arXiv 2104.08691", learning_rate=3e-2, count=count,
     settings_note="20 virtual tokens, random init",
+    quantized_base=True,
 ))

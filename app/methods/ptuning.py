@@ -44,4 +44,5 @@ SPEC = register(MethodSpec(
     description="Trains virtual-token embeddings produced by a small prompt encoder (MLP or LSTM) in front of the input.",
     paper="Liu et al. 2021, arXiv 2103.10385", learning_rate=1e-2, count=count,
     settings_note="20 virtual tokens, MLP encoder, hidden 128",
+    quantized_base=True,
 ))

@@ -62,7 +62,9 @@ class MethodSpec:
     order: int  # place in lists and forms
     tasks: tuple[str, ...] = TASKS
     architectures: tuple[str, ...] | None = None  # model_type values it supports; None = any
-    quantized_base: bool = False  # can train on a quantised base model
+    # trains on a base loaded by bitsandbytes in 4 or 8 bits (training.quantization): it trains weights it adds
+    # (or the norms, biases and head, which stay unquantised), never the quantised linear weights themselves
+    quantized_base: bool = False
     # training.gradient_checkpointing works with it (prefix-tuning's key/value prefixes ride in the
     # cache, which checkpointed transformers layers drop)
     gradient_checkpointing: bool = True

@@ -40,4 +40,5 @@ SPEC = register(MethodSpec(
     description="Trains two scaling vectors per adapted layer around a pair of frozen random low-rank matrices "
                 "shared by all layers: LoRA-like updates for a fraction of LoRA's parameters.",
     paper="Kopiczko et al. 2024, arXiv 2310.11454", learning_rate=5e-2, count=count, settings_note="r 256",
+    quantized_base=True,
 ))

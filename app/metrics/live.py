@@ -57,9 +57,19 @@ class _Read:
     valid: set[Credential]
 
 
+def _reader_session():
+    """A session whose statements run without an open transaction on PostgreSQL: under READ COMMITTED
+    each statement sees its own snapshot anyway, so nothing is lost, and the feed's connection is never
+    left "idle in transaction" between its statements. SQLite keeps its snapshot transaction."""
+    session = get_sessionmaker()()
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return session
+
+
 def _read(run_id: int, cursor: int | None, credentials: set[Credential]) -> _Read:
     """One short session: new points, the run's state, which credentials still hold. Closed on return."""
-    with get_sessionmaker()() as session:
+    with _reader_session() as session:
         base, points = None, []
         if cursor is None:
             base = service.latest_cursor(session, run_id)
@@ -74,7 +84,7 @@ def _read(run_id: int, cursor: int | None, credentials: set[Credential]) -> _Rea
 
 
 def _backlog(run_id: int, cursor: int, upto: int, limit: int) -> list[Point]:
-    with get_sessionmaker()() as session:
+    with _reader_session() as session:
         return [point_event(p) for p in service.points_after(session, run_id, cursor, limit=limit) if p.id <= upto]
 
 

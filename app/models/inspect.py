@@ -84,6 +84,10 @@ def config_facts(config: dict) -> dict:
                                        if isinstance(config.get(n), (int, float))), None)
     # An untied output layer is a weight of its own (it is dropped when a classifier is built).
     facts["tie_word_embeddings"] = bool(config.get("tie_word_embeddings", True))
+    # A checkpoint saved already quantised (GPTQ, AWQ, bitsandbytes…): its weights cannot be quantised again.
+    quantization_config = config.get("quantization_config")
+    if isinstance(quantization_config, dict):
+        facts["quantized"] = str(quantization_config.get("quant_method") or "unknown")
     archs = config.get("architectures") or []
     facts["architecture"] = archs[0] if archs else config.get("model_type")
     return facts

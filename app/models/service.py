@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.models import param_count
+from app.models import hub, param_count
 from app.models.inspect import ModelSourceError, model_facts
 from app.models.models import BaseModel
 from app.models.param_count import Estimate
@@ -68,7 +68,7 @@ def create(session: Session, *, name: str, source: str, allowed: list[Path]) -> 
         facts = model_facts(real)
         source = str(real)
     elif HUB_ID.match(source) and ".." not in source:
-        facts = {"architecture": None, "num_parameters": None}
+        facts = hub.hub_facts(source)  # refuses an id the hub does not know, or a hub it cannot reach
     else:
         raise ModelSourceError("source must be an absolute local directory or a hub id like 'org/name' (no URLs).")
     model_id = slug(name)
@@ -131,14 +131,14 @@ def memory_estimate(session: Session, *, model: BaseModel, body, count: Estimate
 
     The figure is for a GPU worker (auto precision: bf16) unless every worker seen in the last hour
     is a CPU; `workers` says for each of those whether it could take the run (app.runs.checks)."""
-    from app.runs.checks import RECENT_WORKER_SECONDS, MemoryQuery, device_fit, run_memory
+    from app.runs.checks import MemoryQuery, device_fit, run_memory
     from app.worker_status import service as worker_status
 
     training = _training(body.training or {})
     labels = _columns(body.columns).label_names if body.columns else None
     query = MemoryQuery(body.task, len(labels) if labels else body.num_labels, body.method.model_dump(), training)
     facts = shape_facts(session, model)
-    workers = worker_status.recent(session, RECENT_WORKER_SECONDS)
+    workers = worker_status.recent(session)
     kind = "cpu" if workers and all((w.device or {}).get("kind") == "cpu" for w in workers) else "cuda"
     estimate = run_memory(query, facts, kind, count=count)
     fits = []

@@ -27,7 +27,8 @@ def list_models(session: DB):
 @router.post("", status_code=201, response_model=BaseModelOut)
 def register_model(body: BaseModelCreate, session: DB, admin: Admin,
                    settings: Annotated[Settings, Depends(get_settings)]):
-    """Admins only: a local directory inside PEFTLAB_MODEL_DIRS, or a hub id."""
+    """Admins only: a local directory inside PEFTLAB_MODEL_DIRS, or a hub id (its config.json is fetched
+    now: an id the hub does not know, or a hub the server cannot reach, is a 422 that says which)."""
     try:
         return service.create(session, name=body.name, source=body.source, allowed=settings.allowed_model_dirs)
     except ModelSourceError as e:

@@ -17,6 +17,7 @@ from app.config import Settings
 from app.db import utcnow
 from app.notifications.models import Webhook, WebhookDelivery
 from app.notifications.schemas import WebhookCreate, WebhookOut
+from app.notifications.targets import refusal
 from app.runs.models import Run
 
 ENDINGS = {"succeeded": "run.succeeded", "failed": "run.failed", "cancelled": "run.cancelled"}
@@ -84,10 +85,12 @@ def message(run: Run, event: str, *, project_name: str, public_url: str) -> dict
                     "summary": run.summary or {}}}
 
 
-def send(url: str, payload: dict, timeout: float) -> tuple[bool, int | None, str | None]:
+def send(url: str, payload: dict, settings: Settings) -> tuple[bool, int | None, str | None]:
     """(delivered, HTTP status, error): any 2xx counts as delivered."""
+    if reason := refusal(url, allow_private=settings.webhook_private_hosts, unresolvable_ok=False):
+        return False, None, f"not sent: {reason}"
     try:
-        res = httpx.post(url, json=payload, timeout=timeout, follow_redirects=False,
+        res = httpx.post(url, json=payload, timeout=settings.webhook_timeout_seconds, follow_redirects=False,
                          headers={"User-Agent": "peftlab-webhook"})
     except httpx.HTTPError as e:
         return False, None, f"{type(e).__name__}: {e}"[:500]
@@ -99,7 +102,7 @@ def send(url: str, payload: dict, timeout: float) -> tuple[bool, int | None, str
 def send_test(hook: Webhook, *, project_name: str, settings: Settings) -> tuple[bool, int | None, str | None]:
     payload = {"text": f"peftlab: test message for {project_name}; runs that end will be announced here.",
                "event": "test", "project": {"id": hook.project_id, "name": project_name}}
-    return send(hook.url, payload, settings.webhook_timeout_seconds)
+    return send(hook.url, payload, settings)
 
 
 # ---- the notifier ---------------------------------------------------------------------------
@@ -156,7 +159,7 @@ def deliver_due(session: Session, settings: Settings, *, limit: int = 50) -> int
         payload = message(run, delivery.event, project_name=project.name if project else f"project {hook.project_id}",
                           public_url=settings.resolved_public_url)
         session.commit()  # no transaction (nor SQLite lock) held while waiting for the receiver
-        ok, status, error = send(hook.url, payload, settings.webhook_timeout_seconds)
+        ok, status, error = send(hook.url, payload, settings)
         attempts = delivery.attempts + 1
         values = {"attempts": attempts, "last_status": status, "last_error": error}
         if ok:

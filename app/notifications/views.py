@@ -12,6 +12,7 @@ from app.config import Settings, get_settings
 from app.db import get_db
 from app.ids import Id
 from app.notifications import service
+from app.notifications.targets import refusal
 from app.notifications.schemas import WebhookCreate, WebhookOut, WebhookTestOut
 
 router = APIRouter(prefix="/api/projects/{project_id}/webhooks", tags=["notifications"])
@@ -46,9 +47,12 @@ def list_webhooks(project_id: Id, user: Viewer, session: DB):
 
 
 @router.post("", status_code=201, response_model=WebhookOut)
-def create_webhook(project_id: Id, body: WebhookCreate, user: Viewer, session: DB):
+def create_webhook(project_id: Id, body: WebhookCreate, user: Viewer, session: DB,
+                   settings: Annotated[Settings, Depends(get_settings)]):
     """Announce the project's runs that end from now on (finished / failed / cancelled) to this URL."""
     _may_change(session, user, project_id)
+    if reason := refusal(body.url, allow_private=settings.webhook_private_hosts, unresolvable_ok=True):
+        raise HTTPException(422, f"url: {reason}")
     hook = service.create(session, project_id=project_id, body=body, user_id=user.id)
     return WebhookOut.model_validate(hook)
 

@@ -77,6 +77,10 @@ def model_problems(config: RunCreate, facts: dict | None, *, max_trainable: int 
         problems.append(Problem(("task",), f"The base model {config.base_model!r} is an encoder "
                                            f"({shape.model_type}) without a language-modelling head; causal_lm "
                                            "needs a decoder such as GPT-2 or Llama."))
+    if config.training.quantization and facts.get("quantized"):
+        problems.append(Problem(("training", "quantization"),
+                                f"The base model {config.base_model!r} is already quantised ({facts['quantized']}); "
+                                "bitsandbytes cannot quantise it again: leave training.quantization empty"))
     if spec.architectures is not None and shape.model_type not in spec.architectures:
         problems.append(Problem(here, f"{spec.title} supports {', '.join(spec.architectures)} models, "
                                       f"not {shape.model_type}."))
@@ -149,6 +153,17 @@ def training_problems(config: RunCreate) -> list[Problem]:
         problems.append(Problem(("training", "gradient_checkpointing"),
                                 f"{spec.title} cannot use gradient checkpointing: its key/value prefixes live in the "
                                 "attention cache, which checkpointed layers drop; turn it off or choose LoRA"))
+    if t.quantization and not spec.quantized_base:
+        problems.append(Problem(("training", "quantization"),
+                                f"{spec.title} (method {spec.name}) cannot train on a quantised base: it trains the base "
+                                f"model's own weights, which training.quantization {t.quantization} stores frozen in "
+                                f"{t.quantization[0]} bits; leave quantization empty or choose a method such as LoRA"))
+    elif t.quantization and getattr(config.method, "init", None) in ("pissa", "olora"):
+        # Both rewrite the base weights into a residual at init, which quantised weights cannot hold exactly.
+        problems.append(Problem(("training", "quantization"),
+                                f"LoRA init = {config.method.init} rewrites the base weights, which training.quantization "
+                                f"{t.quantization} keeps frozen in {t.quantization[0]} bits; use init gaussian (or the "
+                                "default) with a quantised base, or leave quantization empty"))
     if t.packing and config.task != "causal_lm":
         problems.append(Problem(("training", "packing"), "packing is for causal_lm runs; turn it off for "
                                                          f"{config.task}"))
@@ -161,8 +176,6 @@ def training_problems(config: RunCreate) -> list[Problem]:
 
 # ---- memory: will the run fit a worker's device? (server at submit, worker at claim) ------------
 
-# Workers seen this recently count when POST /api/runs asks whether any worker could take a run.
-RECENT_WORKER_SECONDS = 3600
 # What a device's total memory loses before a run's tensors: the CUDA context and kernels (about
 # 0.5–1 GiB), or on a CPU worker the OS, the Python process and the libraries; and 10% slack.
 DEVICE_RESERVE_BYTES = 2**30

@@ -84,6 +84,16 @@ class Training(_Strict):
     learning_rate: float = Field(5e-4, gt=0, le=1, description="Left out of a run config: the method's preset (GET /api/methods).")
     epochs: float = Field(1, gt=0, le=1000)
     max_steps: int | None = Field(None, ge=1, le=10_000_000)
+    max_tokens: int | None = Field(
+        None, ge=1, le=10_000_000_000,
+        description="A budget in training tokens (padding not counted): the run stops cleanly, evaluated and saved, "
+                    "after the step that spends it (summary.stopped_by = \"max_tokens\"). The learning-rate schedule "
+                    "runs over the budget.")
+    max_seconds: int | None = Field(
+        None, ge=1, le=10_000_000,
+        description="A budget in seconds of training (wall clock, evaluations and checkpoint writes not counted): "
+                    "the run stops cleanly after the step that spends it (summary.stopped_by = \"max_seconds\"). "
+                    "The learning-rate schedule runs over the budget.")
     batch_size: int = Field(32, ge=1, le=4096)
     max_length: int = Field(128, ge=8, le=32768)
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -107,6 +117,10 @@ class Training(_Strict):
         "auto", description="The dtype the base weights load in and the forward autocasts to; trainable weights "
         "stay fp32. auto: bf16 on a GPU that supports it, else fp16 with loss scaling; fp32 on a CPU. "
         "fp16 on a CPU worker trains in fp32. The run summary records the precision used.")
+    quantization: Literal["4bit", "8bit"] | None = Field(
+        None, description="Load the frozen base's linear layers quantised by bitsandbytes: 4bit = QLoRA (NF4, double "
+        "quantisation, matmuls in the run's precision), 8bit = LLM.int8(). null = not quantised. Only methods that "
+        "train beside a frozen base support it (GET /api/methods quantized_base).")
     gradient_checkpointing: bool = Field(
         False, description="Recompute each layer's activations in the backward instead of keeping them: far less "
         "activation memory for about a third more compute. Not with prefix-tuning.")
@@ -139,6 +153,10 @@ class RunCreate(_Strict):
     dataset_id: Id
     eval_dataset_id: Id | None = None
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="Held-out share of the dataset when no eval dataset is given.")
+    eval_split_seed: int | None = Field(
+        None, ge=0, le=2**31 - 1,
+        description="The seed that picks the held-out rows (eval_fraction); null = training.seed. Repeats keep it "
+                    "fixed, so every seed of a group is evaluated on the same rows.")
     base_model: str = Field("minilm-l6", min_length=1, max_length=64)
     task: Literal["classification", "causal_lm"] = "classification"
     columns: Columns
@@ -200,6 +218,11 @@ class RunSummary(BaseModel):
     steps: int | None = None
     best_step: int | None = Field(None, description="The step whose weights the downloads use (metric_for_best set).")
     stopped_early: bool | None = None
+    stopped_by: Literal["max_tokens", "max_seconds"] | None = Field(
+        None, description="A budgeted run (training.max_tokens / max_seconds): the budget that ended it; null when "
+                          "its steps or epochs ran out first.")
+    budget: dict | None = Field(None, description="A budgeted run: {max_tokens, max_seconds, tokens, seconds} — the "
+                                                   "budget and what the run used (training tokens, training seconds).")
     resumed_from: ResumedFrom | None = None
 
 

@@ -26,7 +26,9 @@ class SampleRow(BaseModel):
 class SamplesOut(BaseModel):
     runs: list[SampleRun]
     eval_set: str = Field(description="Which rows these are, in words.")
-    counts: dict[str, int] = Field(description="Rows per filter: all, disagree, all_wrong.")
+    groups: dict[str, list[int]] | None = Field(
+        None, description="The two groups of runs (a, b) the a_right_b_wrong / b_right_a_wrong filters compare; null without them.")
+    counts: dict[str, int] = Field(description="Rows per filter: all, disagree, all_wrong (and a_right_b_wrong, b_right_a_wrong with groups).")
     total: int = Field(description="Rows that pass the chosen filter.")
     offset: int
     limit: int

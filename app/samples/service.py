@@ -12,6 +12,9 @@ from app.datasets.service import dataset_file
 from app.runs.models import Run
 
 FILTERS = ("all", "disagree", "all_wrong")
+# With two groups of runs (a, b: e.g. every seed of two methods), rows one group gets right on every seed
+# and the other gets wrong on every seed.
+GROUP_FILTERS = ("a_right_b_wrong", "b_right_a_wrong")
 MAX_RUNS = 20
 
 
@@ -21,11 +24,14 @@ class NotComparable(ValueError):
 
 def eval_set(run: Run) -> tuple:
     """What decides a run's eval rows: a separate eval dataset, or the dataset's held-out split
-    (split_indices in workers/training/data.py depends on the dataset, eval_fraction and seed only)."""
+    (split_indices in workers/training/data.py depends on the dataset, eval_fraction and seed only; the seed
+    is eval_split_seed when set, else training.seed)."""
     if run.eval_dataset_id is not None:
         return ("dataset", run.eval_dataset_id)
     config = run.config or {}
-    return ("split", run.dataset_id, config.get("eval_fraction"), (config.get("training") or {}).get("seed"))
+    seed = config.get("eval_split_seed")
+    seed = (config.get("training") or {}).get("seed") if seed is None else seed
+    return ("split", run.dataset_id, config.get("eval_fraction"), seed)
 
 
 def describe(key: tuple) -> str:
@@ -67,12 +73,22 @@ def read_rows(settings: Settings, dataset: Dataset | None, wanted: set[int]) -> 
     return {i: row for i, row in enumerate(islice(rows, last + 1)) if i in wanted}
 
 
-def _keep(preds: list[dict | None], label: str, kind: str) -> bool:
+def _all(preds: list[dict | None], indices: list[int], right: bool) -> bool:
+    """Every run at these indices has a prediction for the row, and each is right (or each is wrong)."""
+    return bool(indices) and all(preds[i] is not None and (preds[i]["prediction"] == preds[i]["label"]) == right
+                                 for i in indices)
+
+
+def _keep(preds: list[dict | None], label: str, kind: str, sides: tuple[list[int], list[int]] = ([], [])) -> bool:
     made = [p["prediction"] for p in preds if p is not None]
     if kind == "disagree":
         return len(set(made)) > 1
     if kind == "all_wrong":
         return bool(made) and all(m != label for m in made)
+    if kind == "a_right_b_wrong":
+        return _all(preds, sides[0], True) and _all(preds, sides[1], False)
+    if kind == "b_right_a_wrong":
+        return _all(preds, sides[1], True) and _all(preds, sides[0], False)
     return True
 
 
@@ -82,8 +98,13 @@ def _text(row: dict | None, column: str | None) -> str | None:
     return str(row[column])
 
 
-def compare(session: Session, settings: Settings, runs: list[Run], *, kind: str, offset: int, limit: int) -> dict:
+def compare(session: Session, settings: Settings, runs: list[Run], *, kind: str, offset: int, limit: int,
+            group_a: list[int] | None = None, group_b: list[int] | None = None) -> dict:
+    """group_a / group_b: run ids (among `runs`) of two groups, for the a_right_b_wrong / b_right_a_wrong filters."""
     check_comparable(runs)
+    position = {run.id: i for i, run in enumerate(runs)}
+    sides = ([position[i] for i in group_a or []], [position[i] for i in group_b or []])
+    filters = FILTERS + (GROUP_FILTERS if group_a and group_b else ())
     per_run = [predictions(session, settings, run) for run in runs]
     all_rows = sorted(set().union(*per_run))
     lined_up = []
@@ -91,8 +112,8 @@ def compare(session: Session, settings: Settings, runs: list[Run], *, kind: str,
         preds = [p.get(index) for p in per_run]
         label = next(p["label"] for p in preds if p is not None)
         lined_up.append((index, label, preds))
-    counts = {k: sum(_keep(preds, label, k) for _, label, preds in lined_up) for k in FILTERS}
-    chosen = [entry for entry in lined_up if _keep(entry[2], entry[1], kind)]
+    counts = {k: sum(_keep(preds, label, k, sides) for _, label, preds in lined_up) for k in filters}
+    chosen = [entry for entry in lined_up if _keep(entry[2], entry[1], kind, sides)]
     page = chosen[offset:offset + limit]
 
     first = runs[0]
@@ -104,6 +125,7 @@ def compare(session: Session, settings: Settings, runs: list[Run], *, kind: str,
                   "accuracy": (sum(p["prediction"] == p["label"] for p in preds.values()) / len(preds)) if preds else None}
                  for run, preds in zip(runs, per_run)],
         "eval_set": describe(eval_set(first)),
+        "groups": {"a": group_a, "b": group_b} if group_a and group_b else None,
         "counts": counts, "total": len(chosen), "offset": offset, "limit": limit,
         "rows": [{"row": index, "label": label,
                   "text": _text(texts.get(index), columns.get("text")),

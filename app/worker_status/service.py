@@ -29,12 +29,28 @@ def listed(session: Session) -> list[Worker]:
     return list(session.scalars(select(Worker).order_by(Worker.last_seen.desc(), Worker.name)))
 
 
-def recent(session: Session, seconds: float) -> list[Worker]:
-    """Workers seen in the last `seconds` (the ones that may take a run submitted now)."""
-    since = datetime.now(timezone.utc) - timedelta(seconds=seconds)
+# Workers seen within this window count as the ones that could take a run submitted now.
+RECENT = timedelta(hours=1)
+
+
+def recent(session: Session) -> list[Worker]:
+    """The workers seen in the last RECENT."""
+    since = datetime.now(timezone.utc) - RECENT
     return [w for w in listed(session) if _aware(w.last_seen) >= since]
 
 
 def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes (stored as UTC)."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)  # SQLite returns naive UTC
+
+
+def quantization_problem(session: Session, kind: str) -> str | None:
+    """Why no recent worker can run training.quantization `kind`, or None. Only workers that report what
+    they can quantise (device.quantization) decide; with none of those seen recently, nothing is refused
+    (a worker may start later, and it refuses the run itself if it cannot)."""
+    reporting = [w for w in recent(session) if isinstance((w.device or {}).get("quantization"), list)]
+    if not reporting or any(kind in w.device["quantization"] for w in reporting):
+        return None
+    seen = ", ".join(f"{w.name} ({w.device.get('kind')}: {', '.join(w.device['quantization']) or 'none'})"
+                     for w in reporting[:5])
+    return (f"no worker seen in the last hour can load a {kind} base (bitsandbytes missing or without a backend for "
+            f"its device): {seen}. Install bitsandbytes on a worker or leave training.quantization empty")

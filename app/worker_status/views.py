@@ -14,7 +14,8 @@ pages = APIRouter(include_in_schema=False)
 
 class WorkerOut(BaseModel):
     name: str = Field(description="host:pid of the worker process (runs name their worker the same way).")
-    device: dict = Field(description="{kind: cpu|cuda, name}: the device it trains on.")
+    device: dict = Field(description="{kind: cpu|cuda, name, quantization}: the device it trains on; quantization lists "
+                        "the training.quantization kinds (4bit, 8bit) bitsandbytes can run on it.")
     memory_bytes: int | None = Field(description="The device's total memory (GPU memory, or the host's RAM).")
     last_seen: datetime = Field(description="Its last report: at start, then about every 30 seconds.")
     run_id: int | None = Field(description="The run it is training; null when idle.")

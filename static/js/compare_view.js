@@ -4,11 +4,18 @@
 // GET /api/compare. Needs uPlot (global `uPlot`, /vendor/uplot/uPlot.iife.min.js + uPlot.min.css)
 // and /static/css/compare.css on the page. While a run is queued or running it polls and redraws.
 //
+// Runs that differ only by seed form groups (GET /api/compare's `groups`): with any group of two or more,
+// the view shows each group's mean curve with a min–max band over its seeds, a summary of mean ± 95%
+// interval, error bars on the efficiency chart and whether two groups differ by more than noise
+// (compare_groups.js); "Each run" switches the curves back to one line per run.
+//
 // Observable state (tests, benchmarks): container.dataset.chartsReady = "1" once every chart is
-// drawn; each chart element carries data-series-count and data-points.
+// drawn; each chart element carries data-series-count and data-points (and data-bands: groups drawn
+// with a band); the efficiency chart carries data-error-bars.
 import {
   api, el, fmtBytes, fmtCount, fmtDuration, fmtInt, fmtNumber, fmtPercent, methodLabel, parseTime, TERMINAL,
 } from "./common.js";
+import { bandData, differencesCard, groupsTable, hasGroups } from "./compare_groups.js";
 
 export const METRICS = [
   { name: "train/loss", title: "Train loss" },
@@ -24,6 +31,11 @@ const HEIGHT = 260;
 // A run's colour follows its id (golden-angle hues), so it is the same on every chart, table and page.
 export function runColor(id) {
   return `hsl(${Math.round((Number(id) * 137.508) % 360)} 68% 42%)`;
+}
+
+// The band under a group's mean curve: its colour, faint.
+function bandFill(id) {
+  return `hsl(${Math.round((Number(id) * 137.508) % 360)} 68% 42% / 0.16)`;
 }
 
 function swatch(id) {
@@ -84,6 +96,37 @@ function lineChart(node, runs, data, axis) {
   }, data, node);
 }
 
+// Groups: per group a lowest and a highest line (not stroked, left out of the legend) with the band
+// between them filled, and the mean line over it.
+function bandChart(node, groups, data, axis) {
+  const fx = xFormat(axis);
+  const series = [{ label: axis, value: (u, v) => (v == null ? "—" : fx(v)) }];
+  const bands = [];
+  groups.forEach((g, i) => {
+    const id = g.run_ids[0];
+    const base = 1 + 3 * i;
+    series.push({ label: `${g.label} min`, stroke: "transparent", width: 0, spanGaps: true, points: { show: false } },
+      { label: `${g.label} max`, stroke: "transparent", width: 0, spanGaps: true, points: { show: false } },
+      { label: g.run_ids.length > 1 ? `${g.label} (mean of ${g.run_ids.length})` : g.label, stroke: runColor(id),
+        width: 2, spanGaps: true, value: (u, v) => (v == null ? "—" : fmtNumber(v)) });
+    if (g.run_ids.length > 1) bands.push({ series: [base + 1, base], fill: bandFill(id) });
+  });
+  const plot = new window.uPlot({
+    width: chartWidth(node),
+    height: HEIGHT,
+    scales: { x: { time: false } },
+    cursor: { drag: { x: true, y: false }, dataIdx: (u, s, i) => nearestPoint(u, s, i) },
+    axes: [{ label: X_AXES.find(([k]) => k === axis)[1].toLowerCase(), values: (u, splits) => splits.map(fx) },
+      { size: 60, values: (u, splits) => splits.map((v) => fmtNumber(v)) }],
+    series,
+    bands,
+  }, data, node);
+  // The band edges are drawn, not read: the legend lists only the means.
+  const rows = plot.root.querySelectorAll(".u-legend .u-series");
+  groups.forEach((g, i) => { for (const k of [1, 2]) if (rows[1 + 3 * i + k - 1]) rows[1 + 3 * i + k - 1].hidden = true; });
+  return plot;
+}
+
 // The efficiency picture: what each run bought with how many trainable parameters.
 function headline(runs) {
   const has = (key) => runs.some((r) => ((r.summary || {}).eval || {})[key] != null);
@@ -96,6 +139,42 @@ function headline(runs) {
 function efficiencyPoints(runs, metric) {
   return runs.map((r) => ({ run: r, x: (r.summary || {}).trainable_params, y: ((r.summary || {}).eval || {})[metric.key] }))
     .filter((p) => p.x > 0 && p.y != null);
+}
+
+// Grouped: one point per group at its mean, with the 95% interval as an error bar (groups of one: none).
+function groupEfficiencyPoints(groups, metric) {
+  return groups.map((g) => {
+    const iv = g.metrics[`eval/${metric.key}`] || {};
+    return { run: { id: g.run_ids[0], name: g.label }, x: g.trainable_params, y: iv.mean, lo: iv.ci_low, hi: iv.ci_high };
+  }).filter((p) => p.x > 0 && p.y != null);
+}
+
+function errorBarPlugin(points, node) {
+  return {
+    hooks: {
+      draw: (u) => {
+        const { ctx } = u;
+        const dpr = devicePixelRatio;
+        const bars = points.filter((p) => p.lo != null && p.hi != null);
+        ctx.save();
+        ctx.lineWidth = 1.5 * dpr;
+        for (const p of bars) {
+          const x = u.valToPos(p.x, "x", true);
+          const y0 = u.valToPos(p.lo, "y", true);
+          const y1 = u.valToPos(p.hi, "y", true);
+          const cap = 5 * dpr;
+          ctx.strokeStyle = runColor(p.run.id);
+          ctx.beginPath();
+          ctx.moveTo(x, y0); ctx.lineTo(x, y1);
+          ctx.moveTo(x - cap, y0); ctx.lineTo(x + cap, y0);
+          ctx.moveTo(x - cap, y1); ctx.lineTo(x + cap, y1);
+          ctx.stroke();
+        }
+        ctx.restore();
+        node.dataset.errorBars = String(bars.length);
+      },
+    },
+  };
 }
 
 const MARKER_SIZE = 11; // the efficiency chart's point diameter (CSS px), stroke 2
@@ -134,6 +213,7 @@ function labelPlugin(points, node) {
         ctx.save();
         ctx.font = `${Math.round(12 * dpr)}px system-ui, sans-serif`;
         ctx.textBaseline = "middle";
+        ctx.textAlign = "left"; // placeLabels gives each box's left edge (uPlot leaves the axes' alignment set)
         const plot = { x: u.bbox.left / dpr, y: u.bbox.top / dpr, w: u.bbox.width / dpr, h: u.bbox.height / dpr };
         const { labels, markers } = placeLabels(points, (p) => [u.valToPos(p.x, "x", true) / dpr, u.valToPos(p.y, "y", true) / dpr],
           (text) => ctx.measureText(text).width / dpr, plot);
@@ -159,7 +239,13 @@ function efficiencyChart(node, points, metric) {
     // Room around the points (a decade each side, a tenth of the spread above and below) for their labels.
     scales: {
       x: { time: false, distr: 3, range: (u, lo, hi) => [10 ** Math.floor(Math.log10(lo) - 0.5), 10 ** Math.ceil(Math.log10(hi) + 0.5)] },
-      y: { range: (u, lo, hi) => { const pad = Math.max((hi - lo) * 0.15, Math.abs(hi) * 0.02, 1e-3); return [lo - pad, hi + pad]; } },
+      y: { range: (u, lo, hi) => {
+        // Error bars reach past the points: the range holds them too.
+        lo = Math.min(lo, ...points.map((p) => p.lo ?? p.y));
+        hi = Math.max(hi, ...points.map((p) => p.hi ?? p.y));
+        const pad = Math.max((hi - lo) * 0.15, Math.abs(hi) * 0.02, 1e-3);
+        return [lo - pad, hi + pad];
+      } },
     },
     cursor: { drag: { x: false, y: false }, dataIdx: (u, s, i) => nearestPoint(u, s, i) },
     axes: [{ label: "trainable parameters (log scale)", values: (u, splits) => splits.map((v) => (v == null ? "" : fmtCount(v))) },
@@ -167,7 +253,7 @@ function efficiencyChart(node, points, metric) {
     series: [{ label: "trainable", value: (u, v) => (v == null ? "—" : fmtInt(v)) },
       ...points.map((p) => ({ label: p.run.name || `Run ${p.run.id}`, stroke: runColor(p.run.id), fill: runColor(p.run.id),
         paths: () => null, points: { show: true, size: MARKER_SIZE, width: 2 }, value: (u, v) => (v == null ? "—" : fmtNumber(v)) }))],
-    plugins: [labelPlugin(points, node)],
+    plugins: [labelPlugin(points, node), errorBarPlugin(points, node)],
   }, data, node);
 }
 
@@ -223,21 +309,32 @@ function diffTable(runs, diff) {
 
 export function renderComparison(container, runIds, { axis = "step", maxPoints = 1000, poll = true } = {}) {
   const ids = Array.from(new Set(runIds.map(Number).filter((n) => Number.isInteger(n) && n > 0)));
-  const state = { axis, plots: new Map(), timer: null, abort: null, closed: false, key: "" };
+  const state = { axis, plots: new Map(), timer: null, abort: null, closed: false, key: "", view: "groups", metric: null, pair: null };
   const error = el("div", { class: "alert alert-error", role: "alert", hidden: true });
   const axisSwitch = el("div", { class: "segmented compare-axis", role: "radiogroup", "aria-label": "x axis" },
     X_AXES.map(([value, label]) => el("label", {}, el("input", {
       type: "radio", name: `compare-x-${Math.random().toString(36).slice(2)}`, value, checked: value === axis,
       onchange: () => { state.axis = value; state.key = ""; load(); },
     }), ` ${label}`)));
+  const viewSwitch = el("div", { class: "segmented compare-view-switch", role: "radiogroup", "aria-label": "curves", hidden: true },
+    [["groups", "Groups: mean and min–max band"], ["runs", "Each run"]].map(([value, label]) => el("label", {}, el("input", {
+      type: "radio", name: `compare-view-${Math.random().toString(36).slice(2)}`, value, checked: value === "groups",
+      onchange: () => { state.view = value; state.key = ""; load(); },
+    }), ` ${label}`)));
   const charts = el("div", { class: "charts compare-charts" });
+  const groupsSection = el("section", { class: "card compare-groups-card", hidden: true },
+    el("h2", {}, "Groups"), el("p", { class: "hint" }, "Runs that differ only by seed, as the mean ± its 95% confidence interval (Student's t over the seeds); hover a cell for the interval and the seeds' range."),
+    el("div", { class: "table-wrap compare-groups-wrap" }));
+  const differences = el("div", { class: "compare-differences-wrap" });
   const efficiency = el("div", { class: "chart compare-efficiency", "data-points": "0" });
   const summary = el("div", { class: "table-wrap" });
   const diff = el("div", { class: "table-wrap" });
   container.replaceChildren(error,
-    el("div", { class: "compare-toolbar" }, el("span", { class: "label" }, "x axis"), axisSwitch,
+    el("div", { class: "compare-toolbar" }, el("span", { class: "label" }, "x axis"), axisSwitch, viewSwitch,
       el("span", { class: "live-indicator", hidden: true }, el("span", { class: "dot", "aria-hidden": "true" }), "Live")),
     charts,
+    groupsSection,
+    differences,
     el("section", { class: "card" }, el("h2", {}, "Efficiency"), efficiency),
     el("section", { class: "card" }, el("h2", {}, "Summary"), summary),
     el("section", { class: "card" }, el("h2", {}, "Configuration differences"), diff));
@@ -249,9 +346,10 @@ export function renderComparison(container, runIds, { axis = "step", maxPoints =
 
   function drawCharts(body) {
     const runs = body.runs;
+    const grouped = hasGroups(body) && state.view === "groups";
     const present = METRICS.filter((m) => runs.some((r) => (body.series[r.id] || {})[m.name]?.length));
-    // Same runs, metrics and axis: new data goes into the existing plots, keeping the user's zoom.
-    const key = `${state.axis}|${runs.map((r) => r.id)}|${present.map((m) => m.name)}`;
+    // Same runs, metrics, axis and view: new data goes into the existing plots, keeping the user's zoom.
+    const key = `${state.axis}|${grouped}|${runs.map((r) => r.id)}|${present.map((m) => m.name)}`;
     if (key !== state.key) {
       for (const plot of state.plots.values()) plot.destroy();
       state.plots.clear();
@@ -262,21 +360,51 @@ export function renderComparison(container, runIds, { axis = "step", maxPoints =
     for (const m of present) {
       const node = charts.querySelector(`[data-metric="${CSS.escape(m.name)}"]`);
       const perRun = runs.map((r) => (body.series[r.id] || {})[m.name] || []);
+      if (grouped) {
+        const withPoints = body.groups.filter((g) => g.run_ids.some((id) => (body.series[id] || {})[m.name]?.length));
+        const data = bandData(withPoints, body.series, m.name);
+        // The groups drawn change as runs report their first points: rebuild rather than setData then.
+        const shape = withPoints.map((g) => g.run_ids.join("+")).join("|");
+        if (state.plots.has(node) && node.dataset.shape === shape) state.plots.get(node).setData(data);
+        else {
+          if (state.plots.has(node)) state.plots.get(node).destroy();
+          node.replaceChildren();
+          state.plots.set(node, bandChart(node, withPoints, data, state.axis));
+          node.dataset.shape = shape;
+        }
+        node.dataset.seriesCount = String(withPoints.length);
+        node.dataset.bands = String(withPoints.filter((g) => g.run_ids.length > 1).length);
+        node.dataset.points = String(data[0].length);
+        continue;
+      }
       const data = aligned(perRun);
       if (state.plots.has(node)) state.plots.get(node).setData(data);
       else state.plots.set(node, lineChart(node, runs, data, state.axis));
       node.dataset.seriesCount = String(perRun.filter((p) => p.length).length);
       node.dataset.points = String(perRun.reduce((n, p) => n + p.length, 0));
+      node.dataset.bands = "0";
     }
     state.key = key;
     const metric = headline(runs);
-    const points = metric ? efficiencyPoints(runs, metric) : [];
+    const points = metric ? (grouped ? groupEfficiencyPoints(body.groups, metric) : efficiencyPoints(runs, metric)) : [];
     if (state.plots.has(efficiency)) state.plots.get(efficiency).destroy();
     state.plots.delete(efficiency);
     efficiency.replaceChildren();
     if (points.length) state.plots.set(efficiency, efficiencyChart(efficiency, points, metric));
     else efficiency.append(el("p", { class: "chart-empty" }, "Needs finished runs with an eval metric and a parameter count."));
     efficiency.dataset.points = String(points.length);
+    if (!points.length) efficiency.dataset.errorBars = "0";
+  }
+
+  function drawGroups(body) {
+    const show = hasGroups(body);
+    viewSwitch.hidden = !show;
+    groupsSection.hidden = !show;
+    if (!show) { differences.replaceChildren(); return; }
+    groupsSection.querySelector(".compare-groups-wrap").replaceChildren(groupsTable(body, runColor));
+    differences.replaceChildren(differencesCard(body, {
+      metric: state.metric, runColor, onMetric: (m) => { state.metric = m; load(); },
+      pair: state.pair, onPair: (p) => { state.pair = p; } }));
   }
 
   async function load() {
@@ -290,7 +418,8 @@ export function renderComparison(container, runIds, { axis = "step", maxPoints =
     }
     let body;
     try {
-      body = await api(`/api/compare?runs=${ids.join(",")}&x=${state.axis}&max_points=${maxPoints}`, { signal: state.abort.signal });
+      const metric = state.metric ? `&metric=${encodeURIComponent(state.metric)}` : "";
+      body = await api(`/api/compare?runs=${ids.join(",")}&x=${state.axis}&max_points=${maxPoints}${metric}`, { signal: state.abort.signal });
     } catch (err) {
       if (err.name === "AbortError") return;
       error.hidden = false;
@@ -300,6 +429,7 @@ export function renderComparison(container, runIds, { axis = "step", maxPoints =
     }
     error.hidden = true;
     drawCharts(body);
+    drawGroups(body);
     summary.replaceChildren(summaryTable(body.runs));
     diff.replaceChildren(diffTable(body.runs, body.config_diff));
     // uPlot paints in a microtask; the next frame is when every chart is on screen.

@@ -1,6 +1,7 @@
 // /experiments/{id}: the group's runs (polled every 2 s) with their queue places, buttons to move and
 // cancel queued runs, links to the per-sample view and the playground, and the comparison of the runs
-// drawn by compare_view.js (loaded on demand: the page works without it).
+// drawn by compare_view.js (loaded on demand: the page works without it); a search's trials and chart
+// come from search_view.js.
 import {
   $, api, badge, el, emptyRow, fmtDate, fmtNumber, fmtPercent, methodLabel, progressBar, showAlert, TERMINAL,
 } from "./common.js";
@@ -11,6 +12,7 @@ const experimentId = page.dataset.experimentId;
 const alertBox = $("#experiment-alert");
 let comparedIds = null;
 let comparison = null; // renderComparison's handle (destroy() stops its polling)
+let searchView = null; // search_view.js, loaded for kind "search"
 
 async function act(path, body, failure) {
   try {
@@ -102,10 +104,18 @@ async function refresh() {
     const x = await api(`/api/experiments/${encodeURIComponent(experimentId)}`);
     $("#experiment-name").textContent = x.name;
     document.title = `${x.name} · peftlab`;
-    const what = x.kind === "grid" ? `Grid over ${Object.keys(x.spec.grid || {}).join(", ")}` : "Every chosen method on one dataset";
-    $("#experiment-subtitle").textContent = `${what} · ${x.runs.length} runs · created ${fmtDate(x.created_at)}`;
+    const keys = Object.keys(x.spec.grid || {});
+    const what = x.kind === "grid" ? (keys.length ? `Grid over ${keys.join(", ")}` : "One config")
+      : x.kind === "search" ? `Search over ${Object.keys(x.spec.space || {}).join(", ")}` : "Every chosen method on one dataset";
+    const seeds = x.spec.repeats > 1 ? ` × ${x.spec.repeats} seeds` : "";
+    const budget = x.spec.budget ? ` · budget ${x.spec.budget.amount} ${x.spec.budget.kind} per method` : "";
+    $("#experiment-subtitle").textContent = `${what}${seeds}${budget} · ${x.runs.length} runs · created ${fmtDate(x.created_at)}`;
     $("#experiment-runs-body").replaceChildren(...(x.runs.length ? x.runs.map(runRow) : [emptyRow(10, "This experiment has no runs.")]));
     samplesLink(x.runs);
+    if (x.search) {
+      searchView = searchView || await import("./search_view.js");
+      searchView.renderSearch(x.search);
+    }
     showComparison(x.runs.map((r) => r.id));
   } catch (err) {
     showAlert(alertBox, `Could not load the experiment: ${err.message}`);

@@ -93,6 +93,8 @@ function renderHeader() {
   const resumed = (run.summary || {}).resumed_from;
   if (resumed) parts.push(resumedText(resumed));
   else if (run.attempts > 1) parts.push(`attempt ${run.attempts}`);
+  // A cancelled run may say why: a search's pruner stopped it ("pruned by the search at step …").
+  if (status === "cancelled" && run.error) parts.push(run.error);
   $("#run-subtitle").textContent = parts.join(" · ");
 }
 
@@ -135,7 +137,7 @@ function renderSummary() {
   rows.push(...checkpointRows(s));
   // Figures the worker adds beyond the contract still deserve a line.
   const known = new Set(["trainable_params", "total_params", "adapter_bytes", "peak_memory_bytes", "train_samples_per_s", "train_tokens_per_s", "eval",
-    "best_step", "stopped_early", "resumed_from"]);
+    "best_step", "stopped_early", "resumed_from", "stopped_by", "budget"]);
   for (const [key, value] of Object.entries(s)) {
     if (known.has(key) || value == null || typeof value === "object") continue;
     const label = key.replaceAll("_", " ");
@@ -159,7 +161,20 @@ function checkpointRows(s) {
   }
   if (s.stopped_early) rows.push(kv("Stopped early", `yes, at step ${fmtInt(s.steps)}: ${metric} stopped improving`));
   if (s.resumed_from) rows.push(kv("Resumed", resumedText(s.resumed_from)));
+  if (s.budget) rows.push(kv("Budget", budgetText(s)));
   return rows;
+}
+
+// A budgeted run (training.max_tokens / max_seconds) says whether its budget is what ended it.
+function budgetText(s) {
+  const b = s.budget;
+  const parts = [];
+  if (b.max_tokens != null) parts.push(`${fmtInt(b.tokens)} of ${fmtInt(b.max_tokens)} training tokens`);
+  if (b.max_seconds != null) parts.push(`${fmtNumber(b.seconds, 3)} of ${fmtInt(b.max_seconds)} s of training`);
+  const used = parts.join(", ");
+  if (s.stopped_by === "max_tokens") return `stopped at step ${fmtInt(s.steps)}: the token budget was spent (${used})`;
+  if (s.stopped_by === "max_seconds") return `stopped at step ${fmtInt(s.steps)}: the time budget was spent (${used})`;
+  return `not reached: the steps ran out first (${used})`;
 }
 
 // With metric_for_best the adapter download is the best step's weights; when the last step's

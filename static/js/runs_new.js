@@ -45,6 +45,7 @@ function syncVisibility() {
   for (const group of $$(".method-fields")) group.hidden = group.dataset.method !== method;
   applyShowIf(methodGroup());
   $("#eval-fraction-field").hidden = evalSelect.value !== "";
+  $("#eval-split-seed-field").hidden = evalSelect.value !== "";
   // Accuracy and F1 are measured for classification, perplexity for causal LM.
   const best = $("#tr-metric_for_best");
   for (const option of best.options) option.hidden = option.disabled = Boolean(option.dataset.task) && option.dataset.task !== task;
@@ -149,6 +150,7 @@ function buildBody() {
     dataset_id: datasetSelect.value ? Number(datasetSelect.value) : null,
     eval_dataset_id: evalId,
     eval_fraction: evalId == null ? numberOrNull($("#run-eval-fraction")) : 0.1,
+    eval_split_seed: evalId == null ? numberOrNull($("#run-eval-split-seed")) : null,
     base_model: modelSelect.value || null,
     task: taskSelect.value,
     columns,
@@ -434,18 +436,42 @@ form.addEventListener("submit", async (e) => {
   if (!datasetSelect.value) missing.push({ loc: ["body", "dataset_id"], msg: "Choose a dataset." });
   if (!modelSelect.value) missing.push({ loc: ["body", "base_model"], msg: "Choose a base model." });
   if (missing.length) { showErrors(missing); return; }
+  const seeds = Number($("#run-repeats").value || 1);
+  if (!Number.isInteger(seeds) || seeds < 1 || seeds > 10) {
+    showErrors([{ loc: [], msg: "Repeat with seeds: a whole number from 1 to 10." }]);
+    return;
+  }
   submit.disabled = true;
   submit.textContent = "Launching…";
   try {
+    if (seeds > 1) {
+      // k runs that differ only by seed: an experiment of the base config repeated (an empty grid).
+      const base = buildBody();
+      const name = base.name || `${base.method.type} on ${datasetSelect.selectedOptions[0]?.textContent.replace(/ \(.*$/, "") || "dataset"}`;
+      const experiment = await api("/api/experiments", {
+        method: "POST", json: { kind: "grid", name: name.slice(0, 160), base, grid: {}, repeats: seeds } });
+      window.location.assign(`/experiments/${encodeURIComponent(experiment.id)}`);
+      return;
+    }
     const run = await api("/api/runs", { method: "POST", json: buildBody() });
     window.location.assign(`/runs/${encodeURIComponent(run.id)}`);
     return;
   } catch (err) {
-    showErrors(err.detail != null ? err.detail : err.message);
+    showErrors(err.detail != null ? experimentErrors(err.detail) : err.message);
   }
   submit.disabled = false;
   submit.textContent = "Launch run";
 });
+
+// An experiment's errors name the base config's fields (["body", "base", …]) or say "every run: …" for a
+// problem all its seeds share: shown beside the same fields as a single run's.
+function experimentErrors(detail) {
+  if (!Array.isArray(detail)) return detail;
+  return detail.map((item) => {
+    const loc = (item.loc || []).filter((p) => p !== "body");
+    return { ...item, loc: loc[0] === "base" ? loc.slice(1) : loc, msg: String(item.msg || "").replace(/^every run: [^:]*: /, "").replace(/^every run: /, "") };
+  });
+}
 
 // ---- clone: /runs/new?clone=ID prefills every field from that run's config -------------------
 
@@ -470,6 +496,7 @@ async function prefillFrom(runId) {
   else showSummary([`The dataset of run #${run.id} is gone or not yours to use: choose another.`]);
   evalSelect.value = cfg.eval_dataset_id != null && datasets.has(cfg.eval_dataset_id) ? String(cfg.eval_dataset_id) : "";
   setValue($("#run-eval-fraction"), cfg.eval_fraction ?? 0.1);
+  setValue($("#run-eval-split-seed"), cfg.eval_split_seed);
   if (models.has(String(cfg.base_model))) modelSelect.value = String(cfg.base_model);
   taskSelect.value = cfg.task || "classification";
   const columns = cfg.columns || {};

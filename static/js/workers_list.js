@@ -3,6 +3,12 @@ import { $, api, el, emptyRow, fmtBytes, fmtDate, parseTime, showAlert } from ".
 
 const STALE_MS = 3 * 60 * 1000; // no report for 3 minutes (several missed heartbeats): stopped
 
+// device.quantization: the training.quantization kinds bitsandbytes runs on the worker (absent: not reported).
+function quantizationNote(kinds) {
+  if (!Array.isArray(kinds)) return "";
+  return el("span", { class: "muted quantization" }, ` · quantisation: ${kinds.length ? kinds.join(", ") : "none"}`);
+}
+
 async function loadWorkers() {
   const body = $("#workers-body");
   try {
@@ -11,7 +17,8 @@ async function loadWorkers() {
       const stale = Date.now() - parseTime(w.last_seen).getTime() > STALE_MS;
       return el("tr", { "data-worker": w.name, class: stale ? "muted" : null },
         el("td", {}, el("code", {}, w.name)),
-        el("td", {}, `${(w.device.kind || "?").toUpperCase()} · ${w.device.name || "unknown"}`),
+        el("td", {}, `${(w.device.kind || "?").toUpperCase()} · ${w.device.name || "unknown"}`,
+          quantizationNote(w.device.quantization)),
         el("td", { class: "num" }, w.memory_bytes == null ? "—" : fmtBytes(w.memory_bytes)),
         el("td", {}, w.run_id == null ? "idle" : el("a", { href: `/runs/${w.run_id}` }, `#${w.run_id}`)),
         el("td", {}, `${fmtDate(w.last_seen)}${stale ? " (not reporting)" : ""}`),

@@ -131,6 +131,39 @@ def test_another_users_runs_are_not_found(client_as, make_run):
     assert res.status_code == 404
 
 
+def test_rows_every_seed_of_a_gets_right_and_every_seed_of_b_gets_wrong(client, make_run):
+    # Rows 0..5; A's seeds are right on rows 0-3 (seed 1 also misses row 3), B's are wrong on 0, 1 and 3.
+    flip = {"pos": "neg", "neg": "pos"}
+    a = [make_run(TRUTH[:3] + [TRUTH[3], flip[TRUTH[4]], TRUTH[5]], seed=0),
+         make_run(TRUTH[:3] + [flip[TRUTH[3]], TRUTH[4], TRUTH[5]], seed=1)]
+    b = [make_run([flip[TRUTH[0]], flip[TRUTH[1]], TRUTH[2], flip[TRUTH[3]], TRUTH[4], TRUTH[5]], seed=0),
+         make_run([flip[TRUTH[0]], flip[TRUTH[1]], flip[TRUTH[2]], flip[TRUTH[3]], TRUTH[4], TRUTH[5]], seed=1)]
+    with session_scope() as s:  # one held-out set for every seed, as repeats make them
+        for run_id in a + b:
+            run = s.get(Run, run_id)
+            run.config = {**run.config, "eval_split_seed": 0}
+    res = client.get("/api/samples", params={"a": _ids(*a), "b": _ids(*b), "filter": "a_right_b_wrong"})
+    assert res.status_code == 200, res.text
+    data = res.json()
+    assert [r["id"] for r in data["runs"]] == a + b and data["groups"] == {"a": a, "b": b}
+    assert [r["row"] for r in data["rows"]] == [ROWS[0], ROWS[1]]  # row 2: one B seed right; row 3: one A seed wrong
+    assert data["counts"]["a_right_b_wrong"] == 2 and data["counts"]["b_right_a_wrong"] == 0
+    assert data["counts"]["all"] == 6
+    reverse = client.get("/api/samples", params={"a": _ids(*b), "b": _ids(*a), "filter": "b_right_a_wrong"}).json()
+    assert [r["row"] for r in reverse["rows"]] == [ROWS[0], ROWS[1]]
+    plain = client.get("/api/samples", params={"runs": _ids(*a)}).json()
+    assert plain["groups"] is None and "a_right_b_wrong" not in plain["counts"]
+
+
+def test_group_filters_need_two_disjoint_groups(client, make_run):
+    a, b = make_run(TRUTH), make_run(TRUTH)
+    for params in ({"runs": _ids(a, b), "filter": "a_right_b_wrong"}, {"a": _ids(a)}, {"a": _ids(a), "b": _ids(a)},
+                   {"runs": _ids(a), "a": _ids(a), "b": _ids(b)}):
+        res = client.get("/api/samples", params=params)
+        assert res.status_code == 422, params
+        assert isinstance(res.json()["detail"], str)
+
+
 # ---- GET /api/runs/{id}/confusion -------------------------------------------------------------
 
 def test_confusion_matrix_and_per_class_scores(client, make_run):

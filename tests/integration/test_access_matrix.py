@@ -34,7 +34,7 @@ def world(app, worker_process, tiny_bert_source, admin_account):
     make_account("carol")  # someone Alice can share with
     yield {"alice": alice, "bob": bob, "anon": clients[None], "admin": admin_account, "model": model,
            "dataset": ds, "spare": spare, "run": done, "body": body, "token": token, "project": project,
-           "experiment": _sql_experiment(ds["id"])}
+           "experiment": _sql_experiment(ds["id"]), "model_source": tiny_bert_source}
     for c in clients.values():
         c.close()
 
@@ -73,7 +73,7 @@ def _table(w: dict) -> dict:
         ("POST", "/api/runs/{run_id}/predict"): dict(url=f"/api/runs/{run}/predict", json={"inputs": ["good great"]}, bob=404),
         ("GET", "/api/models"): dict(url="/api/models", bob="own"),
         ("GET", "/api/workers"): dict(url="/api/workers", bob="own"),  # deployment-wide, like the models
-        ("POST", "/api/models"): dict(url="/api/models", json={"name": "hub model", "source": "org/some-model"}, bob=403, admin=True),
+        ("POST", "/api/models"): dict(url="/api/models", json={"name": "admin model", "source": w["model_source"]}, bob=403, admin=True),
         ("POST", "/api/models/{model_id}/estimate"): dict(
             url=f"/api/models/{w['model']['id']}/estimate", json={"task": "classification", "num_labels": 2,
                                                                   "method": {"type": "lora"}}, bob="own"),

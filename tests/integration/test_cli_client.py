@@ -13,7 +13,7 @@ import yaml
 from tests.conftest import ROOT
 from tests.integration.test_end_to_end import sentiment_csv
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.backend_neutral]
 
 
 def peftlab(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

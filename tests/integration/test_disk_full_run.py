@@ -10,7 +10,7 @@ from app.errors import DISK_FULL
 from tests import standalone
 from tests.conftest import wait_for_status
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.backend_neutral]
 
 
 @pytest.fixture

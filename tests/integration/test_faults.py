@@ -172,6 +172,7 @@ def test_a_worker_out_of_memory_fails_the_run_says_what_to_lower_and_takes_the_n
     assert worker.poll() is None, "the worker died"
 
 
+@pytest.mark.backend_neutral  # `peftlab up` on the embedded defaults, whatever the session's backends
 def test_peftlab_up_brings_a_killed_server_back(tmp_path):
     """Kill the server child of a real `peftlab up`: it answers again, started afresh, and up stops cleanly."""
     port = free_port()
@@ -305,7 +306,10 @@ def test_restarting_redis_under_queued_and_running_runs_loses_none_and_runs_none
                     for i in range(4)]
             _wait(lambda: c.get(f"/api/runs/{runs[0]}").json()["status"] == "running", 120, "the first run to start")
             private_redis.stop()  # one run in flight, three queued (their messages are lost with it)
-            time.sleep(3)
+            # The run in flight ends while the broker is away, so its worker cannot acknowledge it then:
+            # it must still consume again once the broker is back.
+            _wait(lambda: c.get(f"/api/runs/{runs[0]}").json()["status"] == "succeeded", 240,
+                  "the run in flight to end while Redis is down")
             private_redis.start()
             ended = [_ended(c, run_id, timeout=300) for run_id in runs]
         engine = redis_stack.engine()

@@ -91,14 +91,17 @@ async def _timed_get(client: httpx.AsyncClient, path: str) -> float:
 
 
 def _idle_in_transaction() -> list[tuple]:
-    """The server's PostgreSQL connections that sit inside an open transaction, doing nothing."""
+    """The server's PostgreSQL connections that sit inside an open transaction, doing nothing, for longer
+    than a statement-to-statement gap (a stream holding a transaction while it waits sits there for a
+    whole poll interval)."""
     from sqlalchemy import text
 
     from app.db import session_scope
 
     with session_scope() as s:
         return s.execute(text("SELECT pid, state, query FROM pg_stat_activity WHERE application_name = 'peftlab-api-server' "
-                              "AND state LIKE 'idle in transaction%'")).all()
+                              "AND state LIKE 'idle in transaction%' "
+                              "AND now() - state_change > interval '200 milliseconds'")).all()
 
 
 def _server_connections() -> int:

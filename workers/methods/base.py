@@ -54,7 +54,9 @@ class Method(ABC):
 
 
 def total_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    # A 4-bit weight packs two parameters per element; its quant_state keeps the real shape.
+    return sum(p.quant_state.shape.numel() if getattr(p, "quant_state", None) is not None else p.numel()
+               for p in model.parameters())
 
 
 def linear_module_names(model: nn.Module) -> list[str]:

@@ -1,6 +1,7 @@
 """The training loop: AdamW over the trainable parameters, linear warmup then linear decay,
 gradient accumulation, clipping at 1.0, periodic evaluation, cooperative stop, resumable
-checkpoints, the best checkpoint and early stopping.
+checkpoints, the best checkpoint, early stopping and budgets (training.max_tokens / max_seconds: the run stops cleanly after
+the step that spends its budget, and the learning-rate schedule runs over the share of it spent).
 
 One function, read top to bottom. It knows nothing about SQL or Celery: metrics go to a
 `Reporter`, and `reporter.should_stop()` is checked before every optimizer step. Resuming from a
@@ -46,6 +47,9 @@ class TrainResult:
     best_step: int | None = None  # metric_for_best set: the step of the best evaluation
     best_eval: EvalResult | None = None  # that evaluation, when this attempt made it
     stopped_early: bool = False
+    stopped_by: str | None = None  # "max_tokens" or "max_seconds" when that budget ended the run
+    train_tokens: int = 0  # training tokens (padding not counted) and seconds over every attempt
+    train_seconds: float = 0.0
 
 
 def pick_device() -> torch.device:
@@ -179,19 +183,44 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         every = training.checkpoint_every
         if checkpoints is None or every == 0:
             return False
-        if state.step == total_steps or state.stopped_early:
+        if state.step == total_steps or state.stopped_early or state.stopped_by:
             return True  # a retry after a failed final write then has nothing left to train
         if every is None:
             return time.monotonic() - last_checkpoint["time"] >= CHECKPOINT_SECONDS
         return state.step - last_checkpoint["step"] >= every
 
+    def budget_spent() -> float:
+        """The share of the run's token or time budget used so far (the larger one; 0 without a budget).
+        Seconds are training seconds: the current window's plus the reported ones (evaluation excluded)."""
+        shares = [0.0]
+        if training.max_tokens:
+            shares.append((totals["tokens"] + window["tokens"]) / training.max_tokens)
+        if training.max_seconds:
+            shares.append((totals["seconds"] + time.perf_counter() - window["start"]) / training.max_seconds)
+        return max(shares)
+
+    def schedule_step() -> int:
+        """The step the LR schedule is at: with a budget, the share spent (of the steps or of the budget,
+        whichever is further) decides, so the rate warms up and decays over the budget."""
+        if not (training.max_tokens or training.max_seconds):
+            return state.step
+        share = max(state.step / total_steps, budget_spent())
+        return min(total_steps - 1, int(share * total_steps))
+
+    def budget_reason() -> str | None:
+        if training.max_tokens and totals["tokens"] + window["tokens"] >= training.max_tokens:
+            return "max_tokens"
+        if training.max_seconds and totals["seconds"] + time.perf_counter() - window["start"] >= training.max_seconds:
+            return "max_seconds"
+        return None
+
     last_eval: EvalResult | None = None
     stopped = False
-    while state.step < total_steps and not state.stopped_early:
+    while state.step < total_steps and not state.stopped_early and state.stopped_by is None:
         if reporter.should_stop():
             stopped = True
             break
-        lr = lr_at(state.step)
+        lr = lr_at(schedule_step())
         for group in optimizer.param_groups:
             group["lr"] = lr
 
@@ -219,8 +248,11 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         window["samples"] += sum(len(b.rows) for b in micro)
         pending.append((step, step_loss / step_targets, grad_norm, lr))
         reporter.report("train/epoch", step, state.micro_done / batches_per_epoch)
+        if (reason := budget_reason()) is not None:
+            state.stopped_by = reason
+            log.info("step %d: the %s budget is spent; stopping", step, "token" if reason == "max_tokens" else "time")
 
-        eval_due = step % training.eval_every == 0 or step == total_steps
+        eval_due = step % training.eval_every == 0 or step == total_steps or state.stopped_by is not None
         if eval_due or time.perf_counter() - window["start"] >= LOG_SECONDS:
             report_window(step)
         if eval_due and data.eval:
@@ -231,7 +263,7 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
                 save_checkpoint()  # the best weights, kept until a better evaluation comes
         if checkpoint_due():
             save_checkpoint()
-        reporter.progress(step / total_steps)
+        reporter.progress(1.0 if state.stopped_by else min(1.0, max(step / total_steps, budget_spent())))
     if pending:
         report_window(state.step)
     if resume is not None and last_eval is None and not stopped and data.eval:
@@ -246,7 +278,8 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
                        train_tokens_per_s=totals["tokens"] / seconds if seconds else 0.0,
                        peak_memory_bytes=peak_memory_bytes(device), best_step=state.best_step,
                        best_eval=best_eval,  # None when the best came from an attempt before a resume
-                       stopped_early=state.stopped_early)
+                       stopped_early=state.stopped_early, stopped_by=state.stopped_by,
+                       train_tokens=totals["tokens"], train_seconds=seconds)
 
 
 class BatchStream:

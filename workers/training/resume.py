@@ -51,6 +51,7 @@ class LoopState:
     best_step: int | None = None
     evals_without_improvement: int = 0
     stopped_early: bool = False
+    stopped_by: str | None = None  # "max_tokens" / "max_seconds": that budget was spent
     totals: dict = field(default_factory=lambda: {"seconds": 0.0, "tokens": 0, "samples": 0})
 
 

@@ -1,0 +1,70 @@
+"""A search against a real server process and worker: a tiny BERT on a learnable sentiment task, where a
+too-small learning rate learns nothing. TPE's best trial must come from the good region, and the median
+pruner must stop at least one trial early (its run cancelled with the pruner's reason)."""
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import _stop, start_server
+from tests.integration.test_end_to_end import sentiment_csv
+
+pytestmark = pytest.mark.integration
+
+GOOD_LR = 1e-3  # on this task a learning rate from about here up learns in 100 steps; 1e-6 does not move
+
+
+@pytest.fixture(scope="module")
+def searching_server(worker_process, tmp_path_factory):
+    """A server of its own that drives searches often (the session's other server, if any, competes for
+    the same searches' leases: only one of them drives a search at a time)."""
+    proc, url = start_server(tmp_path_factory.mktemp("logs") / "search-server.log",
+                             {"PEFTLAB_SEARCH_INTERVAL_SECONDS": "0.3"})
+    yield url
+    _stop(proc)
+
+
+def test_tpe_finds_the_learning_rate_that_learns_and_prunes_a_hopeless_trial(searching_server, admin_account,
+                                                                           tiny_bert_source):
+    api = httpx.Client(base_url=searching_server, headers=admin_account.headers, timeout=60)
+    model = api.post("/api/models", json={"name": "tiny bert search", "source": tiny_bert_source})
+    assert model.status_code == 201, model.text
+    dataset = api.post("/api/datasets", files={"file": ("search-sentiment.csv", sentiment_csv(200, seed=3))}).json()
+    base = {"dataset_id": dataset["id"], "base_model": model.json()["id"], "eval_fraction": 0.2,
+            "columns": {"text": "review", "label": "sentiment"}, "method": {"type": "full"},
+            "training": {"max_steps": 100, "eval_every": 10, "batch_size": 16, "max_length": 16, "seed": 0}}
+    body = {"kind": "search", "name": "lr search", "base": base, "trials": 8, "parallelism": 2,
+            "space": {"training.learning_rate": {"type": "log_uniform", "low": 1e-6, "high": 3e-2}},
+            "objective": {"metric": "eval/loss"}, "sampler": "tpe", "seed": 0, "startup_trials": 3,
+            "pruner": {"type": "median", "startup_trials": 2}}
+    res = api.post("/api/experiments", json=body)
+    assert res.status_code == 201, res.text
+    experiment_id = res.json()["id"]
+
+    deadline = time.time() + 900
+    while not (x := api.get(f"/api/experiments/{experiment_id}").json())["search"]["finished"]:
+        assert time.time() < deadline, f"the search did not finish: {x['search']}"
+        time.sleep(1)
+    search = x["search"]
+    print({t["number"]: (t["state"], t["params"], t["value"], t["step"]) for t in search["trials"]})
+    trials = search["trials"]
+    assert search["direction"] == "minimize" and len(trials) == 8, search
+    assert search["counts"].get("failed", 0) == 0, [t["reason"] for t in trials if t["state"] == "failed"]
+
+    # The best trial learns: its learning rate is in the good region and its eval loss is well below chance.
+    best = search["best"]
+    assert best["params"]["training.learning_rate"] >= GOOD_LR, search
+    assert best["value"] < 0.5, best
+    assert best["value"] == min(t["value"] for t in trials if t["state"] == "done")
+
+    # At least one trial was pruned: its run stopped early, cancelled with the pruner's reason, and the
+    # worker was free for the next trial.
+    pruned = [t for t in trials if t["state"] == "pruned"]
+    assert pruned, search
+    for trial in pruned:
+        run = api.get(f"/api/runs/{trial['run_id']}").json()
+        assert run["status"] == "cancelled" and run["error"].startswith("pruned by the search at step"), run
+        assert trial["step"] < 100
+    runs = {r["id"]: r for r in x["runs"]}
+    assert all(runs[t["run_id"]]["status"] == "succeeded" for t in trials if t["state"] == "done")
+    api.close()
