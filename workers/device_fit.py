@@ -1,6 +1,7 @@
 """Which queued runs this worker's device can hold: the predicate `take_next` applies when a worker
 claims, with the rule the server applies at submit (app.runs.checks.device_fit), so a run is only
-claimed by a worker whose device fits its memory estimate.
+claimed by a worker whose device fits its memory estimate (and, for a quantised base, that can load
+that kind: device.quantization).
 
 A run whose config or model does not allow an estimate counts as fitting: the worker then finds
 out by trying, as before there were estimates.
@@ -19,11 +20,11 @@ log = logging.getLogger(__name__)
 
 
 class DeviceFilter:
-    """fits(run) for `take_next`; remembers the runs it turned down (declined: id → DeviceFit)."""
+    """fits(run) for `take_next`; remembers the runs it turned down (declined: id → why, in words)."""
 
     def __init__(self, session: Session, device: dict, memory_bytes: int | None):
         self.session, self.device, self.memory_bytes = session, device, memory_bytes
-        self.declined: dict[int, DeviceFit] = {}
+        self.declined: dict[int, str] = {}
         self._facts: dict[str, dict | None] = {}
 
     def facts(self, model_id: str) -> dict | None:
@@ -37,11 +38,16 @@ class DeviceFilter:
             config = RunCreate.model_validate(run.config, strict=False)
         except ValidationError:
             return True  # the worker fails it with the reason
-        fit = device_fit(MemoryQuery.of(config), self.facts(run.base_model), self.device, self.memory_bytes)
+        # A worker that reports which quantisation kinds it can load leaves the others to workers that can.
+        wanted, kinds = getattr(config.training, "quantization", None), self.device.get("quantization")
+        if wanted and isinstance(kinds, list) and wanted not in kinds:
+            self.declined[run.id] = f"run {run.id} asks for a {wanted} base, which this worker cannot load"
+            return False
+        fit: DeviceFit = device_fit(MemoryQuery.of(config), self.facts(run.base_model), self.device, self.memory_bytes)
         if not fit.fits:
-            self.declined[run.id] = fit
+            self.declined[run.id] = (f"run {run.id} needs about {gib(fit.needed_bytes)}, this {self.device.get('kind')} "
+                                     f"worker has {gib(fit.usable_bytes)} usable")
         return fit.fits
 
     def describe(self) -> str:
-        return "; ".join(f"run {run_id} needs about {gib(fit.needed_bytes)}, this {self.device.get('kind')} worker has "
-                         f"{gib(fit.usable_bytes)} usable" for run_id, fit in self.declined.items())
+        return "; ".join(self.declined.values())
