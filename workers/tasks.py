@@ -30,8 +30,10 @@ from app.queue import TRAIN_TASK
 from app.runs.checks import run_problems, usable_length
 from app.runs.lifecycle import Lease, finish, hold, save_result, start_attempt, take_next
 from app.runs.models import Run
+from app.runs.service import enqueue
 from app.runs.schemas import EvalSummary, RunCreate, RunSummary, Training
 from workers import device_report
+from workers.device_fit import DeviceFilter
 from workers.celery_app import celery
 from workers.methods import get_method, total_parameters
 from workers.methods.base import BuildContext, Method
@@ -68,8 +70,13 @@ def train_run(message_run_id: int) -> None:
     """Train the run at the head of the queue. Each queued run has one message, but a message only
     says "a run is waiting": which one starts is the queue's order (runs can be moved)."""
     settings, worker = get_settings(), worker_id()
+    device, memory = device_report.device_info()
     with session_scope() as session:
-        lease = take_next(session, worker, settings.lease_seconds, hint=message_run_id)
+        fits = DeviceFilter(session, device, memory)
+        lease = take_next(session, worker, settings.lease_seconds, hint=message_run_id, fits=fits)
+    if lease is None and fits.declined:
+        pass_on(message_run_id, fits, settings)
+        return
     if lease is None:
         log.info("message for run %s: no run is queued (taken, cancelled or deleted); nothing to do", message_run_id)
         return
@@ -98,6 +105,19 @@ def train_run(message_run_id: int) -> None:
         device_report.report(worker, run_id=None)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # the next run in this process gets the whole GPU
+
+
+def pass_on(message_run_id: int, fits: DeviceFilter, settings: Settings) -> None:
+    """No queued run fits this worker's device: the message goes back to the queue for a larger
+    worker (acking it without a new one would leave the run to the reaper's lost-message timer),
+    and this worker pauses before its next message, so that it does not take the same one back at
+    once while another worker is free to. The run stays queued; nothing about it fails."""
+    log.info("message for run %s: no queued run fits this device (%s); leaving it for a larger worker",
+             message_run_id, fits.describe())
+    run_id = message_run_id if message_run_id in fits.declined else next(iter(fits.declined))
+    with session_scope() as session:
+        enqueue(session, run_id)  # a new message (and enqueued_at), before this one is acked
+    time.sleep(settings.pass_on_pause_seconds)
 
 
 def _save(lease: Lease, keeper: LeaseKeeper, reporter: SqlReporter,

@@ -78,6 +78,10 @@ def config_facts(config: dict) -> dict:
     facts = {"model_type": config.get("model_type")}
     for key, names in _ALIASES.items():
         facts[key] = next((config[n] for n in names if isinstance(config.get(n), int)), None)
+    # Attention dropout: on a CPU, SDPA with dropout keeps each layer's attention matrix (the memory estimate).
+    facts["attention_dropout"] = next((float(config[n]) for n in ("attention_probs_dropout_prob", "attn_pdrop",
+                                                                 "attention_dropout")
+                                       if isinstance(config.get(n), (int, float))), None)
     # An untied output layer is a weight of its own (it is dropped when a classifier is built).
     facts["tie_word_embeddings"] = bool(config.get("tie_word_embeddings", True))
     # A checkpoint saved already quantised (GPTQ, AWQ, bitsandbytes…): its weights cannot be quantised again.

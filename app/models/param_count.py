@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from app.methods import CountError, get_spec
 from app.methods.ptuning import lstm  # noqa: F401 — part of this module's interface (tests check it against torch)
 from app.methods.shape import ModelShape, ShapeError, base_params, head_params, shape_from
+from app.models.memory import MemoryEstimate, estimate_memory
 
 Facts = ModelShape  # the old name
 
@@ -65,3 +66,13 @@ def estimate(raw_facts: dict, task: str, num_labels: int, method: dict,
                                              f"not {shape.model_type}"]))
     return Estimate(trainable_params=own.trainable + head, total_params=base + head + own.added,
                     exact=own.exact and shape.known, note=note)
+
+
+def memory(raw_facts: dict, task: str, num_labels: int, method: dict, training: dict, *, device: str = "cuda",
+           fusion_variant: str | None = None, count: Estimate | None = None) -> MemoryEstimate:
+    """Peak training memory of a run config on a `device` worker (app.models.memory); `count`: the
+    parameter estimate when the caller has it already."""
+    count = count or estimate(raw_facts, task, num_labels, method, fusion_variant=fusion_variant)
+    return estimate_memory(facts_from(raw_facts), task=task, num_labels=num_labels, method=method, training=training,
+                           trainable=count.trainable_params, total=count.total_params, device=device,
+                           attention_dropout=raw_facts.get("attention_dropout"))

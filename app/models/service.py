@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -9,6 +10,7 @@ from app.models import hub, param_count
 from app.models.inspect import ModelSourceError, model_facts
 from app.models.models import BaseModel
 from app.models.param_count import Estimate
+from app.runs.schemas import Columns, Training
 
 from app.models.bundled import BUNDLED_ID, BUNDLED_SOURCE, bundled_dir
 
@@ -121,3 +123,63 @@ def estimate(session: Session, *, model: BaseModel, task: str, num_labels: int, 
                     and (visible_projects is None or r.project_id in visible_projects)}
         variant = variants.pop() if len(variants) == 1 and None not in variants else None
     return param_count.estimate(shape_facts(session, model), task, num_labels, method, fusion_variant=variant)
+
+
+def memory_estimate(session: Session, *, model: BaseModel, body, count: Estimate,
+                    visible_projects: set[int] | None = None) -> dict:
+    """memory_bytes, memory and workers of POST /api/models/{id}/estimate (EstimateRequest `body`).
+
+    The figure is for a GPU worker (auto precision: bf16) unless every worker seen in the last hour
+    is a CPU; `workers` says for each of those whether it could take the run (app.runs.checks)."""
+    from app.runs.checks import MemoryQuery, device_fit, run_memory
+    from app.worker_status import service as worker_status
+
+    training = _training(body.training or {})
+    labels = _columns(body.columns).label_names if body.columns else None
+    query = MemoryQuery(body.task, len(labels) if labels else body.num_labels, body.method.model_dump(), training)
+    facts = shape_facts(session, model)
+    workers = worker_status.recent(session)
+    kind = "cpu" if workers and all((w.device or {}).get("kind") == "cpu" for w in workers) else "cuda"
+    estimate = run_memory(query, facts, kind, count=count)
+    fits = []
+    for w in workers:
+        fit = device_fit(query, facts, w.device, w.memory_bytes, count=count)
+        fits.append({"name": w.name, "device": w.device, "memory_bytes": w.memory_bytes,
+                     "needed_bytes": fit.needed_bytes, "usable_bytes": fit.usable_bytes, "fits": fit.fits})
+    return {"memory_bytes": estimate.total if estimate else None,
+            "memory": estimate.as_dict() if estimate else None, "workers": fits}
+
+
+QUANTIZATIONS = (None, "4bit", "8bit")
+
+
+def _training(raw: dict) -> dict:
+    """The body's training section checked like a run config's; training.quantization is read
+    here when the run schema does not have it yet (it is added in parallel)."""
+    raw = dict(raw)
+    quantization = raw.get("quantization")
+    if "quantization" not in Training.model_fields:
+        raw.pop("quantization", None)
+    if quantization not in QUANTIZATIONS:
+        raise ValidationError.from_exception_data("EstimateRequest", [{
+            "type": "literal_error", "loc": ("training", "quantization"), "input": quantization,
+            "ctx": {"expected": "null, '4bit' or '8bit'"}}])
+    try:
+        checked = Training.model_validate(raw, strict=False)
+    except ValidationError as e:
+        raise _under("training", e) from None
+    return {**checked.model_dump(), "quantization": quantization}
+
+
+def _columns(raw: dict) -> Columns:
+    try:
+        return Columns.model_validate(raw, strict=False)
+    except ValidationError as e:
+        raise _under("columns", e) from None
+
+
+def _under(section: str, e: ValidationError) -> ValidationError:
+    """The errors of a section validated on its own, located in the request body."""
+    return ValidationError.from_exception_data("EstimateRequest", [
+        {"type": err["type"], "loc": (section, *err["loc"]), "input": err.get("input"),
+         **({"ctx": err["ctx"]} if "ctx" in err else {})} for err in e.errors()])

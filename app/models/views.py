@@ -1,6 +1,7 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.auth.deps import Admin, Visible
@@ -44,10 +45,14 @@ def estimate_parameters(model_id: str, body: EstimateRequest, session: DB, visib
     try:
         result = service.estimate(session, model=model, task=body.task, num_labels=body.num_labels,
                                   method=body.method.model_dump(), visible_projects=visible)
+        memory = service.memory_estimate(session, model=model, body=body, count=result, visible_projects=visible)
     except EstimateError as e:
         raise HTTPException(422, str(e)) from None
+    except ValidationError as e:
+        raise HTTPException(422, [{"loc": ["body", *err["loc"]], "msg": err["msg"], "type": err["type"]}
+                                  for err in e.errors(include_url=False, include_context=False)]) from None
     return EstimateOut(trainable_params=result.trainable_params, total_params=result.total_params,
-                       percent=result.percent, exact=result.exact, note=result.note)
+                       percent=result.percent, exact=result.exact, note=result.note, **memory)
 
 
 @pages.get("/models")

@@ -9,11 +9,11 @@ server's 422 and the New run form can put it beside that field.
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from app.methods import get_spec
+from app.methods import CountError, get_spec
 from app.methods.shape import ModelShape, ShapeError, shape_from
 from app.models.param_count import EstimateError, estimate
 from app.runs.conversations import preview_problem
-from app.runs.schemas import Columns, RunCreate, best_metric_problem
+from app.runs.schemas import Columns, RunCreate, Training, best_metric_problem
 
 # Columns fields that are settings, not column names.
 NOT_COLUMNS = {"chat_template"}
@@ -172,3 +172,101 @@ def training_problems(config: RunCreate) -> list[Problem]:
                                 f"{spec.title} puts virtual tokens in front of each row, which packed examples would "
                                 "share; turn packing off for this method"))
     return problems
+
+
+# ---- memory: will the run fit a worker's device? (server at submit, worker at claim) ------------
+
+# What a device's total memory loses before a run's tensors: the CUDA context and kernels (about
+# 0.5–1 GiB), or on a CPU worker the OS, the Python process and the libraries; and 10% slack.
+DEVICE_RESERVE_BYTES = 2**30
+DEVICE_SLACK = 0.10
+
+
+@dataclass(frozen=True)
+class DeviceFit:
+    needed_bytes: int | None  # the estimate for this device kind; None when the model's shape is unknown
+    usable_bytes: int | None  # what the device leaves for a run; None when the worker did not say
+    precision: str | None = None
+
+    @property
+    def fits(self) -> bool:
+        """Unknown on either side counts as fitting: the worker finds out, as before estimates."""
+        return self.needed_bytes is None or self.usable_bytes is None or self.needed_bytes <= self.usable_bytes
+
+
+def usable_memory(memory_bytes: int | None) -> int | None:
+    if not memory_bytes:
+        return None
+    return max(0, int(memory_bytes * (1 - DEVICE_SLACK)) - DEVICE_RESERVE_BYTES)
+
+
+@dataclass(frozen=True)
+class MemoryQuery:
+    """What the memory estimate reads of a run config (the estimate endpoint has no whole config)."""
+
+    task: str
+    num_labels: int
+    method: dict
+    training: dict
+
+    @classmethod
+    def of(cls, config: RunCreate) -> "MemoryQuery":
+        labels = config.columns.label_names
+        return cls(config.task, len(labels) if labels else ASSUMED_LABELS, config.method.model_dump(),
+                   config.training.model_dump())
+
+
+def run_memory(query: MemoryQuery, facts: dict | None, device_kind: str, *, fusion_variant: str | None = None,
+               count=None):
+    """The peak-memory estimate (app.models.memory.MemoryEstimate) of a run on a device of this kind
+    ("cuda" or "cpu"), or None when the model's facts allow none. `count`: the parameter estimate, if known."""
+    from app.models.param_count import memory
+
+    try:
+        return memory(facts or {}, query.task, query.num_labels, query.method, query.training,
+                      device="cuda" if device_kind == "cuda" else "cpu", fusion_variant=fusion_variant, count=count)
+    except (EstimateError, ShapeError, CountError, ValueError):
+        return None
+
+
+def device_fit(query: MemoryQuery, facts: dict | None, device: dict | None, memory_bytes: int | None, *,
+               fusion_variant: str | None = None, count=None) -> DeviceFit:
+    """Whether a worker with this device ({kind, name}) and total memory can take the run: the one
+    rule the server's refusal at submit, the New run form and the worker's claim all use."""
+    estimate = run_memory(query, facts, (device or {}).get("kind", "cuda"), fusion_variant=fusion_variant, count=count)
+    return DeviceFit(needed_bytes=estimate.total if estimate else None, usable_bytes=usable_memory(memory_bytes),
+                     precision=estimate.precision if estimate else None)
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def memory_problem(config: RunCreate, facts: dict | None, workers: Sequence, *,
+                   fusion_variant: str | None = None) -> Problem | None:
+    """A run that none of `workers` (rows with name, device, memory_bytes: those seen in the last hour)
+    could fit; None when one could, when no worker was seen (workers may start later), or when the
+    estimate is unknown."""
+    if not workers:
+        return None
+    query = MemoryQuery.of(config)
+    fits = [(w, device_fit(query, facts, w.device, w.memory_bytes, fusion_variant=fusion_variant)) for w in workers]
+    if any(f.fits for _, f in fits):
+        return None
+    worker, fit = max(fits, key=lambda wf: wf[0].memory_bytes or 0)
+    t = config.training
+    batch = f"batch {t.batch_size} × {t.max_length} tokens"
+    changes = []
+    spec = get_spec(config.method.type)
+    if spec.quantized_base and "quantization" in Training.model_fields and not getattr(t, "quantization", None):
+        changes.append("load the base in 4-bit (training.quantization 4bit)")
+    if spec.gradient_checkpointing and not t.gradient_checkpointing:
+        changes.append("turn on training.gradient_checkpointing")
+    if t.batch_size > 1:
+        changes.append("lower training.batch_size (raise training.gradient_accumulation to keep the effective batch)")
+    changes.append("lower training.max_length")
+    device_name = (worker.device or {}).get("name") or (worker.device or {}).get("kind") or "device"
+    return Problem(("training", "batch_size"),
+                   f"this run needs about {gib(fit.needed_bytes)} of memory at its peak ({fit.precision}, {batch}); the "
+                   f"largest worker seen in the last hour, {worker.name} ({device_name}), has {gib(worker.memory_bytes)} "
+                   f"({gib(fit.usable_bytes)} usable): {'; or '.join(changes)}")

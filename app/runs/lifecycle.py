@@ -68,26 +68,42 @@ def claim_next(session: Session, worker: str, lease_seconds: float, *, hint: int
     return None if lease is None else lease.run_id
 
 
-def take_next(session: Session, worker: str, lease_seconds: float, *, hint: int | None = None) -> Lease | None:
-    """Claim the first run in queue order for this worker; its lease, or None when nothing is queued.
+def take_next(session: Session, worker: str, lease_seconds: float, *, hint: int | None = None,
+              fits: Callable[[Run], bool] | None = None) -> Lease | None:
+    """Claim the first run in queue order for this worker; its lease, or None when nothing is queued
+    (or, with `fits`, nothing queued fits this worker).
 
     Every queued run has one broker message, and whichever message a worker gets it takes the run at
     the head of the queue, so reordering changes what starts next while the counts still match.
     Only runs already sent to the broker (enqueued_at set) compete, plus `hint`, the message's own
     run (its enqueued_at may not be committed yet): a queued row nobody sent must not take the turn
     of a run whose message this is, or that run would wait for the reaper.
+    `fits(run)`: False for a run this worker's device cannot hold; the worker takes the first run
+    in queue order that fits it, and the ones before it wait for a larger worker.
     """
-    candidates = (select(Run.id)
-                  .where(Run.status == "queued", or_(Run.enqueued_at.is_not(None), Run.id == hint))
-                  .order_by(*QUEUE_ORDER).limit(1))
+    queued = (select(Run).where(Run.status == "queued", or_(Run.enqueued_at.is_not(None), Run.id == hint))
+              .order_by(*QUEUE_ORDER))
+    skipped: set[int] = set()
     for _ in range(1000):  # each lost race means another worker took a run: the queue gets shorter
-        run_id = session.scalar(candidates)
+        query = queued.where(Run.id.not_in(skipped)) if skipped else queued
+        run_id, window = None, list(session.scalars(query.limit(FIT_WINDOW if fits else 1)))
+        for run in window:
+            if fits is None or fits(run):
+                run_id = run.id
+                break
+            skipped.add(run.id)
         session.commit()  # no read snapshot held into the UPDATE (SQLite WAL would refuse the upgrade)
         if run_id is None:
+            if fits is not None and len(window) == FIT_WINDOW:
+                continue  # a whole window did not fit: look further down the queue
             return None
         if (lease := take(session, run_id, worker, lease_seconds)) is not None:
             return lease
     return None
+
+
+# How many queued runs a worker reads at a time when it looks for one that fits its device.
+FIT_WINDOW = 50
 
 
 def heartbeat(session: Session, run_id: int, worker: str, lease_seconds: float, *,

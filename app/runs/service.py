@@ -13,7 +13,7 @@ from app.datasets.reader import DatasetError
 from app.models import service as models_service
 from app.queue import send_train
 from app.runs import lifecycle
-from app.runs.checks import run_problems
+from app.runs.checks import memory_problem, run_problems
 from app.runs.label_names import LabelNamesError, name_map
 from app.runs.models import Run, RunTag
 from app.runs.schemas import RunCreate, RunUpdate
@@ -73,11 +73,21 @@ def validate_references(session: Session, body: RunCreate, visible: set[int] | N
     errors += [_err(p.loc, p.msg) for p in problems]
     if body.training.quantization and (why := worker_status.quantization_problem(session, body.training.quantization)):
         errors.append(_err(("training", "quantization"), why))
+    if model is not None and not errors:
+        errors += _memory_errors(session, body, models_service.shape_facts(session, model), fusion_variant)
     if dataset is not None and body.columns.label_names is not None and not errors:
         errors += _label_name_errors(body, dataset)
     if errors:
         raise FieldErrors(errors)
     return dataset, eval_dataset
+
+
+def _memory_errors(session: Session, body: RunCreate, facts: dict, fusion_variant: str | None) -> list[dict]:
+    """A run no worker seen in the last hour could fit is refused now rather than waiting forever;
+    with no worker seen at all nothing is refused (workers may be started later)."""
+    workers = worker_status.recent(session)
+    problem = memory_problem(body, facts, workers, fusion_variant=fusion_variant)
+    return [_err(problem.loc, problem.msg)] if problem else []
 
 
 def _chat_preview(body: RunCreate, dataset) -> list[dict] | None:

@@ -1,5 +1,5 @@
 // /runs/new: build the POST /api/runs body from the form and show 422 errors beside their fields.
-import { $, $$, api, el, fmtCount, fmtInt, fmtPercent, methodLabel } from "./common.js";
+import { $, $$, api, el, fmtBytes, fmtCount, fmtInt, fmtPercent, methodLabel } from "./common.js";
 import { describeLabelValues, readClassNames, writeClassNames } from "./class_names.js";
 
 const form = $("#run-form");
@@ -255,7 +255,8 @@ async function showEstimate() {
   const signal = estimateAbort.signal;
   const preview = await previewOf(datasetSelect.value);
   if (signal.aborted) return;
-  const body = { task: taskSelect.value, num_labels: numLabels(preview), method: buildMethod() };
+  const body = { task: taskSelect.value, num_labels: numLabels(preview), method: buildMethod(),
+    training: memorySettings() };
   try {
     const est = await api(`/api/models/${encodeURIComponent(modelSelect.value)}/estimate`,
       { method: "POST", json: body, signal });
@@ -264,6 +265,7 @@ async function showEstimate() {
     line.textContent = `Trainable parameters: ${est.exact ? "" : "≈ "}${fmtInt(est.trainable_params)} `
       + `(${fmtPercent(est.percent / 100, est.percent < 1 ? 3 : 1)} of the model)`;
     line.title = est.note || "";
+    showMemory(est);
   } catch (err) {
     if (err.name === "AbortError") return;
     delete line.dataset.trainable;
@@ -271,6 +273,65 @@ async function showEstimate() {
     line.title = "";
     line.textContent = `Trainable parameters: — (${err.status === 422 && typeof err.detail !== "string"
       ? "check the method's settings" : err.message})`;
+    showMemory(null, err);
+  }
+}
+
+// The training settings the memory estimate reads (the others cannot change it, and a half-typed
+// one elsewhere must not blank the figure). training.quantization is sent when the form has it.
+const MEMORY_SETTINGS = ["batch_size", "max_length", "precision", "gradient_checkpointing", "packing", "quantization"];
+
+function memorySettings() {
+  const training = buildBody().training;
+  const picked = {};
+  for (const key of MEMORY_SETTINGS) {
+    if (key in training && training[key] !== null && training[key] !== "") picked[key] = training[key];
+  }
+  return picked;
+}
+
+const PART_LABELS = {
+  weights: "weights", trainable_weights: "trainable weights", gradients: "gradients",
+  optimizer_states: "AdamW states", activations: "activations", logits: "logits",
+  dequantization_buffer: "dequantisation", workspace: "workspace",
+};
+
+function showMemory(est, err) {
+  const total = $("#memory-total");
+  const parts = $("#memory-parts");
+  const list = $("#memory-workers");
+  list.replaceChildren();
+  if (!est || est.memory_bytes == null) {
+    delete total.dataset.memoryBytes;
+    total.classList.add("muted");
+    total.textContent = err
+      ? `Peak memory: — (${err.status === 422 && typeof err.detail !== "string" ? "check the training settings" : err.message})`
+      : "Peak memory: — (the server does not know this model's shape)";
+    parts.textContent = "";
+    return;
+  }
+  const m = est.memory;
+  total.classList.remove("muted");
+  total.dataset.memoryBytes = String(est.memory_bytes);
+  const where = m.device === "cuda" ? "a GPU" : "a CPU";
+  total.textContent = `Peak memory: ≈ ${fmtBytes(est.memory_bytes)} (${m.precision}${m.quantization ? `, ${m.quantization} base` : ""}`
+    + ` on ${where}, ${fmtInt(m.tokens)} tokens per batch${m.gradient_checkpointing ? ", gradient checkpointing" : ""})`;
+  total.title = m.note || "";
+  const shown = Object.entries(m.parts).filter(([, bytes]) => bytes > 0).sort((a, b) => b[1] - a[1])
+    .map(([name, bytes]) => `${PART_LABELS[name] || name} ${fmtBytes(bytes)}`);
+  const saving = m.gradient_checkpointing ? "" : ` · with gradient checkpointing the activations would be ${fmtBytes(m.activations_with_checkpointing)}`;
+  parts.textContent = shown.join(" · ") + saving;
+  if (!est.workers.length) {
+    list.append(el("li", { class: "muted", id: "memory-no-workers" },
+      "No worker was seen in the last hour: the run is queued and waits for one whose device fits it."));
+    return;
+  }
+  for (const w of est.workers) {
+    const device = w.device && w.device.name ? w.device.name : (w.device && w.device.kind) || "device";
+    const needs = w.needed_bytes != null && w.needed_bytes !== est.memory_bytes ? `, needs ${fmtBytes(w.needed_bytes)} there` : "";
+    list.append(el("li", { class: w.fits ? "fits" : "too-small", "data-worker": w.name, "data-fits": String(w.fits) },
+      `${w.name} — ${device}, ${fmtBytes(w.memory_bytes)} (${fmtBytes(w.usable_bytes)} usable)${needs}: `
+      + (w.fits ? "can take it" : "too small")));
   }
 }
 
@@ -359,6 +420,11 @@ for (const group of $$(".method-fields")) {
   group.addEventListener("change", () => { applyShowIf(group); scheduleEstimate(); });
 }
 $("#col-label").addEventListener("change", scheduleEstimate);
+// The training settings change the memory estimate.
+for (const input of $$("[data-loc^='training.']")) {
+  input.addEventListener("input", scheduleEstimate);
+  input.addEventListener("change", scheduleEstimate);
+}
 const describeLabels = () => describeLabelValues(datasetSelect.value, taskSelect.value === "classification" ? $("#col-label").value : "");
 for (const input of [$("#col-label"), datasetSelect, taskSelect]) input.addEventListener("change", describeLabels);
 

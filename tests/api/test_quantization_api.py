@@ -81,7 +81,7 @@ def test_a_quantised_lora_run_is_queued(client, dataset, no_workers):
 def _worker(name: str, kinds: list[str] | None, seen_ago: timedelta = timedelta(0)) -> None:
     device = {"kind": "cpu", "name": "test cpu"} | ({"quantization": kinds} if kinds is not None else {})
     with session_scope() as s:
-        s.add(Worker(name=name, device=device, memory_bytes=1 << 30,
+        s.add(Worker(name=name, device=device, memory_bytes=64 << 30,  # room for the runs: only quantisation decides here
                      last_seen=datetime.now(timezone.utc) - seen_ago))
         s.commit()
 
