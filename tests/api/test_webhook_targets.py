@@ -4,9 +4,17 @@ import pytest
 from app.notifications.targets import refusal
 
 
+def _refuse_private(app, settings) -> None:
+    """The default policy for this app's requests (the test session allows private targets)."""
+    from app.config import get_settings
+
+    strict = settings.model_copy(update={"webhook_private_hosts": False})
+    app.dependency_overrides[get_settings] = lambda: strict  # the client fixture clears overrides
+
+
 @pytest.fixture
-def private_refused(settings, monkeypatch):
-    monkeypatch.setattr(settings, "webhook_private_hosts", False)  # the default; the test session allows them
+def private_refused(app, settings):
+    _refuse_private(app, settings)
 
 
 @pytest.fixture
@@ -30,10 +38,10 @@ def test_public_addresses_and_names_not_yet_resolvable_are_accepted(client, proj
         assert client.post(f"/api/projects/{project}/webhooks", json={"url": url}).status_code == 201
 
 
-def test_a_name_that_resolves_to_a_private_address_is_not_sent_to(client, project, settings, monkeypatch):
+def test_a_name_that_resolves_to_a_private_address_is_not_sent_to(app, client, project, settings):
     # Accepted while the admin allowed private targets, then the policy is back to the default.
     hook = client.post(f"/api/projects/{project}/webhooks", json={"url": "http://localhost:9/x"}).json()
-    monkeypatch.setattr(settings, "webhook_private_hosts", False)
+    _refuse_private(app, settings)
     res = client.post(f"/api/projects/{project}/webhooks/{hook['id']}/test").json()
     assert res["ok"] is False and res["status"] is None
     assert res["error"].startswith("not sent: localhost is a private or local address"), res

@@ -62,12 +62,13 @@ def test_the_wheel_carries_the_browser_assets_and_one_version(installed):
     share = Path(out[2])
     assert share.name == "share" and not str(share).startswith(str(ROOT))
     for f in ("static/vendor/uplot/uPlot.iife.min.js", "static/vendor/swagger-ui/swagger-ui-bundle.js",
-              "templates/base.html", "migrations/env.py", "static/favicon.ico"):
+              "static/vendor/echarts/echarts.min.js", "templates/base.html", "migrations/env.py", "static/favicon.ico"):
         assert (share / f).is_file(), f
     locked = json.loads((ROOT / "package-lock.json").read_text())["packages"]
     assert json.loads((share / "static/vendor/versions.json").read_text()) == {
         "uplot": locked["node_modules/uplot"]["version"],
-        "swagger-ui-dist": locked["node_modules/swagger-ui-dist"]["version"]}
+        "swagger-ui-dist": locked["node_modules/swagger-ui-dist"]["version"],
+        "echarts": locked["node_modules/echarts"]["version"]}
 
 
 def test_the_installed_wheel_migrates_a_fresh_database(installed, tmp_path):
