@@ -69,7 +69,10 @@ def cache_key(rows: Sequence[dict], eval_rows: Sequence[dict] | None, *, task: s
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
-    h = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode())
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    for state in ("truncation", "padding"):  # set by the last call's arguments, not part of the vocabulary
+        backend.pop(state, None)
+    h = hashlib.sha256(json.dumps(backend, sort_keys=True).encode())
     h.update(json.dumps([type(tokenizer).__name__, tokenizer.special_tokens_map, tokenizer.chat_template,
                          list(tokenizer.model_input_names), tokenizer.padding_side, tokenizer.truncation_side],
                         sort_keys=True, default=str).encode())
