@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(None, description="Signs task messages so workers act only on the server's; default: a random key kept in data_dir/secret_key (set the same value on every host at scale).")
     max_trainable_params: int = Field(2_000_000_000, ge=1, description="Runs that would train more parameters than this are refused at POST /api/runs (e.g. an absurd prompt-encoder size).")
     gpus: str | None = Field(None, description="Worker: the GPU index to use (CUDA_VISIBLE_DEVICES); none = auto.")
+    base_model_cache: Literal["cpu", "gpu", "off"] = Field("cpu", description="Worker: keep the last base model loaded (in host memory, or on the GPU) so the next run on the same base skips loading it; each run trains a fresh copy.")
+    base_model_cache_max_bytes: int = Field(8 * 1024**3, ge=0, description="Worker: base models with more weight bytes than this are not kept loaded.")
+    tokenized_cache_bytes: int = Field(4 * 1024**3, ge=0, description="Worker: disk space for tokenized datasets under data_dir/cache/tokenized (the least recently used go first); 0 = no cache.")
     # Dataset uploads are scanned in a child process with these caps (app/datasets/sandbox.py).
     scan_memory_bytes: int = Field(1024**3, ge=64 * 1024**2, description="Address space the upload scanner's child process may use; past it the upload is refused as too large.")
     scan_timeout_seconds: float = Field(600.0, gt=0, description="CPU and wall-clock seconds the upload scanner may take; past it the upload is refused as too slow to read.")
@@ -93,6 +96,10 @@ class Settings(BaseSettings):
     @property
     def resolved_artifact_dir(self) -> Path:
         return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def tokenized_cache_dir(self) -> Path:
+        return (self.data_dir / "cache" / "tokenized").resolve()
 
     @property
     def upload_dir(self) -> Path:

@@ -47,7 +47,7 @@ from workers.methods import get_method  # noqa: E402
 from workers.model_loading import load_base_model, load_tokenizer  # noqa: E402
 from workers.training.data import prepare_data  # noqa: E402
 from workers.training.evaluation import evaluate  # noqa: E402
-from workers.training.loop import micro_batches, pick_device, seed_everything, train  # noqa: E402
+from workers.training.loop import BatchStream, pick_device, seed_everything, train  # noqa: E402
 from workers.training.reporting import MemoryReporter  # noqa: E402
 
 BATCH, MAX_LENGTH, LR, SEED = 16, 128, 2e-3, 0
@@ -93,7 +93,7 @@ class ClockCallback(TrainerCallback):
 
 
 class PeftlabOrder(torch.utils.data.Sampler):
-    """The order of peftlab's `micro_batches`: a permutation seeded with seed + epoch, a fresh one each epoch."""
+    """The order of peftlab's ungrouped `BatchStream`: a permutation seeded with seed + epoch, a fresh one each epoch."""
 
     def __init__(self, n: int, seed: int):
         self.n, self.seed, self.epoch = n, seed, 0
@@ -120,10 +120,10 @@ def run_peftlab(source, tokenizer, data, total_steps, warmup, device):
     clock = StepClock(warmup, total_steps, device)
     reporter = ClockedReporter(clock)
     training = Training(learning_rate=LR, max_steps=total_steps, batch_size=BATCH, max_length=MAX_LENGTH, seed=SEED,
-                        eval_every=10_000_000)
+                        eval_every=10_000_000, group_by_length=False)  # Trainer is handed this ungrouped order
     train(model, data, task="classification", training=training, pad_id=tokenizer.pad_token_id, reporter=reporter,
           device=device)
-    stream = micro_batches(data.train, BATCH, SEED, tokenizer.pad_token_id)
+    stream = BatchStream(data.train, BATCH, SEED, tokenizer.pad_token_id)
     batches = [(len(b.rows), b.num_tokens) for b in (next(stream) for _ in range(total_steps))]
     losses = [v for _, v in reporter.series("train/loss")]
     return model, initial, clock.seconds(), batches[warmup:], sum(losses) / len(losses)

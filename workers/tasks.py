@@ -38,13 +38,15 @@ from workers.celery_app import celery
 from workers.methods import get_method, total_parameters
 from workers.methods.base import BuildContext, Method
 from workers.model_card import write_model_cards
-from workers.model_loading import attention_implementation, load_base_model, load_tokenizer
+from workers.base_model_cache import BASE_MODELS
+from workers.model_loading import attention_implementation, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
-from workers.training.data import prepare_data
+from workers.training.token_cache import cached_prepare_data
 from workers.training.evaluation import evaluate
 from workers.training.grad_checkpointing import enable_gradient_checkpointing
 from workers.training.log_capture import RunLogCapture
-from workers.training.loop import TrainResult, pick_device, seed_everything, train
+from workers.training.loop import TrainResult, eval_batch_size, pick_device, seed_everything, train
+from workers.training.packing import resolve_packing
 from workers.training.precision import resolve_precision, upcast_trainable
 from workers.training.quantization import (check_supported, dequantised_weights, load_dequantised,
                                            prepare_for_training)
@@ -71,6 +73,7 @@ def train_run(message_run_id: int) -> None:
     says "a run is waiting": which one starts is the queue's order (runs can be moved)."""
     settings, worker = get_settings(), worker_id()
     device, memory = device_report.device_info()
+    started = time.perf_counter()  # claim to first step: the summary's seconds_to_first_step
     with session_scope() as session:
         fits = DeviceFilter(session, device, memory)
         lease = take_next(session, worker, settings.lease_seconds, hint=message_run_id, fits=fits)
@@ -89,7 +92,7 @@ def train_run(message_run_id: int) -> None:
     try:
         reporter = SqlReporter(lease, keeper)
         reporter.on_flush.append(logs.write)
-        _save(lease, keeper, reporter, _run(run_id, settings, reporter), settings)
+        _save(lease, keeper, reporter, _run(run_id, settings, reporter, started), settings)
     except LeaseLost:
         log.warning("run %s: lease lost (attempt %s; another worker may own it now); nothing more is written",
                     run_id, lease.attempt)
@@ -155,7 +158,8 @@ def _save(lease: Lease, keeper: LeaseKeeper, reporter: SqlReporter,
                 path.unlink(missing_ok=True)
 
 
-def _run(run_id: int, settings: Settings, reporter: SqlReporter) -> tuple[dict, dict[str, Path]] | None:
+def _run(run_id: int, settings: Settings, reporter: SqlReporter,
+         started: float | None = None) -> tuple[dict, dict[str, Path]] | None:
     """Load what the run needs from SQL and disk, fine-tune (from the last checkpoint when an earlier
     attempt left one): (summary, artifacts), or None = stopped."""
     with session_scope() as session:
@@ -181,7 +185,7 @@ def _run(run_id: int, settings: Settings, reporter: SqlReporter) -> tuple[dict, 
     outcome = fine_tune(config, rows[0], rows[1] if len(rows) > 1 else None, source, reporter,
                         artifact_dir=lambda kind: _output_dir(settings, run_id, kind, reporter),
                         find_adapter=lambda other: _adapter_location(settings, other),
-                        checkpoints=checkpoints, resume=resume)
+                        checkpoints=checkpoints, resume=resume, started=started)
     if outcome is not None:  # README.md cards, a base model others can resolve (reads SQL: rides out an outage)
         if resume is not None:
             outcome[0]["resumed_from"] = {"step": resume.step, "attempt": lease.attempt}
@@ -239,27 +243,33 @@ def _dataset_location(session, settings: Settings, dataset_id: int) -> tuple[Pat
 def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None, source: str, reporter: Reporter,
               artifact_dir: Callable[[str], Path],
               find_adapter: Callable[[int], Path] | None = None, checkpoints: CheckpointStore | None = None,
-              resume: Checkpoint | None = None) -> tuple[dict, dict[str, Path]] | None:
+              resume: Checkpoint | None = None, started: float | None = None) -> tuple[dict, dict[str, Path]] | None:
     """The whole run without SQL: returns (summary, {artifact kind: path}), or None when stopped.
 
     find_adapter(run_id) finds another run's saved adapter (AdapterFusion builds on them).
     checkpoints: where resumable checkpoints go (default: a fresh artifact_dir("checkpoints"));
-    resume: the checkpoint to continue from."""
+    resume: the checkpoint to continue from. started: time.perf_counter() at the claim (seconds to first step)."""
     t = config.training
+    settings = get_settings()
+    started = time.perf_counter() if started is None else started
     facts = source_facts(source)
     # The server made the same checks at POST /api/runs; the data or the model may have changed since.
     problems = run_problems(config, num_rows=len(rows), columns=list(rows[0]) if rows else None,
                             eval_columns=list(eval_rows[0]) if eval_rows else None, facts=facts,
-                            max_trainable=get_settings().max_trainable_params, dataset_name="training dataset",
+                            max_trainable=settings.max_trainable_params, dataset_name="training dataset",
                             rows=rows, eval_rows=eval_rows)
     if problems:
         raise ValueError(f"{'.'.join(map(str, problems[0].loc))}: {problems[0].msg}")
     tokenizer = load_tokenizer(source)
     max_length = usable_length(facts.get("max_positions"), getattr(config.method, "num_virtual_tokens", 0),
                                t.max_length)
-    data = prepare_data(rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer,
-                        max_length=max_length, eval_fraction=config.eval_fraction,
-                        seed=t.seed if config.eval_split_seed is None else config.eval_split_seed)
+    clock = time.perf_counter()
+    data, cached = cached_prepare_data(
+        rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer, max_length=max_length,
+        eval_fraction=config.eval_fraction,
+        seed=t.seed if config.eval_split_seed is None else config.eval_split_seed,
+        directory=settings.tokenized_cache_dir, max_bytes=settings.tokenized_cache_bytes)
+    log.info("data %s in %.2f s", "from the tokenized cache" if cached else "tokenized", time.perf_counter() - clock)
     log.info("data: %d training and %d eval examples, max_length %d%s", len(data.train), len(data.eval), max_length,
              f", {len(data.labels)} labels: {', '.join(data.labels[:20])}{' …' if len(data.labels) > 20 else ''}"
              if data.labels else "")
@@ -267,13 +277,24 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     method = get_method(config.method.type)
     context = BuildContext(source=source, tokenizer=tokenizer, adapter_dir=find_adapter or BuildContext().adapter_dir)
     precision = resolve_precision(t.precision, pick_device())
+    clock = time.perf_counter()
+    attention = attention_implementation(precision.device, precision.dtype)
     if t.quantization:
         check_supported(t.quantization, precision.device)  # before loading gigabytes it cannot use
-    base = load_base_model(source, config.task, data.labels, tokenizer, dtype=precision.dtype,
-                           attn_implementation=attention_implementation(precision.device, precision.dtype),
-                           quantization=t.quantization, device=precision.device)
-    if t.quantization:
+        # A quantised base is not kept: its packed weights are bound to bitsandbytes' state, and the
+        # memory it saves is what a quantised run is for.
+        base, kept = load_base_model(source, config.task, data.labels, tokenizer, dtype=precision.dtype,
+                                     attn_implementation=attention, quantization=t.quantization,
+                                     device=precision.device), "off"
         base = prepare_for_training(base, t.gradient_checkpointing)
+    else:
+        base, kept = BASE_MODELS.load(source, config.task, data.labels, tokenizer, dtype=precision.dtype,
+                                      attn_implementation=attention, seed=t.seed, where=settings.base_model_cache,
+                                      max_bytes=settings.base_model_cache_max_bytes, device=precision.device)
+    log.info("base model %s in %.2f s", {"hit": "copied from the kept one", "miss": "loaded (and kept)",
+                                          "off": "loaded"}[kept], time.perf_counter() - clock)
+    # Resolved once (null = pack where exact), so a resumed attempt packs as the first one did.
+    t = t.model_copy(update={"packing": resolve_packing(t.packing, config.task, config.method, base)})
     use_cache = getattr(base.config, "use_cache", None)  # checkpointing and packing turn it off for training
     model = method.build(base, config.method, config.task, context)
     upcast_trainable(model)  # the optimizer keeps fp32 weights; the frozen base stays in precision.dtype
@@ -283,7 +304,7 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
              f"{method.trainable_parameters(model):,}", f"{total_parameters(model):,}")
     checkpoints = checkpoints or CheckpointStore(lambda: artifact_dir("checkpoints"))
     result = train(model, data, task=config.task, training=t, pad_id=tokenizer.pad_token_id, reporter=reporter,
-                   checkpoints=checkpoints, resume=resume)
+                   checkpoints=checkpoints, resume=resume, started=started)
     if use_cache is not None:
         base.config.use_cache = use_cache  # the merged model's config.json: generation reuses its cache
     if result.stopped:
@@ -304,7 +325,7 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
         artifacts["adapter_last"] = save("adapter_last")[0]
         load_weights(model, best.path / WEIGHTS_FILE)
         final_eval = result.best_eval or evaluate(model, data.eval, task=config.task, pad_id=tokenizer.pad_token_id,
-                                                  batch_size=t.batch_size, device=next(model.parameters()).device,
+                                                  batch_size=eval_batch_size(t), device=next(model.parameters()).device,
                                                   precision=precision)
         shipped_step = best.step
     adapter_dir, adapter_bytes = save("adapter")
@@ -323,6 +344,7 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
         eval=EvalSummary(**(final_eval.metrics if final_eval else {})),
         steps=result.steps, train_examples=len(data.train), eval_examples=len(data.eval), max_length_used=max_length,
         precision=precision.name, attention=base.config._attn_implementation, quantization=t.quantization,
+        packing=t.packing, tokenized_cache=cached, base_model_cache=kept, seconds_to_first_step=result.first_step_s,
     )
     if t.metric_for_best:
         summary.best_step, summary.stopped_early = shipped_step, result.stopped_early

@@ -124,9 +124,21 @@ class Training(_Strict):
     gradient_checkpointing: bool = Field(
         False, description="Recompute each layer's activations in the backward instead of keeping them: far less "
         "activation memory for about a third more compute. Not with prefix-tuning.")
-    packing: bool = Field(
-        False, description="causal_lm: pack several examples into each row (no padding inside a row); position ids "
-        "restart per example and attention never crosses an example. Not with virtual-token methods.")
+    packing: bool | None = Field(
+        None, description="causal_lm: pack several examples into each row (no padding inside a row); position ids "
+        "restart per example and attention never crosses an example. Not with virtual-token methods. null = auto: "
+        "on for causal_lm runs where it is exact (no virtual tokens, and the worker checks that the model's "
+        "attention keeps packed examples apart), off otherwise.")
+    group_by_length: bool = Field(
+        True, description="Batches of similar lengths (so little compute goes to padding), in a random order: "
+        "each epoch shuffles the examples, sorts them by length within windows of 64 batches and shuffles the "
+        "batches. Not used while packing is on (packed rows carry no padding to save).")
+    eval_batch_size: int | None = Field(
+        None, ge=1, le=4096, description="Examples per evaluation batch (no gradients are kept, so it can be larger "
+        "than batch_size); null = twice batch_size, at most 4096.")
+    compile: bool = Field(
+        False, description="torch.compile the model on a GPU worker (dynamic shapes): faster steps after a "
+        "compilation of a minute or so; ignored on a CPU worker.")
 
     @field_validator("early_stopping_patience")
     @classmethod

@@ -142,7 +142,9 @@ function buildBody() {
   if (columns.label && visible($("#col-label_names")) && readClassNames() != null) columns.label_names = readClassNames();
   const training = {};
   for (const input of $$("[data-loc^='training.']")) {
-    training[input.dataset.loc.slice(9)] = input.type === "checkbox" ? input.checked : numberOrNull(input);
+    training[input.dataset.loc.slice(9)] = input.type === "checkbox" ? input.checked
+      : input.dataset.kind === "tristate" ? { "": null, true: true, false: false }[input.value]
+        : numberOrNull(input);
   }
   const evalId = evalSelect.value ? Number(evalSelect.value) : null;
   return {

@@ -1,4 +1,4 @@
-"""The New run form's Precision, Gradient checkpointing and Pack examples settings (sent, refused beside
+"""The New run form's Precision, Gradient checkpointing, Pack examples, length grouping, eval batch and compile settings (sent, refused beside
 their field where they cannot work), and the Workers page, in headless Chromium against the real stack."""
 import re
 import uuid
@@ -29,12 +29,16 @@ def test_memory_settings_are_sent_and_refused_beside_their_field(page, api, data
         "cannot use gradient checkpointing")
     page.uncheck("#tr-gradient_checkpointing")
     page.check("input[name=method][value=lora]")
-    page.check("#tr-packing")
+    page.select_option("#tr-packing", "true")
     page.click("#run-submit")
     expect(page.locator('.field:has(#tr-packing) .field-error')).to_contain_text("packing is for causal_lm")
     assert len(api.get("/api/runs").json()) == runs_before
 
-    page.uncheck("#tr-packing")
+    page.select_option("#tr-packing", "")
+    expect(page.locator("#tr-group_by_length")).to_be_checked()  # on by default
+    page.uncheck("#tr-group_by_length")
+    page.fill("#tr-eval_batch_size", "64")
+    page.check("#tr-compile")
     page.check("#tr-gradient_checkpointing")
     page.select_option("#tr-precision", "bf16")
     for field, value in TRAINING.items():
@@ -44,7 +48,8 @@ def test_memory_settings_are_sent_and_refused_beside_their_field(page, api, data
     run_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
     training = api.get(f"/api/runs/{run_id}").json()["config"]["training"]
     assert training["precision"] == "bf16" and training["gradient_checkpointing"] is True
-    assert training["packing"] is False
+    assert training["packing"] is None  # auto
+    assert training["group_by_length"] is False and training["eval_batch_size"] == 64 and training["compile"] is True
     api.post(f"/api/runs/{run_id}/cancel")
 
 

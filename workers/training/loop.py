@@ -50,6 +50,7 @@ class TrainResult:
     stopped_by: str | None = None  # "max_tokens" or "max_seconds" when that budget ended the run
     train_tokens: int = 0  # training tokens (padding not counted) and seconds over every attempt
     train_seconds: float = 0.0
+    first_step_s: float | None = None  # from `started` (the claim) to the end of this attempt's first step
 
 
 def pick_device() -> torch.device:
@@ -63,9 +64,10 @@ def seed_everything(seed: int) -> None:
 
 def train(model: nn.Module, data: PreparedData, *, task: str, training: Training, pad_id: int,
           reporter: Reporter, device: torch.device | None = None, checkpoints: CheckpointStore | None = None,
-          resume: Checkpoint | None = None) -> TrainResult:
+          resume: Checkpoint | None = None, started: float | None = None) -> TrainResult:
     """Train `model` in place. With `checkpoints`, save resumable checkpoints as training.checkpoint_every
-    says and at each new best evaluation; with `resume`, continue from that checkpoint."""
+    says and at each new best evaluation; with `resume`, continue from that checkpoint. `started`: the
+    time.perf_counter() of the claim, for the `system/seconds_to_first_step` point."""
     if not data.train:
         raise ValueError("there are no training examples")
     if training.metric_for_best and checkpoints is None:
@@ -107,13 +109,17 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         state = checkpoints.restore(resume, model, optimizer)
     if training.packing:
         prepare_for_packing(model)
+    # Packed rows carry no padding, so grouping by length would only make batches less random.
     stream = BatchStream(data.train, training.batch_size, training.seed, pad_id, state.epoch, state.batch_start,
-                         collate_fn=packed_collate(training.max_length) if training.packing else collate)
+                         collate_fn=packed_collate(training.max_length) if training.packing else collate,
+                         group_by_length=training.group_by_length and not training.packing, group_steps=accum)
+    forward = compiled(model, training, device)
+    eval_batch = eval_batch_size(training)
     best_eval: EvalResult | None = None
     metric = training.metric_for_best
 
     def run_eval(step: int) -> EvalResult | None:
-        result = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device,
+        result = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=eval_batch, device=device,
                           precision=precision)
         if result is not None:
             for name, value in result.metrics.items():
@@ -216,6 +222,7 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
 
     last_eval: EvalResult | None = None
     stopped = False
+    first_step_s: float | None = None
     while state.step < total_steps and not state.stopped_early and state.stopped_by is None:
         if reporter.should_stop():
             stopped = True
@@ -232,7 +239,7 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         for batch in micro:
             batch = batch.to(device)
             with autocast(device, precision):
-                loss_sum, _ = batch_loss(model, batch, task)
+                loss_sum, _ = batch_loss(forward, batch, task)
             scaler.scale(loss_sum / step_targets).backward()
             step_loss += loss_sum.detach()
         scaler.unscale_(optimizer)  # clipping sees the true gradients
@@ -242,6 +249,10 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
         step = state.step
+        if first_step_s is None and started is not None:
+            first_step_s = time.perf_counter() - started  # queued work may still run on a GPU: close enough
+            reporter.report("system/seconds_to_first_step", step, first_step_s)
+            log.info("first step %.2f s after the claim", first_step_s)
 
         state.micro_done += accum
         window["tokens"] += sum(b.num_tokens for b in micro)
@@ -269,8 +280,8 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     if resume is not None and last_eval is None and not stopped and data.eval:
         # Resumed from the final checkpoint (a retry after the final write failed): the last
         # evaluation's points are in already, but the summary and predictions need its result.
-        last_eval = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=training.batch_size, device=device,
-                          precision=precision)
+        last_eval = evaluate(model, data.eval, task=task, pad_id=pad_id, batch_size=eval_batch, device=device,
+                             precision=precision)
 
     seconds = totals["seconds"]
     return TrainResult(steps=state.step, stopped=stopped, eval=None if stopped else last_eval,
@@ -279,19 +290,27 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
                        peak_memory_bytes=peak_memory_bytes(device), best_step=state.best_step,
                        best_eval=best_eval,  # None when the best came from an attempt before a resume
                        stopped_early=state.stopped_early, stopped_by=state.stopped_by,
-                       train_tokens=totals["tokens"], train_seconds=seconds)
+                       train_tokens=totals["tokens"], train_seconds=seconds, first_step_s=first_step_s)
 
 
 class BatchStream:
-    """Endless shuffled batches, a fresh seeded permutation each epoch (same seed, same order).
+    """Endless shuffled batches, a fresh seeded order each epoch (same seed, same order).
+
+    group_by_length: each epoch's permutation is cut into windows of GROUP_WINDOW optimizer steps,
+    each window sorted by length and cut into steps, and the full steps shuffled (a short last one stays
+    last): batches of similar lengths, in a random order. Grouping whole steps (batch_size x
+    group_steps) gives an accumulated step the same examples as one big batch.
 
     (epoch, start) is the position of the next batch: a checkpoint saves it and a resumed run
     starts the stream there."""
 
     def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int, epoch: int = 0, start: int = 0,
-                 collate_fn: Callable[[list[Example], int], Batch] = collate):
+                 collate_fn: Callable[[list[Example], int], Batch] = collate, group_by_length: bool = False,
+                 group_steps: int = 1):
         self.examples, self.batch_size, self.seed, self.pad_id = examples, batch_size, seed, pad_id
         self.collate_fn = collate_fn  # collate (padded rows) or packing's (several examples a row)
+        self.group_by_length = group_by_length
+        self.group_steps = group_steps  # micro-batches per optimizer step: a step's examples are grouped together
         self.epoch, self.start = epoch, start
         self._order: tuple[int, list[int]] | None = None  # (epoch, permutation)
 
@@ -303,10 +322,43 @@ class BatchStream:
             self.epoch, self.start = self.epoch + 1, 0
         if self._order is None or self._order[0] != self.epoch:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            self._order = (self.epoch, torch.randperm(len(self.examples), generator=generator).tolist())
+            order = torch.randperm(len(self.examples), generator=generator).tolist()
+            if self.group_by_length:
+                order = grouped_order(order, [len(e.input_ids) for e in self.examples],
+                                      self.batch_size * self.group_steps, generator)
+            self._order = (self.epoch, order)
         indices = self._order[1][self.start:self.start + self.batch_size]
         self.start += self.batch_size
         return self.collate_fn([self.examples[i] for i in indices], self.pad_id)
+
+
+GROUP_WINDOW = 64  # batches sorted together: wide enough to find like lengths, narrow enough to stay random
+
+
+def grouped_order(order: list[int], lengths: list[int], batch_size: int, generator: torch.Generator) -> list[int]:
+    """`order` regrouped so each run of batch_size indices holds similar lengths, the batches shuffled."""
+    window = batch_size * GROUP_WINDOW
+    batches = []
+    for w in range(0, len(order), window):
+        chunk = sorted(order[w:w + window], key=lambda i: lengths[i])
+        batches += [chunk[b:b + batch_size] for b in range(0, len(chunk), batch_size)]
+    short = [batches.pop()] if len(batches[-1]) < batch_size else []  # stays last: batch boundaries stay aligned
+    shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()] + short
+    return [i for batch in shuffled for i in batch]
+
+
+def eval_batch_size(training: Training) -> int:
+    """training.eval_batch_size, or twice the training batch: evaluation keeps no activations for a backward."""
+    return training.eval_batch_size or min(4096, 2 * training.batch_size)
+
+
+def compiled(model: nn.Module, training: Training, device: torch.device) -> nn.Module:
+    """What the training forward calls: torch.compile's wrapper (sharing the model's parameters) when
+    training.compile is on and the device is a GPU, else the model itself. Evaluation and saving use the
+    model; dynamic shapes, since padded batches change length from step to step."""
+    if not training.compile or device.type != "cuda":
+        return model
+    return torch.compile(model, dynamic=True)
 
 
 def memory_bytes(device: torch.device) -> int:

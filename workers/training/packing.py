@@ -75,3 +75,46 @@ def prepare_for_packing(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, PreTrainedModel):
             module.config.use_cache = False
+
+
+def resolve_packing(requested: bool | None, task: str, method_config, model: nn.Module) -> bool:
+    """training.packing as the run uses it: an explicit choice stands (the server refused the impossible
+    ones); null packs causal_lm runs without virtual tokens when `packs_exactly(model)`."""
+    if requested is not None:
+        return requested
+    if task != "causal_lm" or getattr(method_config, "num_virtual_tokens", 0):
+        return False
+    return packs_exactly(model)
+
+
+@torch.no_grad()
+def packs_exactly(model: nn.Module) -> bool:
+    """Whether `model` keeps packed examples apart: the logits of a short sequence are the same alone and
+    packed after another one. flash_attention_2 reads the boundaries from the position ids by design
+    (and runs on a GPU only, where the model is not yet); SDPA and eager attention get a block-diagonal
+    mask from transformers only in architectures built on its masking utilities, so those are probed."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return False
+    if getattr(config, "_attn_implementation", None) == "flash_attention_2":
+        return True
+    vocab = model.get_input_embeddings().num_embeddings
+    generator = torch.Generator().manual_seed(0)
+    first, second = (torch.randint(vocab, (1, n), generator=generator) for n in (6, 5))
+    device = next(model.parameters()).device
+    first, second = first.to(device), second.to(device)
+    was_training, use_cache = model.training, getattr(config, "use_cache", None)
+    model.eval()
+    prepare_for_packing(model)
+    try:
+        alone = model(input_ids=second).logits[0].float()
+        positions = torch.cat([torch.arange(6), torch.arange(5)]).unsqueeze(0).to(device)
+        packed = model(input_ids=torch.cat([first, second], dim=1), position_ids=positions).logits[0, 6:].float()
+    except Exception:  # noqa: BLE001 — an architecture that refuses position ids without a mask cannot pack
+        return False
+    finally:
+        model.train(was_training)
+        if use_cache is not None:
+            config.use_cache = use_cache
+    tolerance = 1e-3 + 1e-2 * float(alone.abs().max())  # bf16 weights round; a crossed boundary moves far more
+    return float((packed - alone).abs().max()) <= tolerance
