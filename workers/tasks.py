@@ -39,7 +39,7 @@ from workers.methods import get_method, total_parameters
 from workers.methods.base import BuildContext, Method
 from workers.model_card import write_model_cards
 from workers.base_model_cache import BASE_MODELS
-from workers.model_loading import attention_implementation, load_tokenizer
+from workers.model_loading import attention_implementation, load_base_model, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
 from workers.training.token_cache import cached_prepare_data
 from workers.training.evaluation import evaluate
