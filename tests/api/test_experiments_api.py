@@ -5,21 +5,12 @@ from app.db import session_scope
 from app.experiments.plans import MAX_RUNS, METHOD_PRESETS
 from app.runs import lifecycle
 from app.runs.models import Run
+from tests.api.conftest import upload_reviews
 
 
 @pytest.fixture
 def dataset(client):
-    csv = "sentence,label\n" + "".join(f"good movie {i},pos\nbad film {i},neg\n" for i in range(10))
-    return client.post("/api/datasets", files={"file": ("exp-reviews.csv", csv.encode())}).json()
-
-
-@pytest.fixture
-def made(client):
-    """Experiments made here; deleted afterwards (with their runs) so no worker ever sees them."""
-    ids: list[int] = []
-    yield ids
-    for experiment_id in ids:
-        client.delete(f"/api/experiments/{experiment_id}")
+    return upload_reviews(client, "exp-reviews.csv")
 
 
 def methods_body(dataset_id, **over):

@@ -9,24 +9,15 @@ from app.datasets.models import Dataset
 from app.db import session_scope, utcnow
 from app.metrics.service import record_points
 from app.runs.models import Run
+from tests.api.conftest import upload_reviews
 
 
 @pytest.fixture
 def dataset(client):
-    csv = "sentence,label\n" + "".join(f"good movie {i},pos\nbad film {i},neg\n" for i in range(10))
-    ds = client.post("/api/datasets", files={"file": ("repeat-reviews.csv", csv.encode())}).json()
+    ds = upload_reviews(client, "repeat-reviews.csv")
     with session_scope() as s:
         ds["project_id"] = s.get(Dataset, ds["id"]).project_id
     return ds
-
-
-@pytest.fixture
-def made(client):
-    """Experiments made here; deleted afterwards (with their runs) so no worker ever sees them."""
-    ids: list[int] = []
-    yield ids
-    for experiment_id in ids:
-        client.delete(f"/api/experiments/{experiment_id}")
 
 
 def _create(client, made, body) -> dict:

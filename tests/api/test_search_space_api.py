@@ -5,21 +5,12 @@ import sqlalchemy as sa
 
 from app.db import get_engine, session_scope
 from app.experiments.search_models import SearchTrial
+from tests.api.conftest import upload_reviews
 
 
 @pytest.fixture
 def dataset(client):
-    csv = "sentence,label\n" + "".join(f"good movie {i},pos\nbad film {i},neg\n" for i in range(10))
-    return client.post("/api/datasets", files={"file": ("search-reviews.csv", csv.encode())}).json()
-
-
-@pytest.fixture
-def made(client):
-    """Experiments made here; deleted afterwards (queued runs are cancelled first, so no worker runs them)."""
-    ids: list[int] = []
-    yield ids
-    for experiment_id in ids:
-        client.delete(f"/api/experiments/{experiment_id}")
+    return upload_reviews(client, "search-reviews.csv")
 
 
 def search_body(dataset_id, space=None, **over):
