@@ -9,9 +9,10 @@ behind another's back. Optuna's study lives in the same database (its RDB storag
 rebuilds the sampler from the seed and the trial number, so a restarted or another replica carries on
 exactly where the last left off.
 
-Pruning: a trial Optuna prunes is told PRUNED at once (its last eval value counts as its result) and its
-run is cancelled through the run state machine (`request_cancel`; the worker stops at its next heartbeat).
-The run ends `cancelled`, with the pruner's reason as its error, and the trial reads `pruned`.
+Pruning: when Optuna says a trial should be pruned, its run is cancelled through the run state machine
+(`request_cancel`; the worker stops at its next heartbeat). Once the run has ended `cancelled`, with the
+pruner's reason as its error, Optuna is told PRUNED and the trial reads `pruned`. A run that reached its
+last step before its worker saw the cancel trained to the end: its trial is complete, with its result.
 
 Imports Optuna (not torch) lazily, so a server that never drives a search does not load it.
 """
@@ -124,7 +125,12 @@ def _round(session: Session, experiment_id: int, holder: str) -> None:
         run = runs.get(trial.run_id)
         if trial.state == "running":
             _report_and_prune(session, study, body, trial, run, metric)
-            if trial.state == "running" and (run is None or run.status in TERMINAL):
+            if trial.state == "running" and run is not None and run.status == "cancelled" \
+                    and _prune_requested(trial):
+                _pruned(session, study, trial, run)
+            elif trial.state == "running" and (run is None or run.status in TERMINAL):
+                if _prune_requested(trial):
+                    trial.reason = None  # it trained to the end before the cancel reached its worker
                 _conclude(study, trial, run, metric)
             session.commit()
         elif trial.state == "pruned" and run is not None and run.status == "cancelled" and not run.error:
@@ -218,7 +224,7 @@ def _report_and_prune(session: Session, study, body: SearchExperiment, trial: Se
     """Tell Optuna the run's new eval points; prune the trial (and cancel its run) when Optuna says so."""
     import optuna
 
-    if run is None:
+    if run is None or _prune_requested(trial):  # a stopping trial's later points would not count
         return
     points = session.execute(select(MetricPoint.step, MetricPoint.value)
                              .where(MetricPoint.run_id == run.id, MetricPoint.name == metric,
@@ -230,20 +236,36 @@ def _report_and_prune(session: Session, study, body: SearchExperiment, trial: Se
         study._storage.set_trial_intermediate_value(trial.optuna_trial_id, step, value)
         trial.reported_step, trial.value = step, value
     session.commit()  # nothing of ours pending while Optuna's connection writes (SQLite has one writer)
-    if run.status != "running" or body.pruner.type == "none":
-        return
+    if run.status != "running" or body.pruner.type == "none" or (run.progress or 0) >= 1.0:
+        return  # (stopping a run that has trained to the end would save nothing)
     if not optuna.trial.Trial(study, trial.optuna_trial_id).should_prune():
         return
-    _tell(study, trial.number, optuna.trial.TrialState.PRUNED)
     step, value = points[-1]
     why = ("below the median of earlier trials" if body.pruner.type == "median"
            else "not among the best at this successive-halving rung")
-    trial.state = "pruned"
-    trial.reason = f"pruned by the search at step {step}: {metric} {value:.4g} is {why}"
+    # Decided, not done: Optuna hears PRUNED only once the run has stopped cancelled. A run that reaches
+    # its last step before its worker sees the cancel has trained to the end, and counts as complete.
+    trial.reason = f"{PRUNED_PREFIX} at step {step}: {metric} {value:.4g} is {why}"
     session.commit()
     if lifecycle.request_cancel(session, run.id) is None:
         log.info("trial %s of experiment %s: its run %s ended before the prune reached it",
                  trial.number, trial.experiment_id, run.id)
+
+
+PRUNED_PREFIX = "pruned by the search"
+
+
+def _prune_requested(trial: SearchTrial) -> bool:
+    return trial.state == "running" and (trial.reason or "").startswith(PRUNED_PREFIX)
+
+
+def _pruned(session: Session, study, trial: SearchTrial, run: Run) -> None:
+    """The run of a trial the pruner stopped has ended cancelled: now the trial is pruned."""
+    import optuna
+
+    _tell(study, trial.number, optuna.trial.TrialState.PRUNED)
+    trial.state = "pruned"
+    _note_pruned(session, run.id, trial.reason)
 
 
 def _conclude(study, trial: SearchTrial, run: Run | None, metric: str) -> None:
