@@ -72,6 +72,7 @@ def test_sign_in_and_out_in_the_browser(anon_page, live_stack):
     anon_page.fill("#password", "correct horse battery")
     anon_page.click("button[type=submit]")
     expect(anon_page).to_have_url(f"{live_stack.url}/runs/new")
+    anon_page.wait_for_load_state("load")  # the Sign out button's module script has run (a busy machine is slow)
     anon_page.click("[data-logout]")
     expect(anon_page).to_have_url(f"{live_stack.url}/login")
     assert httpx.get(f"{live_stack.url}/api/me", cookies={c["name"]: c["value"] for c in anon_page.context.cookies()}).status_code == 401
