@@ -102,9 +102,9 @@ def test_a_worker_paused_past_its_lease_leaves_nothing_behind(stack):
     """SIGSTOP the training worker mid-run until the reaper re-queues the run, then SIGCONT: the old
     attempt's buffered points, its progress and its result are never written; the retry's are."""
     worker, engine = stack.workers[0], stack.engine()
-    steps = 120
+    steps, every = 1200, 200  # long enough to pause mid-run: a tiny model now trains 120 steps in about a second
     with stack.client() as c:
-        run_id = _launch(c, stack, "paused worker", max_steps=steps, eval_every=20)
+        run_id = _launch(c, stack, "paused worker", max_steps=steps, eval_every=every)
         _wait(lambda: c.get(f"/api/runs/{run_id}").json()["progress"] >= 0.25, 180, "a quarter of the run")
         for _ in range(20):  # never pause it in the middle of a transaction: that would hold the database
             worker.send_signal(signal.SIGSTOP)
@@ -136,7 +136,7 @@ def test_a_worker_paused_past_its_lease_leaves_nothing_behind(stack):
     for name, step, _, _ in points:
         by_name.setdefault(name, []).append(step)
     assert by_name["train/loss"] == list(range(1, steps + 1))
-    assert by_name["eval/accuracy"] == list(range(20, steps + 1, 20))
+    assert by_name["eval/accuracy"] == list(range(every, steps + 1, every))
     log = worker.log_path.read_text(errors="replace")
     assert "lease lost" in log
 
