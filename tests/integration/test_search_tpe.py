@@ -11,6 +11,8 @@ from tests.integration.test_end_to_end import sentiment_csv
 
 pytestmark = pytest.mark.integration
 
+# Trials long enough (a few seconds each) for the pruner's cancel to reach a run before it ends.
+STEPS = 400
 GOOD_LR = 1e-3  # on this task a learning rate from about here up learns in 100 steps; 1e-6 does not move
 
 
@@ -32,7 +34,7 @@ def test_tpe_finds_the_learning_rate_that_learns_and_prunes_a_hopeless_trial(sea
     dataset = api.post("/api/datasets", files={"file": ("search-sentiment.csv", sentiment_csv(200, seed=3))}).json()
     base = {"dataset_id": dataset["id"], "base_model": model.json()["id"], "eval_fraction": 0.2,
             "columns": {"text": "review", "label": "sentiment"}, "method": {"type": "full"},
-            "training": {"max_steps": 100, "eval_every": 10, "batch_size": 16, "max_length": 16, "seed": 0}}
+            "training": {"max_steps": STEPS, "eval_every": 10, "batch_size": 16, "max_length": 16, "seed": 0}}
     body = {"kind": "search", "name": "lr search", "base": base, "trials": 8, "parallelism": 2,
             "space": {"training.learning_rate": {"type": "log_uniform", "low": 1e-6, "high": 3e-2}},
             # Seed 2: the three random start-up trials draw 1.3e-6 (hopeless), 4.1e-3 (good) and 3.2e-4, so the
@@ -67,7 +69,7 @@ def test_tpe_finds_the_learning_rate_that_learns_and_prunes_a_hopeless_trial(sea
     for trial in pruned:
         run = api.get(f"/api/runs/{trial['run_id']}").json()
         assert run["status"] == "cancelled" and run["error"].startswith("pruned by the search at step"), run
-        assert trial["step"] < 100
+        assert trial["step"] < STEPS
     runs = {r["id"]: r for r in x["runs"]}
     assert all(runs[t["run_id"]]["status"] == "succeeded" for t in trials if t["state"] == "done")
     api.close()
