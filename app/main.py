@@ -45,12 +45,15 @@ def _reap_once() -> None:
             log.info("re-sent runs %s to the broker", resent)
 
 
-async def _reaper(interval: float) -> None:
+async def _every(interval: float, round_once, what: str) -> None:
+    """Runs `round_once` in a thread every `interval` seconds; a round that fails is logged and the next
+    runs as usual. The loops: the reaper, the webhook notifier (here in the server, so a slow receiver never
+    holds a worker) and the search driver (a lease per search keeps replicas apart)."""
     while True:
         try:
-            await run_in_threadpool(_reap_once)
-        except Exception:  # noqa: BLE001 — keep reaping whatever one round hit
-            log.exception("reaper round failed")
+            await run_in_threadpool(round_once)
+        except Exception:  # noqa: BLE001 — a bad round must not stop later ones
+            log.exception("%s round failed", what)
         await asyncio.sleep(interval)
 
 
@@ -61,30 +64,10 @@ def _search_once() -> None:
         search.drive_all(session)
 
 
-async def _searcher(interval: float) -> None:
-    """Drives search experiments (app/experiments/search.py); a lease per search keeps replicas apart."""
-    while True:
-        try:
-            await run_in_threadpool(_search_once)
-        except Exception:  # noqa: BLE001 — a bad round must not stop later ones
-            log.exception("search round failed")
-        await asyncio.sleep(interval)
-
-
 def _notify_once() -> None:
     settings = get_settings()
     with get_sessionmaker()() as session:
         notifications_service.notify_round(session, settings)
-
-
-async def _notifier(interval: float) -> None:
-    """Announces ended runs to project webhooks, here in the server so a slow receiver never holds a worker."""
-    while True:
-        try:
-            await run_in_threadpool(_notify_once)
-        except Exception:  # noqa: BLE001 — a bad round must not stop later ones
-            log.exception("webhook round failed")
-        await asyncio.sleep(interval)
 
 
 def _seed_models() -> None:
@@ -105,9 +88,9 @@ async def lifespan(app: FastAPI):
     settings.ensure_dirs()
     await run_in_threadpool(_remove_stale_uploads)
     await run_in_threadpool(_seed_models)
-    tasks = [asyncio.create_task(_reaper(settings.reaper_interval_seconds)),
-             asyncio.create_task(_notifier(settings.webhook_poll_seconds)),
-             asyncio.create_task(_searcher(settings.search_interval_seconds))]
+    tasks = [asyncio.create_task(_every(settings.reaper_interval_seconds, _reap_once, "reaper")),
+             asyncio.create_task(_every(settings.webhook_poll_seconds, _notify_once, "webhook")),
+             asyncio.create_task(_every(settings.search_interval_seconds, _search_once, "search"))]
     yield
     for task in tasks:
         task.cancel()

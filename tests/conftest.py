@@ -275,6 +275,15 @@ def wait_for_status(get_run, statuses: tuple[str, ...], timeout: float = 180.0) 
     return run
 
 
+def search_finished(api, experiment_id: int, timeout: float) -> dict:
+    """Poll a search experiment (GET /api/experiments/{id}) until its search has finished; return it."""
+    deadline = time.time() + timeout
+    while not (x := api.get(f"/api/experiments/{experiment_id}").json())["search"]["finished"]:
+        assert time.time() < deadline, f"the search did not finish: {x['search']}"
+        time.sleep(0.5)
+    return x
+
+
 def start_server(log: Path, extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """A real `peftlab serve` process on a free port (no worker); returns it and its URL once it answers."""
     port = _free_port()

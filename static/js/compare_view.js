@@ -81,26 +81,33 @@ function chartWidth(node) {
   return Math.max(260, node.clientWidth || 560);
 }
 
-function lineChart(node, runs, data, axis) {
+// What a run's line chart and a group's band chart share: size, zoom, the nearest point, both axes and
+// the x series.
+function chartOptions(node, axis) {
   const fx = xFormat(axis);
-  return new window.uPlot({
+  return {
     width: chartWidth(node),
     height: HEIGHT,
     scales: { x: { time: false } },
     cursor: { drag: { x: true, y: false }, dataIdx: (u, s, i) => nearestPoint(u, s, i) },
     axes: [{ label: X_AXES.find(([k]) => k === axis)[1].toLowerCase(), values: (u, splits) => splits.map(fx) },
       { size: 60, values: (u, splits) => splits.map((v) => fmtNumber(v)) }],
-    series: [{ label: axis, value: (u, v) => (v == null ? "—" : fx(v)) },
-      ...runs.map((r) => ({ label: r.name || `Run ${r.id}`, stroke: runColor(r.id), width: 1.5, spanGaps: true,
-        value: (u, v) => (v == null ? "—" : fmtNumber(v)) }))],
-  }, data, node);
+    series: [{ label: axis, value: (u, v) => (v == null ? "—" : fx(v)) }],
+  };
+}
+
+function lineChart(node, runs, data, axis) {
+  const options = chartOptions(node, axis);
+  options.series.push(...runs.map((r) => ({ label: r.name || `Run ${r.id}`, stroke: runColor(r.id), width: 1.5,
+    spanGaps: true, value: (u, v) => (v == null ? "—" : fmtNumber(v)) })));
+  return new window.uPlot(options, data, node);
 }
 
 // Groups: per group a lowest and a highest line (not stroked, left out of the legend) with the band
 // between them filled, and the mean line over it.
 function bandChart(node, groups, data, axis) {
-  const fx = xFormat(axis);
-  const series = [{ label: axis, value: (u, v) => (v == null ? "—" : fx(v)) }];
+  const options = chartOptions(node, axis);
+  const series = options.series;
   const bands = [];
   groups.forEach((g, i) => {
     const id = g.run_ids[0];
@@ -111,16 +118,7 @@ function bandChart(node, groups, data, axis) {
         width: 2, spanGaps: true, value: (u, v) => (v == null ? "—" : fmtNumber(v)) });
     if (g.run_ids.length > 1) bands.push({ series: [base + 1, base], fill: bandFill(id) });
   });
-  const plot = new window.uPlot({
-    width: chartWidth(node),
-    height: HEIGHT,
-    scales: { x: { time: false } },
-    cursor: { drag: { x: true, y: false }, dataIdx: (u, s, i) => nearestPoint(u, s, i) },
-    axes: [{ label: X_AXES.find(([k]) => k === axis)[1].toLowerCase(), values: (u, splits) => splits.map(fx) },
-      { size: 60, values: (u, splits) => splits.map((v) => fmtNumber(v)) }],
-    series,
-    bands,
-  }, data, node);
+  const plot = new window.uPlot({ ...options, bands }, data, node);
   // The band edges are drawn, not read: the legend lists only the means.
   const rows = plot.root.querySelectorAll(".u-legend .u-series");
   groups.forEach((g, i) => { for (const k of [1, 2]) if (rows[1 + 3 * i + k - 1]) rows[1 + 3 * i + k - 1].hidden = true; });

@@ -2,11 +2,11 @@
 the trials with their states, the best trial and the parallel-coordinates chart; a bad range is refused in
 the form with the server's message and nothing is made."""
 import re
-import time
 import uuid
 
 import pytest
 
+from tests.conftest import search_finished
 from tests.e2e.test_experiments_pages import TRAINING, fill_common
 from tests.e2e.test_ui_pages import upload_via_api
 
@@ -55,10 +55,7 @@ def test_a_search_from_the_form_shows_trials_best_and_chart(page, api, dataset, 
     expect(page.locator("#search-about")).to_contain_text("3 trials by TPE, 1 at a time, median pruner; minimise eval/loss")
     expect(page.locator("#search-trials-body tr[data-trial]").first).to_be_visible()
 
-    deadline = time.time() + 300
-    while not (x := api.get(f"/api/experiments/{experiment_id}").json())["search"]["finished"]:
-        assert time.time() < deadline, x["search"]
-        time.sleep(1)
+    x = search_finished(api, experiment_id, 300)
     search = x["search"]
     rows = page.locator("#search-trials-body tr[data-trial]")
     expect(rows).to_have_count(3, timeout=15_000)

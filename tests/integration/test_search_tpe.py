@@ -1,12 +1,11 @@
 """A search against a real server process and worker: a tiny BERT on a learnable sentiment task, where a
 too-small learning rate learns nothing. TPE's best trial must come from the good region, and the median
 pruner must stop at least one trial early (its run cancelled with the pruner's reason)."""
-import time
 
 import httpx
 import pytest
 
-from tests.conftest import _stop, start_server
+from tests.conftest import _stop, search_finished, start_server
 from tests.integration.test_end_to_end import sentiment_csv
 
 pytestmark = pytest.mark.integration
@@ -46,10 +45,7 @@ def test_tpe_finds_the_learning_rate_that_learns_and_prunes_a_hopeless_trial(sea
     assert res.status_code == 201, res.text
     experiment_id = res.json()["id"]
 
-    deadline = time.time() + 900
-    while not (x := api.get(f"/api/experiments/{experiment_id}").json())["search"]["finished"]:
-        assert time.time() < deadline, f"the search did not finish: {x['search']}"
-        time.sleep(1)
+    x = search_finished(api, experiment_id, 900)
     search = x["search"]
     print({t["number"]: (t["state"], t["params"], t["value"], t["step"]) for t in search["trials"]})
     trials = search["trials"]
