@@ -1,7 +1,7 @@
 """Every method on the bundled MiniLM over a text-classification set, same budget for all.
 
     .venv/bin/python bench/methods_quality.py [--dataset agnews|sentiment] [--max-steps 100 | --epochs 3]
-        [--repeats 5] [--only lora,lora_dora,full] [--lr lora=5e-4,2e-3 --lr prompt=3e-2,0.3]
+        [--repeats 5 [--first-seed 0]] [--only lora,lora_dora,full] [--lr lora=5e-4,2e-3 --lr prompt=3e-2,0.3]
 
 Runs through a real `peftlab up` (server + one worker), one run after another, and prints one JSON
 line per run: test accuracy, macro-F1, trainable parameters and % of the model, adapter bytes, wall
@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=form.max_length)
     parser.add_argument("--warmup-ratio", type=float, default=form.warmup_ratio)
     parser.add_argument("--repeats", type=int, default=1, help="seeds 0…k-1 per (method, rate); mean ± 95 %% t-interval")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first…first+k-1 (to add seeds to an earlier pass)")
     parser.add_argument("--only", default=None, help="comma-separated subset of " + ",".join(methods))
     parser.add_argument("--lr", action="append", default=[], metavar="METHOD=LR,LR",
                         help="learning rates to try for a method (default: none given, the preset)")
@@ -132,7 +133,7 @@ def main() -> None:
                 method = {**method, "adapter_run_ids": fused}
             for lr in sweeps.get(name, [None]):
                 results = []
-                for seed in range(args.repeats):
+                for seed in range(args.first_seed, args.first_seed + args.repeats):
                     results.append(run_one(api, name, method, lr, seed, args, train["id"], test["id"]))
                     print(json.dumps(results[-1]), flush=True)
                 print(json.dumps(summary(name, lr, results, args.dataset)), flush=True)
