@@ -59,7 +59,8 @@ PEFT_CONFIGS = {
     "lora_dora": lambda: LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1, use_dora=True),
     "ia3": lambda: IA3Config(task_type=TaskType.SEQ_CLS),
     "vera": lambda: VeraConfig(task_type=TaskType.SEQ_CLS, r=256, save_projection=True),
-    "ln_tuning": lambda: LNTuningConfig(task_type=TaskType.SEQ_CLS),
+    # peft has no default LayerNorm targets for BERT: every LayerNorm, as peftlab's ln_tuning trains
+    "ln_tuning": lambda: LNTuningConfig(task_type=TaskType.SEQ_CLS, target_modules=["LayerNorm"]),
     "prompt": lambda: PromptTuningConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=20),
     "ptuning": lambda: PromptEncoderConfig(task_type=TaskType.SEQ_CLS, num_virtual_tokens=20, encoder_hidden_size=128),
     "full": None,

@@ -62,6 +62,6 @@ SPEC = register(MethodSpec(
     name="freeze", config=FreezeMethod, title="Layer freezing", order=90,
     description="Fully fine-tunes only the top layers (and the head); the embeddings and lower layers stay frozen. "
                 "The classic cheap baseline between a head-only probe and full fine-tuning.",
-    paper="— (the common baseline; e.g. Lee et al. 2019, arXiv 1911.03090)", learning_rate=5e-5, count=count,
+    paper="— (the common baseline; e.g. Lee et al. 2019, arXiv 1911.03090)", learning_rate=1e-4, count=count,
     check=check, settings_note="top 2 layers",
 ))

@@ -42,7 +42,7 @@ def count(shape: ModelShape, config: PTuningMethod, task: str, extra: dict) -> C
 SPEC = register(MethodSpec(
     name="ptuning", config=PTuningMethod, title="P-tuning", order=50,
     description="Trains virtual-token embeddings produced by a small prompt encoder (MLP or LSTM) in front of the input.",
-    paper="Liu et al. 2021, arXiv 2103.10385", learning_rate=1e-2, count=count,
+    paper="Liu et al. 2021, arXiv 2103.10385", learning_rate=3e-2, count=count,
     settings_note="20 virtual tokens, MLP encoder, hidden 128",
     quantized_base=True,
 ))
