@@ -8,7 +8,7 @@ whole or not at all.
 """
 import os
 import uuid
-from time import monotonic
+from time import monotonic_ns
 
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
@@ -20,9 +20,10 @@ TRANSPORT = f"{__name__}:Transport"
 
 class Channel(filesystem.Channel):
     def _put(self, queue, payload, **kwargs):
-        # The name kombu gives it (ordered by time, then unique); the partial file starts with a dot,
-        # so it never matches "<queue>.msg" when consumers list the folder.
-        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        # Consumers take the first name in sorted order: a zero-padded monotonic clock in nanoseconds keeps
+        # messages sent within one millisecond in order (kombu's millisecond stamp then sorts by the random
+        # uuid). The partial file starts with a dot, so it never matches "<queue>.msg" in a listing.
+        name = f"{monotonic_ns():020d}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         partial = os.path.join(self.data_folder_out, f".{name}.part")
         try:

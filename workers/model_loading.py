@@ -74,6 +74,10 @@ def load_base_model(source: str, task: str, labels: list[str] | None = None,
         log.warning("%s attention is not available for this model (%s); using transformers' default",
                     attn_implementation, str(e).splitlines()[0][:200])
         model = auto_class.from_pretrained(source, use_safetensors=True, dtype=dtype, **kwargs)
+    if quantization:
+        from workers.training.quantization import keep_cpu_layout
+
+        keep_cpu_layout(model)
     if tokenizer is not None and model.config.pad_token_id is None:
         # Sequence classifiers find the last real token through pad_token_id (GPT-2, Llama).
         model.config.pad_token_id = tokenizer.pad_token_id

@@ -78,6 +78,19 @@ def bnb_config(kind: str, compute_dtype: torch.dtype):
     raise ValueError(f"unknown training.quantization {kind!r}; choose 4bit, 8bit or null")
 
 
+def keep_cpu_layout(model: nn.Module) -> None:
+    """Turn off bitsandbytes' CPU inference repacking of 4-bit weights. On CPUs with AVX512-BF16,
+    bitsandbytes 0.50 repacks a Linear4bit's weight in place the first time it runs without gradients
+    (an evaluation); the next training step, dequantisation or save then reads the repacked bytes with
+    the original shape and fails ("shape '[32, 0]' is invalid"). A run alternates the two, so it keeps
+    the plain layout."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
 def prepare_for_training(base: nn.Module, gradient_checkpointing: bool) -> nn.Module:
     """peft's k-bit preparation: frozen base, its non-quantised tensors in fp32. Checkpointing itself is
     turned on by enable_gradient_checkpointing (non-reentrant, as for unquantised runs)."""
