@@ -213,9 +213,11 @@ def worker_process(peftlab_env, tmp_path_factory):
     log = tmp_path_factory.mktemp("logs") / "worker.log"
     proc = _spawn(["worker", "--loglevel", "INFO"], log)
     proc.log_path = log  # tests read what the worker logged
-    time.sleep(1)
-    if proc.poll() is not None:
-        pytest.fail(f"the worker did not start:\n{log.read_text(errors='replace')}")
+    deadline = time.time() + 180  # up = consuming its queues (Celery logs " ready.")
+    while " ready." not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.time() > deadline:
+            pytest.fail(f"the worker did not start:\n{log.read_text(errors='replace')}")
+        time.sleep(0.3)
     yield proc
     _stop(proc)
     print(f"\n--- worker log tail ---\n{log.read_text(errors='replace')[-3000:]}")

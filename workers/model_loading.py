@@ -61,7 +61,7 @@ def load_base_model(source: str, task: str, labels: list[str] | None = None,
     else:
         raise ValueError(f"unknown task {task!r}")
     if quantization:
-        from workers.training.quantization import bnb_config
+        from workers.training.quantization import bnb_config, keep_cpu_layout
 
         kwargs |= dict(quantization_config=bnb_config(quantization, dtype),
                        device_map={"": str(device or torch.device("cpu"))})
@@ -75,8 +75,6 @@ def load_base_model(source: str, task: str, labels: list[str] | None = None,
                     attn_implementation, str(e).splitlines()[0][:200])
         model = auto_class.from_pretrained(source, use_safetensors=True, dtype=dtype, **kwargs)
     if quantization:
-        from workers.training.quantization import keep_cpu_layout
-
         keep_cpu_layout(model)
     if tokenizer is not None and model.config.pad_token_id is None:
         # Sequence classifiers find the last real token through pad_token_id (GPT-2, Llama).
