@@ -22,7 +22,7 @@ from tests.integration.test_end_to_end import sentiment_csv
 
 pytestmark = pytest.mark.integration
 
-MAX_STEPS, CHECKPOINT_EVERY = 200, 30
+MAX_STEPS, CHECKPOINT_EVERY, EVAL_EVERY = 400, 30, 100
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,11 @@ def start_worker(tmp_path, name):
     return proc
 
 
+def checkpoint_steps(directory) -> list[int]:
+    """The steps of the complete checkpoints in `directory` (a step-* folder appears by rename, whole)."""
+    return sorted(int(p.name[5:]) for p in directory.glob("step-*")) if directory.is_dir() else []
+
+
 def loss_points(run_id) -> list[tuple[int, float, float]]:
     """(step, value, time) of every train/loss row, straight from SQL (duplicates would show)."""
     from app.db import session_scope
@@ -97,30 +102,33 @@ def test_a_killed_worker_resumes_from_its_checkpoint_exactly(client, settings, s
     body = {"dataset_id": ds["id"], "base_model": slow_model_id, "task": "classification", "eval_fraction": 0.2,
             "columns": {"text": "review", "label": "sentiment"},
             "method": {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.1},  # dropout: the RNG must come back
-            "training": {"learning_rate": 0.01, "batch_size": 32, "max_steps": MAX_STEPS, "eval_every": 50,
+            "training": {"learning_rate": 0.01, "batch_size": 32, "max_steps": MAX_STEPS, "eval_every": EVAL_EVERY,
                          "warmup_ratio": 0.1, "seed": 7, "max_length": 64, "checkpoint_every": CHECKPOINT_EVERY}}
     checkpoints = lambda rid: settings.resolved_artifact_dir / "runs" / str(rid) / "checkpoints"  # noqa: E731
 
     worker = start_worker(tmp_path, "worker-a")
     try:
         run = client.post("/api/runs", json={**body, "name": "killed"}).json()
-        # Kill once a checkpoint exists and the curve has gone some steps past it.
+        # Kill once a checkpoint exists and the curve in SQL has gone some steps past it. The worker is
+        # frozen (SIGSTOP) the moment that is seen, so it cannot run on to the end while the test looks:
+        # a poll that loses the CPU for a second on a busy machine must not turn into "finished first".
         deadline, killed_at = time.time() + 600, None
         while time.time() < deadline and killed_at is None:
             recorded = loss_points(run["id"])  # read before the checkpoints: a newer checkpoint only waits a round
-            steps = sorted(int(p.name[5:]) for p in checkpoints(run["id"]).glob("step-*")) if checkpoints(run["id"]).is_dir() else []
+            steps = checkpoint_steps(checkpoints(run["id"]))
             assert not recorded or recorded[-1][0] < MAX_STEPS, "the run finished before the kill"
             if steps and steps[-1] >= 2 * CHECKPOINT_EVERY and recorded and recorded[-1][0] >= steps[-1] + 5:
+                worker.send_signal(signal.SIGSTOP)
                 assert client.get(f"/api/runs/{run['id']}").json()["status"] == "running"
                 worker.send_signal(signal.SIGKILL)
                 worker.wait(timeout=30)
                 killed_at = recorded[-1][0]
-            time.sleep(0.05)
+            time.sleep(0.02)
         assert killed_at is not None, f"the run never got past a checkpoint:\n{worker.log_path.read_text()[-3000:]}"
     finally:
         _stop(worker)
     assert client.get(f"/api/runs/{run['id']}").json()["status"] == "running"  # the dead worker still "holds" it
-    checkpoint_step = max(int(p.name[5:]) for p in checkpoints(run["id"]).glob("step-*"))
+    checkpoint_step = checkpoint_steps(checkpoints(run["id"]))[-1]
     assert killed_at < MAX_STEPS, "the run finished before the kill"
     before = {step: (value, at) for step, value, at in loss_points(run["id"])}
     killed_at = max(before)  # the last step the dead worker got into SQL (its unflushed ones are lost too)
@@ -155,7 +163,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_exactly(client, settings, s
             else:
                 assert at >= restarted_at - 1, step
         series = client.get(f"/api/runs/{run['id']}/metrics", params={"max_points": 5000}).json()["series"]
-        assert [s for s, _ in series["eval/accuracy"]] == [50, 100, 150, 200]
+        assert [s for s, _ in series["eval/accuracy"]] == list(range(EVAL_EVERY, MAX_STEPS + 1, EVAL_EVERY))
 
         # The same run without the kill, same seed: the same weights and the same curve.
         whole = client.post("/api/runs", json={**body, "name": "uninterrupted"}).json()
