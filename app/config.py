@@ -17,7 +17,12 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./peftlab-data"), description="Where the embedded database, broker and artifacts live.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in data_dir.")
     broker_url: str | None = Field(None, description="Celery broker URL; default: embedded filesystem transport in data_dir.")
-    artifact_dir: Path | None = Field(None, description="Artifact storage; default: data_dir/artifacts. Shared storage at scale.")
+    artifact_dir: Path | None = Field(None, description="Artifact storage; default: data_dir/artifacts. With storage_url set, a worker's working area for the run it trains.")
+    storage_url: str | None = Field(None, description="s3://bucket/prefix: datasets and artifacts in an S3-compatible object store (credentials, region and endpoint from the standard AWS_* variables); default: the local directories.")
+    storage_presigned_downloads: bool = Field(False, description="With storage_url: downloads answer 307 to a presigned URL of the object store instead of streaming through the server.")
+    storage_presign_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600, description="How long a presigned download URL is valid.")
+    storage_cache_dir: Path | None = Field(None, description="With storage_url: this host's copies of datasets and adapters read from the store; default: data_dir/cache/storage.")
+    storage_cache_bytes: int = Field(20 * 1024**3, ge=0, description="With storage_url: disk for storage_cache_dir (the least recently used copies go first).")
     host: str = Field("127.0.0.1", description="Address the server binds to.")
     port: int = Field(8000, description="Port the server listens on.")
     max_upload_bytes: int = Field(2 * 1024**3, description="Largest dataset file accepted.")
@@ -55,6 +60,18 @@ class Settings(BaseSettings):
     max_column_name_chars: int = Field(256, ge=8, description="Longest column name in a dataset.")
     preview_cell_chars: int = Field(1000, ge=32, description="A dataset cell shown in previews and row pages is cut to this many characters (with a marker).")
     preview_row_chars: int = Field(32 * 1024, ge=256, description="The cells of one preview row together are cut to about this many characters.")
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        from urllib.parse import urlparse
+
+        parsed = urlparse(value.strip())
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"{value!r} is not an object store URL: use s3://bucket or s3://bucket/prefix")
+        return value.strip()
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -96,6 +113,10 @@ class Settings(BaseSettings):
     @property
     def resolved_artifact_dir(self) -> Path:
         return (self.artifact_dir or self.data_dir / "artifacts").resolve()
+
+    @property
+    def resolved_storage_cache_dir(self) -> Path:
+        return (self.storage_cache_dir or self.data_dir / "cache" / "storage").resolve()
 
     @property
     def tokenized_cache_dir(self) -> Path:

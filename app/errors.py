@@ -9,12 +9,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 
+from app.storage.base import StorageUnavailable
 from app.templating import render
 
 log = logging.getLogger("peftlab")
 
 DB_UNAVAILABLE = "The database is unavailable; try again shortly."
 DB_BUSY = "The database is busy (every connection is in use); try again shortly."
+STORAGE_UNAVAILABLE = "The object store is unavailable; try again shortly."
 DISK_FULL = "The server is out of disk space; nothing was saved. Try again once space has been freed."
 NUL_IN_TEXT = "Text must not contain the NUL character (\\u0000)."
 MAX_ECHO_CHARS = 1000  # a refused 10 MB string is not sent back whole
@@ -87,6 +89,11 @@ def install(app: FastAPI) -> None:
     async def pool_exhausted(request: Request, exc: sa_exc.TimeoutError):
         log.warning("%s %s: connection pool exhausted", request.method, request.url.path)
         return _answer(request, 503, DB_BUSY)
+
+    @app.exception_handler(StorageUnavailable)
+    async def storage_unavailable(request: Request, exc: StorageUnavailable):
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return _answer(request, 503, STORAGE_UNAVAILABLE)
 
     @app.exception_handler(OSError)
     async def disk_error(request: Request, exc: OSError):

@@ -13,7 +13,7 @@ from peft import PeftModel
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from app.artifacts.service import absolute_path
+from app.artifacts.service import local_copy
 from app.artifacts.service import get as get_artifact
 from app.config import get_settings
 from app.db import session_scope
@@ -85,8 +85,9 @@ def loaded_run(run_id: int) -> Loaded:
         artifact = get_artifact(session, run_id=run_id, kind="adapter")
         if artifact is None:
             raise LookupError(f"run {run_id} has no saved adapter")
-        saved_dir = absolute_path(get_settings(), artifact)
+        session.expunge(artifact)
         source = resolve_source(session, run.base_model)
+    saved_dir = local_copy(get_settings(), artifact)  # with an object store: this host's cached copy
     while len(_cache) >= CACHE_SIZE:
         _cache.popitem(last=False)
         if torch.cuda.is_available():

@@ -17,12 +17,13 @@ from pathlib import Path
 import torch
 from celery.signals import worker_process_init, worker_ready
 
-from app.artifacts.service import absolute_path, delete_for_run, record_artifact, run_artifact_dir, run_dir
+from app.artifacts.service import (delete_for_run, discard, local_copy, publish, record_artifact, run_artifact_dir,
+                                   run_dir)
 from app.artifacts.service import get as get_artifact
 from app.config import Settings, get_settings
 from app.datasets.models import Dataset
 from app.datasets.reader import iter_rows
-from app.datasets.service import dataset_file
+from app.datasets.service import stored_file
 from app.db import session_scope
 from app.models.inspect import ModelSourceError, config_facts, model_facts, read_config
 from app.models.service import resolve_source
@@ -32,6 +33,7 @@ from app.runs.lifecycle import Lease, finish, hold, save_result, start_attempt, 
 from app.runs.models import Run
 from app.runs.service import enqueue
 from app.runs.schemas import EvalSummary, RunCreate, RunSummary, Training
+from app.storage import service as storage
 from workers import device_report
 from workers.device_fit import DeviceFilter
 from workers.celery_app import celery
@@ -46,6 +48,7 @@ from workers.training.evaluation import evaluate
 from workers.training.grad_checkpointing import enable_gradient_checkpointing
 from workers.training.log_capture import RunLogCapture
 from workers.training.loop import TrainResult, eval_batch_size, pick_device, seed_everything, train
+from workers.training.mirrored_checkpoints import MirroredCheckpointStore
 from workers.training.packing import resolve_packing
 from workers.training.precision import resolve_precision, upcast_trainable
 from workers.training.quantization import (check_supported, dequantised_weights, load_dequantised,
@@ -93,6 +96,8 @@ def train_run(message_run_id: int) -> None:
         reporter = SqlReporter(lease, keeper)
         reporter.on_flush.append(logs.write)
         _save(lease, keeper, reporter, _run(run_id, settings, reporter, started), settings)
+        if storage.is_remote(settings):  # everything is in the object store now: the working copy goes
+            shutil.rmtree(run_dir(settings, run_id), ignore_errors=True)
     except LeaseLost:
         log.warning("run %s: lease lost (attempt %s; another worker may own it now); nothing more is written",
                     run_id, lease.attempt)
@@ -151,11 +156,7 @@ def _save(lease: Lease, keeper: LeaseKeeper, reporter: SqlReporter,
         raise LeaseLost()
     if status == "cancelled":  # the cancel came in first: it wins, and what was saved goes
         log.info("run %s: cancelled while saving its results; its outputs are removed", lease.run_id)
-        for path in artifacts.values():
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        discard(settings, artifacts)
 
 
 def _run(run_id: int, settings: Settings, reporter: SqlReporter,
@@ -168,14 +169,18 @@ def _run(run_id: int, settings: Settings, reporter: SqlReporter,
             raise LookupError(f"run {run_id} was deleted")
         config = RunCreate.model_validate(run.config, strict=False)  # checked strictly when stored; read back as stored
         source = resolve_source(session, config.base_model)
-        files = [_dataset_location(session, settings, config.dataset_id)]
+        files = [_dataset_location(session, config.dataset_id)]
         if config.eval_dataset_id is not None:
-            files.append(_dataset_location(session, settings, config.eval_dataset_id))
-    rows = [list(iter_rows(path, fmt, has_header, column_names=names)) for path, fmt, has_header, names in files]
+            files.append(_dataset_location(session, config.eval_dataset_id))
+    # Read outside the session: with an object store the first read on this host downloads the file.
+    rows = [list(iter_rows(stored_file(settings, name), fmt, has_header, column_names=names))
+            for name, fmt, has_header, names in files]
     lease = reporter.lease
     checkpoints = _checkpoint_store(settings, reporter)
     if lease.attempt <= 1:
         checkpoints.prune(keep=set())  # a first attempt starts clean, whatever a reused run id left behind
+    else:
+        checkpoints.pull()  # an earlier attempt on another host left its checkpoints in the object store
     resume = checkpoints.latest()
     with session_scope() as session:
         if not start_attempt(session, lease, from_step=resume.step if resume else 0):
@@ -191,6 +196,8 @@ def _run(run_id: int, settings: Settings, reporter: SqlReporter,
             outcome[0]["resumed_from"] = {"step": resume.step, "attempt": lease.attempt}
         retry_database(lambda: write_model_cards(run_id, config, *outcome),
                        until=time.monotonic() + settings.save_retry_seconds, what=f"run {run_id}: the model card")
+        reporter.check_lease()  # a worker that lost the run must not overwrite its successor's objects
+        publish(settings, outcome[1])  # to the object store, when there is one
     return outcome  # recorded by _save, in the same transaction as the run's status
 
 
@@ -221,23 +228,28 @@ def _checkpoint_store(settings: Settings, reporter: SqlReporter) -> CheckpointSt
                 record_artifact(session, lease.run_id, "checkpoints", directory, commit=False)
             session.commit()
 
-    return CheckpointStore(run_dir(settings, lease.run_id) / "checkpoints", may_write=may_write, on_saved=on_saved)
+    directory = run_dir(settings, lease.run_id) / "checkpoints"
+    if storage.is_remote(settings):
+        return MirroredCheckpointStore(directory, store=storage.artifact_store(settings),
+                                       prefix=f"runs/{lease.run_id}/checkpoints", may_write=may_write, on_saved=on_saved)
+    return CheckpointStore(directory, may_write=may_write, on_saved=on_saved)
 
 
 def _adapter_location(settings: Settings, run_id: int) -> Path:
-    """Another run's saved adapter directory, from the artifacts table."""
+    """Another run's saved adapter directory, from the artifacts table (this host's copy with an object store)."""
     with session_scope() as session:
         artifact = get_artifact(session, run_id=run_id, kind="adapter")
         if artifact is None:
             raise LookupError(f"run {run_id} has no saved adapter")
-        return absolute_path(settings, artifact)
+        session.expunge(artifact)
+    return local_copy(settings, artifact)
 
 
-def _dataset_location(session, settings: Settings, dataset_id: int) -> tuple[Path, str, bool | None, dict | None]:
+def _dataset_location(session, dataset_id: int) -> tuple[str, str, bool | None, dict | None]:
     dataset = session.get(Dataset, dataset_id)
     if dataset is None:
         raise LookupError(f"dataset {dataset_id} no longer exists")
-    return dataset_file(settings, dataset), dataset.format, dataset.has_header, dataset.column_names
+    return dataset.storage_name, dataset.format, dataset.has_header, dataset.column_names
 
 
 def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None, source: str, reporter: Reporter,

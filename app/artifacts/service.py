@@ -1,4 +1,10 @@
-"""Artifact storage: run outputs under the artifact dir, at paths peftlab chose (never user input)."""
+"""Artifact storage: run outputs under the artifact dir, at paths peftlab chose (never user input).
+
+With PEFTLAB_STORAGE_URL the artifact dir is the worker's working area: a finished run's outputs are
+uploaded to the object store under the same relative paths (Artifact.path is the key, or the folder of
+keys), each downloadable folder also as one zip beside it (`runs/7/adapter.zip`) that downloads stream
+or presign, and the working copy goes."""
+import json
 import shutil
 import tempfile
 import zipfile
@@ -11,6 +17,10 @@ from sqlalchemy.orm import Session
 
 from app.artifacts.models import Artifact
 from app.config import Settings
+from app.storage import service as storage
+
+# Folders users download as a zip; with an object store the worker uploads the zip beside the folder.
+DOWNLOADS = ("adapter", "adapter_last", "merged")
 
 
 def run_dir(settings: Settings, run_id: int) -> Path:
@@ -84,16 +94,78 @@ def zip_to_tempfile(settings: Settings, source: Path) -> Path:
 
 
 def delete_for_run(session: Session, *, settings: Settings, run_id: int) -> None:
-    """A run's outputs, rows and files. Also how a failed run ends: it keeps nothing half-written."""
+    """A run's outputs, rows and files (or objects). Also how a failed run ends: it keeps nothing half-written."""
     session.execute(sql_delete(Artifact).where(Artifact.run_id == run_id))
     session.commit()
-    shutil.rmtree(run_dir(settings, run_id), ignore_errors=True)
+    storage.artifact_store(settings).delete_prefix(f"runs/{int(run_id)}/")
+    shutil.rmtree(run_dir(settings, run_id), ignore_errors=True)  # a worker's working copy (S3), or the files
+
+
+def key_of(settings: Settings, path: Path) -> str:
+    """The storage key of a file or folder in the artifact dir (what Artifact.path holds)."""
+    return path.resolve().relative_to(settings.resolved_artifact_dir).as_posix()
+
+
+def publish(settings: Settings, artifacts: dict[str, Path]) -> None:
+    """Put a finished run's outputs into the object store (a no-op on the local default, where they are
+    in place already). Checkpoints are left out: they went up as they were written."""
+    store = storage.artifact_store(settings)
+    for kind, path in artifacts.items():
+        key = key_of(settings, path)
+        if kind == "checkpoints" or store.local_path(key) is not None:
+            continue
+        if not path.is_dir():
+            store.put_file(key, path)
+            continue
+        storage.upload_tree(store, path, key)
+        if kind in DOWNLOADS:
+            archive = zip_to_tempfile(settings, path)
+            try:
+                store.put_file(f"{key}.zip", archive)
+            finally:
+                archive.unlink(missing_ok=True)
+
+
+def discard(settings: Settings, artifacts: dict[str, Path]) -> None:
+    """Remove outputs that were not kept (a cancel won the race with the save): files and objects."""
+    store = storage.artifact_store(settings)
+    for kind, path in artifacts.items():
+        key = key_of(settings, path)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        if store.local_path(key) is None:
+            store.delete_prefix(f"{key}/")
+            store.delete(key)
+            store.delete(f"{key}.zip")
+
+
+def local_copy(settings: Settings, artifact: Artifact) -> Path:
+    """A folder artifact on this machine's disk: in place, or this host's cached copy from the object store."""
+    if storage.is_remote(settings):
+        return storage.local_tree(settings, storage.artifact_store(settings), artifact.path)
+    return absolute_path(settings, artifact)
+
+
+def read_predictions(settings: Settings, artifact: Artifact) -> list[dict] | None:
+    """A JSON-lines artifact's rows, wherever it is stored; None when its file is missing."""
+    if not storage.is_remote(settings):
+        path = absolute_path(settings, artifact)
+        return read_jsonl(path) if path.exists() else None
+    store = storage.artifact_store(settings)
+    keys = [o.key for o in store.list(artifact.path) if o.key.endswith(".jsonl")]
+    if not keys:
+        return None
+    rows, rest = [], b""
+    for chunk in store.iter_bytes(keys[0]):  # streamed: the server holds the rows, not the file twice
+        *lines, rest = (rest + chunk).split(b"\n")
+        rows += [json.loads(line) for line in lines if line.strip()]
+    return rows + ([json.loads(rest)] if rest.strip() else [])
 
 
 def read_jsonl(path: Path) -> list[dict]:
     """A JSON-lines artifact (a file, or the one .jsonl file in a directory)."""
-    import json
-
     if path.is_dir():
         files = sorted(path.glob("*.jsonl"))
         if not files:

@@ -1,16 +1,19 @@
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.background import BackgroundTask
 
 from app.artifacts import service
 from app.config import Settings, get_settings
+from app.storage import service as storage
+from app.storage.base import MissingObject
 from app.runs.views import DB, RunDep
 
 router = APIRouter(prefix="/api/runs", tags=["artifacts"])
 Conf = Annotated[Settings, Depends(get_settings)]
+PRESIGNED = "to a presigned URL of the object store (PEFTLAB_STORAGE_PRESIGNED_DOWNLOADS)"
 
 
 class ArtifactOut(BaseModel):
@@ -27,6 +30,7 @@ def list_artifacts(run: RunDep, session: DB):
 
 @router.get("/{run_id}/adapter", response_class=FileResponse,
             responses={200: {"content": {"application/zip": {}}, "description": "the adapter directory, zipped"},
+                       307: {"description": PRESIGNED},
                        404: {"description": "no adapter yet, or no best checkpoint (which=best)"}})
 def download_adapter(run: RunDep, session: DB, settings: Conf,
                      which: Literal["best", "last"] | None = Query(
@@ -44,6 +48,7 @@ def download_adapter(run: RunDep, session: DB, settings: Conf,
 
 @router.get("/{run_id}/merged", response_class=FileResponse,
             responses={200: {"content": {"application/zip": {}}, "description": "the merged model directory, zipped"},
+                       307: {"description": PRESIGNED},
                        404: {"description": "the run has no merged model"}})
 def download_merged(run: RunDep, session: DB, settings: Conf):
     """LoRA runs: the base model with the update merged into its weights, as a zip of a directory
@@ -53,17 +58,36 @@ def download_merged(run: RunDep, session: DB, settings: Conf):
     return _zipped(run, session, settings, "merged", f"Run {run.id} has no merged model ({why}).")
 
 
-def _zipped(run, session, settings: Settings, kind: str, missing: str) -> FileResponse:
+def _zipped(run, session, settings: Settings, kind: str, missing: str):
     """A run's artifact directory as a zip under a name the server chooses; 404 with `missing` if absent."""
     artifact = service.get(session, run_id=run.id, kind=kind)
     if artifact is None:
         raise HTTPException(404, missing)
+    filename = f"peftlab-run-{run.id}-{kind}.zip"
+    if storage.is_remote(settings):
+        return _stored_zip(settings, f"{artifact.path}.zip", filename,
+                           f"The {kind} files of run {run.id} are missing from artifact storage.")
     source = service.absolute_path(settings, artifact)
     if not source.is_dir():
         raise HTTPException(404, f"The {kind} files of run {run.id} are missing from artifact storage.")
     archive = service.zip_to_tempfile(settings, source)
-    return FileResponse(archive, media_type="application/zip", filename=f"peftlab-run-{run.id}-{kind}.zip",
+    return FileResponse(archive, media_type="application/zip", filename=filename,
                         background=BackgroundTask(archive.unlink, missing_ok=True))
+
+
+def _stored_zip(settings: Settings, key: str, filename: str, missing: str):
+    """The zip the worker uploaded beside the folder: a 307 to a presigned URL when the settings say so
+    (the bytes never pass through the server), else streamed from the object store."""
+    store = storage.artifact_store(settings)
+    try:
+        info = store.stat(key)
+    except MissingObject:
+        raise HTTPException(404, missing) from None
+    if settings.storage_presigned_downloads and (url := store.presign(
+            key, expires_s=settings.storage_presign_seconds, filename=filename)):
+        return RedirectResponse(url, status_code=307)
+    return StreamingResponse(store.iter_bytes(key), media_type="application/zip", headers={
+        "Content-Length": str(info.size), "Content-Disposition": f'attachment; filename="{filename}"'})
 
 
 class PredictionsOut(BaseModel):
@@ -76,4 +100,7 @@ def get_predictions(run: RunDep, session: DB, settings: Conf):
     artifact = service.get(session, run_id=run.id, kind="predictions")
     if artifact is None:
         raise HTTPException(404, f"Run {run.id} has no predictions (status: {run.status}).")
-    return PredictionsOut(rows=service.read_jsonl(service.absolute_path(settings, artifact)))
+    rows = service.read_predictions(settings, artifact)
+    if rows is None:
+        raise HTTPException(404, f"The predictions of run {run.id} are missing from artifact storage.")
+    return PredictionsOut(rows=rows)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from app.config import Settings
 from app.datasets.models import Dataset
 from app.datasets.reader import ReadLimits, iter_rows
+from app.datasets.service import dataset_file
 
 TOP = 50
 MAX_DISTINCT = 100_000
@@ -51,7 +52,7 @@ def distribution(settings: Settings, dataset: Dataset, column: str, *, max_secon
                  max_distinct: int = MAX_DISTINCT) -> Distribution:
     result = Distribution(column=column, total_rows=dataset.num_rows)
     deadline = time.monotonic() + max_seconds
-    rows = iter_rows(settings.upload_dir / dataset.storage_name, dataset.format, dataset.has_header,
+    rows = iter_rows(dataset_file(settings, dataset), dataset.format, dataset.has_header,
                      ReadLimits.from_settings(settings), column_names=dataset.column_names)
     counts = result.counts
     for result.rows_counted, row in enumerate(rows, start=1):

@@ -13,6 +13,7 @@ from app.datasets.reader import ReadLimits, iter_rows
 from app.datasets.sandbox import scan_file
 from app.datasets.scan import ScanLimits, preview_row
 from app.runs.models import Run
+from app.storage import service as storage
 
 if TYPE_CHECKING:  # workers import this module; they need no web stack
     from app.datasets.upload import ReceivedUpload
@@ -25,7 +26,30 @@ MAX_CELLS_PER_PAGE = 20_000
 
 
 def dataset_file(settings: Settings, dataset: Dataset) -> Path:
-    return settings.upload_dir / dataset.storage_name
+    """The file to read the dataset from: in the upload dir, or this host's copy of the stored object."""
+    return stored_file(settings, dataset.storage_name)
+
+
+def stored_file(settings: Settings, storage_name: str) -> Path:
+    return storage.local_file(settings, storage.dataset_store(settings), storage_name)
+
+
+def keep_file(settings: Settings, storage_name: str, path: Path) -> None:
+    """Move a scanned upload into the dataset store: renamed into the upload dir, or streamed to the
+    object store (and kept as this server's cached copy, so its row pages need no download)."""
+    store = storage.dataset_store(settings)
+    if (final := store.local_path(storage_name)) is not None:
+        path.rename(final)
+        return
+    store.put_file(storage_name, path)
+    storage.object_cache(settings).adopt(store, storage_name, path)
+
+
+def remove_file(settings: Settings, storage_name: str) -> None:
+    store = storage.dataset_store(settings)
+    store.delete(storage_name)
+    if store.local_path(storage_name) is None:
+        storage.object_cache(settings).forget(store, storage_name)
 
 
 def create_from_upload(session: Session, *, settings: Settings, upload: "ReceivedUpload", name: str | None,
@@ -33,13 +57,12 @@ def create_from_upload(session: Session, *, settings: Settings, upload: "Receive
                        owner_id: int | None = None) -> Dataset:
     """Scan the received file; keep it and add the row only if everything is fine (else nothing is left)."""
     assert upload.path is not None
-    final = None
+    storage_name = None
     try:
         # In a capped child process: a hostile file fails there, never in the server.
         result = scan_file(upload.path, upload.filename, declared_format, has_header, settings)
         storage_name = f"{upload.sha256[:16]}-{os.urandom(6).hex()}.{result.format}"
-        final = settings.upload_dir / storage_name
-        upload.path.rename(final)
+        keep_file(settings, storage_name, upload.path)
         dataset = Dataset(
             name=(name or upload.filename or f"dataset.{result.format}").strip()[:200],
             format=result.format, has_header=result.has_header, num_rows=result.num_rows,
@@ -52,8 +75,8 @@ def create_from_upload(session: Session, *, settings: Settings, upload: "Receive
     except BaseException:
         session.rollback()
         upload.path.unlink(missing_ok=True)
-        if final is not None:
-            final.unlink(missing_ok=True)
+        if storage_name is not None:
+            remove_file(settings, storage_name)
         raise
 
 
@@ -107,7 +130,7 @@ def runs_using(session: Session, *, dataset_id: int) -> list[int]:
 
 
 def delete(session: Session, *, settings: Settings, dataset: Dataset) -> None:
-    path = dataset_file(settings, dataset)
+    storage_name = dataset.storage_name
     session.delete(dataset)
     session.commit()
-    path.unlink(missing_ok=True)
+    remove_file(settings, storage_name)

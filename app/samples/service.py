@@ -57,10 +57,10 @@ def predictions(session: Session, settings: Settings, run: Run) -> dict[int, dic
     if artifact is None:
         raise NotComparable(f"Run {run.id} has no stored predictions (status: {run.status}); only finished "
                             "classification runs with an eval set have them.")
-    path = artifacts_service.absolute_path(settings, artifact)
-    if not path.exists():
+    rows = artifacts_service.read_predictions(settings, artifact)
+    if rows is None:
         raise NotComparable(f"The predictions of run {run.id} are missing from artifact storage.")
-    return {int(p["row"]): p for p in artifacts_service.read_jsonl(path)}
+    return {int(p["row"]): p for p in rows}
 
 
 def read_rows(settings: Settings, dataset: Dataset | None, wanted: set[int]) -> dict[int, dict]:

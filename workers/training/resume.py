@@ -185,6 +185,7 @@ class CheckpointStore:
             log.warning("could not write the step %s checkpoint; keeping the previous one", state.step, exc_info=True)
             shutil.rmtree(tmp, ignore_errors=True)
             return False
+        self.written(final)
         self.prune(keep={state.step, state.best_step})
         self.on_saved(self.directory)
         return True
@@ -222,6 +223,13 @@ class CheckpointStore:
         optimizer.load_state_dict(saved)
         restore_rng(load_file(str(checkpoint.path / RNG_FILE)), document["python_rng"])
         return LoopState(**document["loop"])
+
+    def written(self, path: Path) -> None:
+        """A complete checkpoint is in place at `path` (before the older ones are pruned): nothing more to
+        do on a disk the next attempt shares (workers/training/mirrored_checkpoints.py copies it to an object store)."""
+
+    def pull(self) -> None:
+        """Fetch checkpoints kept elsewhere before a resumed attempt looks for one: here, all are on this disk."""
 
     def prune(self, keep: set[int | None]) -> None:
         """Delete every checkpoint but the steps in `keep`, and leftovers of interrupted writes."""
