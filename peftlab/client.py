@@ -143,7 +143,9 @@ class Client:
         """The run's adapter (or merged model) zip, streamed to dest (default: the server's file name)."""
         path = f"/api/runs/{int(run_id)}/{'merged' if kind == 'merged' else 'adapter'}"
         try:
-            with self._http.stream("GET", path) as res:
+            # A server set to PEFTLAB_STORAGE_PRESIGNED_DOWNLOADS answers 307 to the object store (httpx drops
+            # the token on the way: another origin).
+            with self._http.stream("GET", path, follow_redirects=True) as res:
                 if res.status_code >= 400:
                     res.read()
                     raise ClientError(_detail(res), res.status_code)
