@@ -82,7 +82,12 @@ class ObjectCache:
             base = self.directory / area
             if base.is_dir():
                 entries += [p for p in base.iterdir() if not p.name.startswith(".incoming-")]
-        sized = [(p.stat().st_mtime, _size(p), p) for p in entries if p.exists()]
+        sized = []
+        for path in entries:
+            try:
+                sized.append((path.stat().st_mtime, _size(path), path))
+            except FileNotFoundError:  # another process evicted it meanwhile
+                continue
         total = sum(size for _, size, _ in sized)
         for _, size, path in sorted(sized):
             if total <= self.max_bytes:
@@ -104,4 +109,4 @@ def _touch(path: Path) -> None:
 def _size(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return sum(p.lstat().st_size for p in path.rglob("*"))
