@@ -47,7 +47,7 @@ def s3_stack(s3_server, tmp_path_factory, tiny_bert_source, monkeypatch):
                       "PEFTLAB_STORAGE_CACHE_DIR": str(stack.worker_dir / "cache")}
         worker = _spawn(stack, "worker-0", worker_env, "worker", "--loglevel", "INFO")  # train and predict queues
         stack.workers.append(worker)
-        stack.wait_worker_ready(worker)
+        stack.wait_worker_ready(worker, timeout=300)  # torch imports slowly on a busy machine
         yield stack
     finally:
         print(stack.logs())
