@@ -129,9 +129,12 @@ class RunFeed:
         return self.points[bisect_right(self._ids, cursor):]
 
     async def next_tick(self, timeout: float) -> None:
-        """Wait for the next read (or the timeout, so a stream can send keep-alives)."""
+        """Wait for the next read (or the timeout, so a stream can send keep-alives). asyncio.timeout, not
+        wait_for: on Python 3.11 wait_for makes a task per call, and every stream of a run waits here once
+        per change (500 streams: 500 tasks per point)."""
         with suppress(TimeoutError):
-            await asyncio.wait_for(self._tick.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._tick.wait()
 
     def wake(self) -> None:
         self._wake.set()
@@ -172,7 +175,8 @@ class RunFeed:
             if read is not None and read.state is not None and read.state[0] in TERMINAL:
                 continue  # ended: read once more at once, for points committed just before the end
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_every)  # the safety poll
+                async with asyncio.timeout(self.poll_every):  # the safety poll
+                    await self._wake.wait()
 
 
 # One registry and one listener per event loop (tests run apps on several loops; a feed's task lives on one).
