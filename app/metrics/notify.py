@@ -54,12 +54,22 @@ def _after_rollback(session: Session) -> None:
     session.info.pop(_PENDING, None)
 
 
+# After a failed send, announcements pause this long: an unreachable Redis would otherwise cost every
+# worker flush a connect timeout. The servers' safety poll carries the streams meanwhile.
+PAUSE_AFTER_FAILURE = 5.0
+_paused_until = 0.0
+
+
 def publish(run_ids) -> None:
     """Send these run ids to every server now (called after a commit; never raises)."""
+    global _paused_until
+    if time.monotonic() < _paused_until:
+        return
     try:
         _publisher(*_key(get_settings())).send(sorted(run_ids))
     except Exception:  # noqa: BLE001 — the safety poll delivers what a failed message did not
-        _warn("could not announce changed runs %s", run_ids)
+        _paused_until = time.monotonic() + PAUSE_AFTER_FAILURE
+        _warn("could not announce changed runs %s; pausing announcements for %s s", run_ids, PAUSE_AFTER_FAILURE)
 
 
 def uses_redis(settings: Settings) -> bool:

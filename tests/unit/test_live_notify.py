@@ -81,3 +81,21 @@ def test_a_socket_left_by_a_dead_server_is_removed(local_settings):
     notify.publish(["3"])
     assert not stale.exists()
     assert os.listdir(folder) == []
+
+
+def test_an_unreachable_redis_never_fails_the_commit_and_pauses_announcements(tmp_path, monkeypatch):
+    from app.config import get_settings
+    from app.metrics import notify
+
+    monkeypatch.setenv("PEFTLAB_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PEFTLAB_BROKER_URL", "redis://127.0.0.1:1/0")  # nothing listens on port 1
+    get_settings.cache_clear()
+    monkeypatch.setattr(notify, "_paused_until", 0.0)
+    try:
+        with _session() as s:
+            s.execute(text("SELECT 1"))
+            notify.changed(s, 4)
+            s.commit()  # the announcement fails after the commit; the commit stands
+        assert notify._paused_until > 0, "the failed announcement did not pause the next ones"
+    finally:
+        get_settings.cache_clear()
