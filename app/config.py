@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(30, ge=0, description="Extra connections a process may open at busy times, beyond db_pool_size.")
     db_pool_timeout: float = Field(10.0, gt=0, description="How long a request waits for a free database connection before it is answered 503.")
     trusted_proxies: list[str] = Field(default_factory=list, description="Addresses or CIDR networks of reverse proxies whose X-Forwarded-For/-Proto headers are believed (JSON list); none by default.")
-    sse_poll_seconds: float = Field(0.5, description="How often a live event stream looks for new points.")
+    sse_poll_seconds: float = Field(5.0, gt=0, description="Live event streams: how often a server reads a watched run even when no change was announced (the safety net for a lost announcement; announced changes arrive at once).")
     model_dirs: list[Path] = Field(default_factory=list, description="Directories admins may register local base models from (JSON list); data_dir/models is always allowed.")
     secret_key: str | None = Field(None, description="Signs task messages so workers act only on the server's; default: a random key kept in data_dir/secret_key (set the same value on every host at scale).")
     max_trainable_params: int = Field(2_000_000_000, ge=1, description="Runs that would train more parameters than this are refused at POST /api/runs (e.g. an absurd prompt-encoder size).")

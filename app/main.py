@@ -22,6 +22,7 @@ from app.experiments import views as experiments_views
 from app.db import get_sessionmaker
 from app.inference import views as inference_views
 from app.logs import views as logs_views
+from app.metrics import live as metrics_live
 from app.metrics import views as metrics_views
 from app.models import service as models_service
 from app.models import views as models_views
@@ -88,6 +89,7 @@ async def lifespan(app: FastAPI):
     settings.ensure_dirs()
     await run_in_threadpool(_remove_stale_uploads)
     await run_in_threadpool(_seed_models)
+    metrics_live.start_listening()  # this process's one subscription to announced run changes (live streams)
     tasks = [asyncio.create_task(_every(settings.reaper_interval_seconds, _reap_once, "reaper")),
              asyncio.create_task(_every(settings.webhook_poll_seconds, _notify_once, "webhook")),
              asyncio.create_task(_every(settings.search_interval_seconds, _search_once, "search"))]
@@ -96,6 +98,7 @@ async def lifespan(app: FastAPI):
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
+    await metrics_live.stop_listening()
 
 
 def _openapi_with_bearer(app: FastAPI) -> dict:

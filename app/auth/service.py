@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from app.auth.models import ApiToken, BrowserSession, LoginFailure, Project, ProjectMember, User
 from app.auth.security import DUMMY_HASH, digest, hash_password, new_token, verify_password
 from app.db import utcnow
+from app.metrics import notify
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MIN_PASSWORD = 8
@@ -153,6 +154,7 @@ def session_for(session: Session, *, cookie: str) -> BrowserSession | None:
 
 def end_session(session: Session, *, cookie: str) -> None:
     session.execute(delete(BrowserSession).where(BrowserSession.token_hash == digest(cookie)))
+    notify.changed(session, notify.EVERY_RUN)  # live streams opened with it end now (they check at each read)
     session.commit()
 
 
@@ -194,6 +196,8 @@ def tokens_of(session: Session, *, user: User) -> list[ApiToken]:
 def revoke_token(session: Session, *, user: User, token_id: int) -> bool:
     res = session.execute(update(ApiToken).where(ApiToken.id == token_id, ApiToken.user_id == user.id,
                                                  ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    if res.rowcount == 1:
+        notify.changed(session, notify.EVERY_RUN)  # live streams opened with it end now (they check at each read)
     session.commit()
     return res.rowcount == 1
 

@@ -32,6 +32,7 @@ from app.experiments.models import Experiment
 from app.experiments.plans import PlanError
 from app.experiments.search_models import SearchStudy, SearchTrial
 from app.experiments.search_schemas import SearchExperiment
+from app.metrics import notify
 from app.metrics.models import MetricPoint
 from app.runs import lifecycle
 from app.runs import service as runs_service
@@ -303,6 +304,7 @@ def _note_pruned(session: Session, run_id: int, reason: str | None) -> None:
     """The cancelled run of a pruned trial says why (the worker's cancel leaves its error empty)."""
     session.execute(update(Run).where(Run.id == run_id, Run.status == "cancelled", Run.error.is_(None))
                     .values(error=reason or "pruned by the search", state_version=Run.state_version + 1))
+    notify.changed(session, run_id)
     session.commit()
 
 

@@ -1,11 +1,16 @@
-"""Live run feeds: one poller per watched run in this process, shared by every stream of that run.
+"""Live run feeds: one per watched run in this process, shared by every stream of that run.
 
-No stream holds a database connection. Each poll interval the feed opens one short session, reads
-the run's new points, its state and which of its streams' credentials are still valid, and closes
-the session before it sleeps. So 200 browser tabs on one run cost one read per interval, not 200,
-and a revoked token or ended browser session closes its streams within one interval. A stream that
-is behind the feed's buffer (a reconnect replaying from Last-Event-ID) reads its backlog in short
-sessions of its own.
+A feed reads the database when it is woken: a writer committed points or a status change of its run
+and announced it (app/metrics/notify.py), and this process's one listener (app/metrics/listen.py)
+handed the run id here. The message only says "look"; the feed reads the rows after its cursor, so
+the database stays the source of truth. A slow safety poll (every sse_poll_seconds) catches a missed
+message, and revoked credentials that were not announced.
+
+No stream holds a database connection. A read opens one short session: the run's new points, its
+state and which of its streams' credentials are still valid, and closes it before the feed waits.
+So 500 browser tabs on one run cost one read per change, not 500, and a revoked token or ended
+browser session closes its streams at the next read. A stream that is behind the feed's buffer (a
+reconnect replaying from Last-Event-ID) reads its backlog in short sessions of its own.
 """
 import asyncio
 import json
@@ -21,7 +26,7 @@ from sqlalchemy import select
 
 from app.auth import service as auth_service
 from app.db import db_slot, get_sessionmaker
-from app.metrics import service
+from app.metrics import listen, notify, service
 from app.runs.models import TERMINAL, Run
 
 log = logging.getLogger(__name__)
@@ -106,6 +111,7 @@ class RunFeed:
         self.revoked: set[Credential] = set()
         self.credentials: Counter[Credential] = Counter()
         self._tick = asyncio.Event()
+        self._wake = asyncio.Event()  # set by the listener when this run's change was announced
         self.task: asyncio.Task | None = None
 
     @property
@@ -123,9 +129,15 @@ class RunFeed:
         return self.points[bisect_right(self._ids, cursor):]
 
     async def next_tick(self, timeout: float) -> None:
-        """Wait for the next read (or the timeout, so a stream can send keep-alives)."""
+        """Wait for the next read (or the timeout, so a stream can send keep-alives). asyncio.timeout, not
+        wait_for: on Python 3.11 wait_for makes a task per call, and every stream of a run waits here once
+        per change (500 streams: 500 tasks per point)."""
         with suppress(TimeoutError):
-            await asyncio.wait_for(self._tick.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._tick.wait()
+
+    def wake(self) -> None:
+        self._wake.set()
 
     def _apply(self, read: _Read) -> None:
         if read.base is not None:
@@ -144,12 +156,15 @@ class RunFeed:
 
     async def poll(self) -> None:
         while True:
+            # Cleared before the read: an announcement that comes while it runs wakes the next one.
+            self._wake.clear()
             try:
                 async with db_slot():
                     read = await run_in_threadpool(_read, self.run_id, None if self.base is None else self.cursor,
                                                    set(self.credentials))
             except Exception:  # noqa: BLE001 — the database is down or busy: streams wait, the next poll retries
                 log.warning("live feed of run %s could not read; retrying", self.run_id, exc_info=True)
+                read = None
             else:
                 self._apply(read)
             old, self._tick = self._tick, asyncio.Event()
@@ -157,11 +172,16 @@ class RunFeed:
             if self.final:
                 _forget(self)  # later streams start a fresh feed; the ones here drain this one
                 return
-            await asyncio.sleep(self.poll_every)
+            if read is not None and read.state is not None and read.state[0] in TERMINAL:
+                continue  # ended: read once more at once, for points committed just before the end
+            with suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_every):  # the safety poll
+                    await self._wake.wait()
 
 
-# One registry per event loop (tests run apps on several loops; a feed's task lives on one).
+# One registry and one listener per event loop (tests run apps on several loops; a feed's task lives on one).
 _feeds: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, RunFeed]]" = weakref.WeakKeyDictionary()
+_listeners: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, object]" = weakref.WeakKeyDictionary()
 
 
 def _registry() -> dict[int, RunFeed]:
@@ -174,7 +194,36 @@ def _forget(feed: RunFeed) -> None:
         del registry[feed.run_id]
 
 
+def wake(run_id: str | None) -> None:
+    """The listener's callback: a run's change was announced (None or EVERY_RUN: any run may have changed)."""
+    registry = _registry()
+    if run_id is None or run_id == notify.EVERY_RUN:
+        for feed in registry.values():
+            feed.wake()
+    elif run_id.isdigit() and (feed := registry.get(int(run_id))) is not None:
+        feed.wake()
+
+
+def start_listening() -> None:
+    """This process's one subscription (idempotent). Without it, feeds still see changes at the safety poll."""
+    loop = asyncio.get_running_loop()
+    if loop in _listeners:
+        return
+    try:
+        _listeners[loop] = listen.start(wake)
+    except Exception:  # noqa: BLE001 — e.g. an unwritable data dir: slower streams, not a broken server
+        log.warning("live streams cannot listen for announcements; they poll every sse_poll_seconds", exc_info=True)
+        _listeners[loop] = None
+
+
+async def stop_listening() -> None:
+    listener = _listeners.pop(asyncio.get_running_loop(), None)
+    if listener is not None:
+        await listener.close()
+
+
 def join(run_id: int, credential: Credential, poll_every: float) -> RunFeed:
+    start_listening()
     registry = _registry()
     feed = registry.get(run_id)
     if feed is None:

@@ -7,6 +7,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.metrics import notify
 from app.metrics.models import MetricPoint
 
 
@@ -24,6 +25,8 @@ def record_points(session: Session, run_id: int, points: Iterable[tuple[str, int
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(MetricPoint).values(rows).on_conflict_do_nothing(index_elements=["run_id", "name", "step"])
     inserted = len(session.execute(stmt.returning(MetricPoint.id)).all())  # rowcount is -1 on psycopg
+    if inserted:
+        notify.changed(session, run_id)  # sent once the commit below is through
     session.commit()
     return inserted
 

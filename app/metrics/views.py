@@ -85,7 +85,7 @@ async def run_events(run: RunDep, request: Request, session: DB):
                     try:
                         backlog = await live.read_backlog(run_id, cursor, feed.base)
                     except SQLAlchemyError:  # the database is busy or down: stay open, try at the next tick
-                        await feed.next_tick(poll_every * 4)
+                        await feed.next_tick(KEEP_ALIVE_SECONDS)
                         continue
                     for p in backlog:
                         cursor = p.id
@@ -115,7 +115,7 @@ async def run_events(run: RunDep, request: Request, session: DB):
                     yield "".join(out)
                 if done:
                     return  # everything is sent; the client closes or reconnects to nothing new
-                await feed.next_tick(poll_every * 4)
+                await feed.next_tick(KEEP_ALIVE_SECONDS)
         finally:
             live.leave(feed, credential)
 

@@ -1,7 +1,9 @@
 """The run state machine: queued → running → succeeded | failed | cancelled.
 
 Every transition is one guarded UPDATE (WHERE status = … AND worker = …), so two workers,
-a reaper and a cancel can race without corrupting a run. Used by workers and the server.
+a reaper and a cancel can race without corrupting a run. Used by workers and the server. Each change
+a live stream shows (status, progress: the state_version bumps) is announced after its commit
+(`notify.changed`), so the streams of that run show it at once.
 
 A worker's writes are fenced by its `Lease` (run, worker, attempt number): a worker that was
 paused past its lease (the reaper re-queued the run, another attempt may hold it now) can no
@@ -15,6 +17,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
+from app.metrics import notify
 from app.metrics.models import MetricPoint
 from app.runs.models import Run
 
@@ -49,6 +52,8 @@ def take(session: Session, run_id: int, worker: str, lease_seconds: float) -> Le
                 state_version=Run.state_version + 1)
         .returning(Run.attempts)
     ).first()
+    if row is not None:
+        notify.changed(session, run_id)
     session.commit()
     return None if row is None else Lease(run_id, worker, row[0])
 
@@ -126,6 +131,8 @@ def set_progress(session: Session, run_id: int, worker: str, progress: float, *,
         .where(_held(run_id, worker, attempt))
         .values(progress=max(0.0, min(1.0, progress)), state_version=Run.state_version + 1)
     )
+    if res.rowcount == 1:
+        notify.changed(session, run_id)
     session.commit()
     return res.rowcount == 1
 
@@ -141,6 +148,8 @@ def finish(session: Session, run_id: int, worker: str, status: str, *, summary: 
     if summary is not None:
         values["summary"] = summary
     res = session.execute(update(Run).where(_held(run_id, worker, attempt)).values(**values))
+    if res.rowcount == 1:
+        notify.changed(session, run_id)
     session.commit()
     return res.rowcount == 1
 
@@ -194,12 +203,15 @@ def request_cancel(session: Session, run_id: int) -> str | None:
                 state_version=Run.state_version + 1)
     )
     if res.rowcount == 1:
+        notify.changed(session, run_id)
         session.commit()
         return "cancelled"
     res = session.execute(
         update(Run).where(Run.id == run_id, Run.status == "running")
         .values(cancel_requested=True, state_version=Run.state_version + 1)
     )
+    if res.rowcount == 1:
+        notify.changed(session, run_id)
     session.commit()
     return "running" if res.rowcount == 1 else None
 
@@ -216,15 +228,17 @@ def recover_expired(session: Session, max_attempts: int) -> list[int]:
     """
     now = utcnow()
     expired = and_(Run.status == "running", Run.lease_expires_at < now)
-    session.execute(  # a cancel was asked for: there is nothing to retry
+    ended = session.execute(  # a cancel was asked for: there is nothing to retry
         update(Run).where(expired, Run.cancel_requested.is_(True))
         .values(status="cancelled", finished_at=now, lease_expires_at=None, state_version=Run.state_version + 1)
-    )
-    session.execute(
+        .returning(Run.id)
+    ).scalars().all()
+    ended += session.execute(
         update(Run).where(expired, Run.attempts >= max_attempts)
         .values(status="failed", finished_at=now, lease_expires_at=None, state_version=Run.state_version + 1,
                 error=f"the worker stopped responding {max_attempts} times; giving up")
-    )
+        .returning(Run.id)
+    ).scalars().all()
     requeued = session.execute(
         update(Run).where(expired, Run.attempts < max_attempts)
         .values(status="queued", worker=None, lease_expires_at=None, enqueued_at=None, progress=0.0,
@@ -233,6 +247,8 @@ def recover_expired(session: Session, max_attempts: int) -> list[int]:
     ).scalars().all()
     # The dead attempt's points stay: the retry resumes from its last checkpoint and drops only the
     # points after it when it starts (start_attempt), so the curve keeps its original times.
+    for run_id in [*ended, *requeued]:
+        notify.changed(session, run_id)
     session.commit()
     return list(requeued)
 
@@ -248,6 +264,7 @@ def start_attempt(session: Session, lease: Lease, *, from_step: int) -> bool:
         session.execute(update(Run).where(_held(lease.run_id, lease.worker, lease.attempt))
                         .values(summary={"resumed_from": {"step": from_step, "attempt": lease.attempt}},
                                 state_version=Run.state_version + 1))
+        notify.changed(session, lease.run_id)
     session.commit()
     return True
 

@@ -10,6 +10,7 @@ from app.datasets.distribution import distribution
 from app.datasets.models import Dataset
 from app.datasets.scan import safe_preview
 from app.datasets.reader import DatasetError
+from app.metrics import notify
 from app.models import service as models_service
 from app.queue import send_train
 from app.runs import lifecycle
@@ -220,6 +221,7 @@ def delete(session: Session, *, settings: Settings, run: Run) -> None:
 
     run_id = run.id
     session.delete(run)
+    notify.changed(session, run_id)  # its open streams end now
     session.commit()
     artifacts_service.delete_for_run(session, settings=settings, run_id=run_id)
 

@@ -1,12 +1,18 @@
 """Live event streams against a real server process: many open streams hold no database connection,
-the API stays responsive beside them, and revoking the credential that opened a stream ends it.
+the API stays responsive beside them, and revoking the credential that opened a stream ends it. A change
+committed and announced by another process reaches a waiting stream at once (not at the safety poll), a
+change nobody announced arrives at the safety poll, and Last-Event-ID replays what a client missed.
 
 The run is "live" without a worker: the test writes its points to the database as a worker would.
 """
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,7 +22,7 @@ pytestmark = pytest.mark.integration
 STREAMS = 40  # more than the whole connection pool of the old server (it held one per stream)
 
 
-def _live_run(user_id: int) -> int:
+def _live_run(user_id: int, worker: str | None = None) -> int:
     """A running run of this user's, with a dataset row to hang it on (no file: nothing reads it)."""
     from app.auth import service as auth
     from app.datasets.models import Dataset
@@ -31,7 +37,8 @@ def _live_run(user_id: int) -> int:
         s.add(ds)
         s.flush()
         run = Run(name="live", status="running", config={}, summary={}, dataset_id=ds.id, base_model="minilm-l6",
-                  method="lora", task="classification", project_id=project, owner_id=user_id, state_version=1)
+                  method="lora", task="classification", project_id=project, owner_id=user_id, state_version=1,
+                  worker=worker)
         s.add(run)
         s.flush()
         return run.id
@@ -48,21 +55,23 @@ def _write_points(run_id: int, steps: range) -> None:
 class Stream:
     """One open /events stream, read in the background: its events, and whether it has ended."""
 
-    def __init__(self, client: httpx.AsyncClient, run_id: int):
-        self.events: list[dict] = []
+    def __init__(self, client: httpx.AsyncClient, run_id: int, last_event_id: str | None = None):
+        self.events: list[dict] = []  # each with "at": when it arrived (time.time())
         self.status_code: int | None = None
         self.opened = asyncio.Event()
         self.ended = asyncio.Event()
-        self.task = asyncio.create_task(self._read(client, run_id))
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        self.task = asyncio.create_task(self._read(client, run_id, headers))
 
-    async def _read(self, client, run_id):
+    async def _read(self, client, run_id, headers):
         try:
-            async with client.stream("GET", f"/api/runs/{run_id}/events") as res:
+            async with client.stream("GET", f"/api/runs/{run_id}/events", headers=headers) as res:
                 self.status_code = res.status_code
                 current: dict = {}
                 async for line in res.aiter_lines():
                     if not line:
                         if "event" in current:
+                            current["at"] = time.time()
                             self.events.append(current)
                             if current["event"] == "status":
                                 self.opened.set()
@@ -226,3 +235,139 @@ def test_signing_out_ends_the_streams_of_that_browser_session(api_server, admin_
 
     ended_before, ended = asyncio.run(scenario())
     assert not ended_before and ended, "the stream outlived the browser session that opened it"
+
+
+# ---- announced changes (app/metrics/notify.py, listen.py) -------------------------------------------------
+
+SAFETY_POLL = 30.0  # the quiet server's: anything that arrives well before it was announced, not polled
+
+# Run in another process, as a worker would: commit points, then a progress change; print when each committed.
+WRITER = """
+import json, sys, time
+import app.tables
+from app.db import session_scope
+from app.metrics.service import record_points
+from app.runs.lifecycle import set_progress
+run_id, worker = int(sys.argv[1]), sys.argv[2]
+out = {}
+with session_scope() as s:
+    record_points(s, run_id, [("train/loss", 1, 0.5)])
+    out["points"] = time.time()
+with session_scope() as s:
+    assert set_progress(s, run_id, worker, 0.25)
+    out["progress"] = time.time()
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def quiet_server(peftlab_env, tmp_path_factory):
+    """A server whose safety poll is far slower than any announced change should take."""
+    from tests.conftest import _stop, start_server
+
+    proc, url = start_server(tmp_path_factory.mktemp("logs") / "quiet-server.log",
+                             {"PEFTLAB_SSE_POLL_SECONDS": str(SAFETY_POLL)})
+    yield url
+    _stop(proc)
+
+
+def _end_run(run_id: int) -> None:
+    from app.db import session_scope
+    from app.runs.models import Run
+
+    with session_scope() as s:
+        s.get(Run, run_id).status = "cancelled"
+
+
+async def _wait_for(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
+def test_a_change_committed_by_another_process_reaches_a_waiting_stream_at_once(quiet_server, admin_account):
+    run_id = _live_run(admin_account.user_id, worker="announcing-writer")
+
+    async def scenario():
+        async with _client(quiet_server, admin_account.headers) as client:
+            stream = Stream(client, run_id)
+            await asyncio.wait_for(stream.opened.wait(), 30)
+            await asyncio.sleep(0.5)  # settled: the feed's first read is done, it waits for an announcement
+            writer = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", WRITER, str(run_id), "announcing-writer"],
+                                             cwd=Path(__file__).resolve().parents[2], env=os.environ, capture_output=True,
+                                             text=True, timeout=120)
+            assert writer.returncode == 0, writer.stderr
+            committed = json.loads(writer.stdout.strip().splitlines()[-1])
+
+            def arrived():
+                return stream.steps() == {1} and any(e["event"] == "status" and '"progress":0.25' in e["data"]
+                                                     for e in stream.events)
+
+            await _wait_for(arrived, SAFETY_POLL / 2)
+            stream.task.cancel()
+            await asyncio.gather(stream.task, return_exceptions=True)
+            return stream.events, committed
+
+    try:
+        events, committed = asyncio.run(scenario())
+    finally:
+        _end_run(run_id)
+    metric = [e for e in events if e["event"] == "metric"]
+    status = [e for e in events if e["event"] == "status" and '"progress":0.25' in e["data"]]
+    assert metric and status, f"the announced changes did not arrive within {SAFETY_POLL / 2} s: {events}"
+    # Generous for a busy 2-core machine, and still far below the safety poll (bench/live_fanout.py measures).
+    assert metric[0]["at"] - committed["points"] < 3.0, (metric[0]["at"], committed)
+    assert status[0]["at"] - committed["progress"] < 3.0, (status[0]["at"], committed)
+
+
+def test_a_change_nobody_announced_arrives_at_the_safety_poll(api_server, admin_account, settings):
+    """The session server polls every PEFTLAB_SSE_POLL_SECONDS (tests/conftest.py); a point written
+    without an announcement (a lost message) still reaches the stream."""
+    from app.db import session_scope
+    from app.metrics.models import MetricPoint
+
+    run_id = _live_run(admin_account.user_id)
+
+    async def scenario():
+        async with _client(api_server, admin_account.headers) as client:
+            stream = Stream(client, run_id)
+            await asyncio.wait_for(stream.opened.wait(), 30)
+            with session_scope() as s:  # a plain insert: record_points would announce it
+                s.add(MetricPoint(run_id=run_id, name="train/loss", step=7, value=0.5, time=time.time()))
+            await _wait_for(lambda: stream.steps() == {7}, 15 + 10 * settings.sse_poll_seconds)
+            stream.task.cancel()
+            await asyncio.gather(stream.task, return_exceptions=True)
+            return stream.steps()
+
+    try:
+        assert asyncio.run(scenario()) == {7}
+    finally:
+        _end_run(run_id)
+
+
+def test_a_stream_that_reconnects_with_last_event_id_gets_only_what_it_missed(quiet_server, admin_account):
+    run_id = _live_run(admin_account.user_id)
+    _write_points(run_id, range(1, 11))
+
+    async def scenario():
+        async with _client(quiet_server, admin_account.headers) as client:
+            first = Stream(client, run_id)
+            await _wait_for(lambda: first.steps() == set(range(1, 11)), 30)
+            first.task.cancel()
+            await asyncio.gather(first.task, return_exceptions=True)
+            seen_5 = next(e["id"] for e in first.events if e["event"] == "metric" and json.loads(e["data"])["step"] == 5)
+            await asyncio.to_thread(_write_points, run_id, range(11, 16))  # while it was away
+            again = Stream(client, run_id, last_event_id=seen_5)
+            await _wait_for(lambda: again.steps() >= set(range(6, 16)), 30)
+            await asyncio.to_thread(_write_points, run_id, range(16, 18))  # live again, announced
+            await _wait_for(lambda: again.steps() >= set(range(6, 18)), SAFETY_POLL / 2)
+            again.task.cancel()
+            await asyncio.gather(again.task, return_exceptions=True)
+            return first.steps(), again.steps()
+
+    try:
+        first, again = asyncio.run(scenario())
+    finally:
+        _end_run(run_id)
+    assert first == set(range(1, 11))
+    assert again == set(range(6, 18)), "the replay sent points the client had seen, or missed some"

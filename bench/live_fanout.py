@@ -1,0 +1,237 @@
+"""Fan-out of one live run to many streams: how long from a worker's commit to every client's receipt,
+and what it costs the server.
+
+    nice -n 5 .venv/bin/python bench/live_fanout.py                      # SQLite + embedded announcements
+    nice -n 5 .venv/bin/python bench/live_fanout.py \\
+        --database-url postgresql+psycopg://postgres@127.0.0.1:5432/test --broker-url redis://127.0.0.1:6379/0
+
+Starts a throwaway `peftlab serve` (default safety poll: what arrives within it was announced), makes one
+running run and opens --clients /api/runs/{id}/events streams on it from --client-procs child processes
+(plain asyncio sockets: an HTTP client library would spend more CPU than the server on a 2-core box and
+its queueing would be measured as latency). Then it plays the worker: --writes points, one every
+--write-every seconds, each through app.metrics.service.record_points, whose commit announces the run
+(app/metrics/notify.py). Each point's commit time is taken right after the database commit, before the
+announcement; each client notes when each step first arrives. Prints one JSON line: p50/p95/p99/max
+from commit to receipt over every (client, point), points a client never got, the server's CPU use
+(its process and children, in percent of one core) while the points flow, and the machine's load.
+Goals: p95 <= 100 ms, server CPU < 100 % of one core.
+"""
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import re
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from stack import peftlab  # noqa: E402
+from streams import fresh_postgres, make_live_run  # noqa: E402
+
+STEP = re.compile(rb'"step":(\d+)')
+
+
+async def _stream(url: str, token: str, run_id: int, arrivals: dict, opened: asyncio.Event, count: list) -> None:
+    """One SSE connection on a bare socket: note when each new step first arrives."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write((f"GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                  f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n").encode())
+    await writer.drain()
+    tail, last = b"", 0
+    try:
+        while data := await reader.read(65536):
+            now = time.time()
+            buffer = tail + data
+            if not arrivals.get("_open") and b"event: status" in buffer:  # the feed's first read reached it
+                arrivals["_open"] = True
+                count[0] += 1
+                if count[0] == count[1]:
+                    opened.set()
+            for match in STEP.finditer(buffer):
+                step = int(match.group(1))
+                if step > last:  # a match in the kept tail is seen twice: only new steps count
+                    last = step
+                    arrivals[step] = now
+            tail = buffer[-64:]
+    finally:
+        writer.close()
+
+
+def hold_streams(url: str, token: str, run_id: int, count: int, pipe) -> None:
+    """Child process: open `count` streams, say when all had their first event, read until told to stop, send arrivals."""
+    async def go():
+        opened, counter = asyncio.Event(), [0, count]
+        per_stream = [{} for _ in range(count)]
+        tasks = []
+        for arrivals in per_stream:
+            tasks.append(asyncio.create_task(_stream(url, token, run_id, arrivals, opened, counter)))
+            await asyncio.sleep(0.002)  # not 500 SYNs at once into a listen backlog
+        try:
+            await asyncio.wait_for(opened.wait(), 180)
+        except TimeoutError:
+            pass
+        pipe.send(counter[0])
+        await asyncio.to_thread(pipe.recv)  # stop
+        for t in tasks:
+            t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        errors = sorted({type(r).__name__ for r in results if isinstance(r, BaseException)
+                         and not isinstance(r, asyncio.CancelledError)})
+        pipe.send(([{k: v for k, v in a.items() if k != "_open"} for a in per_stream], errors))
+    asyncio.run(go())
+
+
+class Writer(threading.Thread):
+    """Plays the worker: one point per write through record_points (its commit announces the run)."""
+
+    def __init__(self, run_id: int, writes: int, every: float):
+        super().__init__(daemon=True)
+        self.run_id, self.writes, self.every = run_id, writes, every
+        self.committed: dict[int, float] = {}
+
+    def run(self):
+        from sqlalchemy import event
+        from sqlalchemy.orm import Session
+
+        from app.db import session_scope
+        from app.metrics.service import record_points
+
+        stamp: dict[str, float] = {}
+        # First in line after the commit, before notify's announcement: the moment the rows are visible.
+        event.listen(Session, "after_commit", lambda _s: stamp.__setitem__("at", time.time()), insert=True)
+        for step in range(1, self.writes + 1):
+            with session_scope() as s:
+                record_points(s, self.run_id, [("train/loss", step, 1.0 / step)])
+            self.committed[step] = stamp["at"]
+            time.sleep(self.every)
+
+
+def _cpu(proc: psutil.Process) -> float:
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 1) if values else None
+
+
+def measure(url: str, token: str, run_id: int, args, server: psutil.Process) -> dict:
+    spawn = multiprocessing.get_context("spawn")
+    per_proc = [args.clients // args.client_procs + (i < args.clients % args.client_procs) for i in range(args.client_procs)]
+    pipes, holders = [], []
+    for n in per_proc:
+        here, there = spawn.Pipe()
+        holder = spawn.Process(target=hold_streams, args=(url, token, run_id, n, there), daemon=True)
+        holder.start()
+        pipes.append(here)
+        holders.append(holder)
+    started = time.monotonic()
+    opened = sum(p.recv() for p in pipes)
+    open_seconds = time.monotonic() - started
+    time.sleep(2)  # settled: every stream has had its first events
+
+    load_before = os.getloadavg()[0]
+    psutil.cpu_percent()  # starts the machine-wide window
+    cpu_before, wall_before = _cpu(server), time.monotonic()
+    writer = Writer(run_id, args.writes, args.write_every)
+    writer.start()
+    writer.join()
+    time.sleep(1.0)  # the last point's way to the clients
+    server_cpu = 100 * (_cpu(server) - cpu_before) / (time.monotonic() - wall_before)
+    machine_cpu = psutil.cpu_percent()
+    load_during = os.getloadavg()[0]
+
+    for p in pipes:
+        p.send("stop")
+    arrivals, errors = [], set()
+    for p in pipes:
+        streams, errs = p.recv()
+        arrivals += streams
+        errors |= set(errs)
+    for h in holders:
+        h.join(30)
+
+    latencies, missing, per_write = [], 0, {}
+    for stream in arrivals:
+        for step, at in writer.committed.items():
+            if step in stream:
+                latencies.append(stream[step] - at)
+                per_write.setdefault(step, []).append(stream[step] - at)
+            else:
+                missing += 1
+    latencies.sort()
+    # The writes whose last client got them latest: is a slow tail one late read (every client late) or
+    # a few slow clients (a busy machine scheduling the client processes late)?
+    slowest = sorted(per_write.items(), key=lambda kv: -max(kv[1]))[:3]
+    return {
+        "clients": args.clients, "clients_opened": opened, "all_open_after_s": round(open_seconds, 1),
+        "writes": args.writes, "write_every_s": args.write_every, "deliveries": len(latencies), "missing": missing,
+        "latency_p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
+        "latency_p95_ms": _pct(latencies, 0.95), "latency_p99_ms": _pct(latencies, 0.99),
+        "latency_max_ms": round(latencies[-1] * 1000, 1) if latencies else None,
+        "server_cpu_percent_of_one_core": round(server_cpu, 1),
+        "machine_cpu_percent": machine_cpu, "load_average_1min_before": round(load_before, 2),
+        "load_average_1min_after": round(load_during, 2), "cpus": os.cpu_count(),
+        "client_errors": sorted(errors)[:5],
+        "slowest_writes_first_last_ms": [[round(min(v) * 1000), round(max(v) * 1000)] for _, v in slowest],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", default=None, help="PostgreSQL server URL (a fresh database is made on it); default SQLite")
+    parser.add_argument("--broker-url", default=None, help="redis://… (announcements over Redis pub/sub); default the embedded broker")
+    parser.add_argument("--clients", type=int, default=500)
+    parser.add_argument("--client-procs", type=int, default=2, help="processes the clients are spread over")
+    parser.add_argument("--writes", type=int, default=60)
+    parser.add_argument("--write-every", type=float, default=0.5, help="seconds between the writer's commits")
+    args = parser.parse_args()
+
+    drop = None
+    extra = {}
+    if args.database_url:
+        extra["PEFTLAB_DATABASE_URL"], drop = fresh_postgres(args.database_url)
+    if args.broker_url:
+        extra["PEFTLAB_BROKER_URL"] = args.broker_url
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data_dir = Path(tmp) / "data"
+            with peftlab(data_dir, "serve", extra_env=extra) as (url, proc, headers):
+                os.environ.update({"PEFTLAB_DATA_DIR": str(data_dir), **extra})
+                run_id = make_live_run()
+                token = headers["Authorization"].split(" ", 1)[1]
+                result = measure(url, token, run_id, args, psutil.Process(proc.pid))
+        from app.config import get_settings
+
+        result = {"database": "postgresql" if args.database_url else "sqlite",
+                  "announcements": "redis" if args.broker_url else "unix sockets",
+                  "safety_poll_s": get_settings().sse_poll_seconds, **result}
+        result["goals_met"] = (result["missing"] == 0 and (result["latency_p95_ms"] or 1e9) <= 100
+                               and result["server_cpu_percent_of_one_core"] < 100)
+        print(json.dumps(result))
+    finally:
+        if drop:
+            from app.db import get_engine
+
+            get_engine().dispose()
+            drop()
+
+
+if __name__ == "__main__":
+    main()
