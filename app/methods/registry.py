@@ -68,6 +68,9 @@ class MethodSpec:
     # training.gradient_checkpointing works with it (prefix-tuning's key/value prefixes ride in the
     # cache, which checkpointed transformers layers drop)
     gradient_checkpointing: bool = True
+    # training.distributed "fsdp" works with it: its weights can be sharded with the base's blocks
+    shards: bool = True
+    shard_note: str = ""  # why not, when it cannot
     presets: bool = True  # offered by "every method" experiments (False: needs settings no default can give)
     settings_note: str = ""  # what the preset settings are, for the docs
     check: Check | None = None  # run by app.runs.checks on the server and on the worker
