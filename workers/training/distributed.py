@@ -232,12 +232,41 @@ def shard_model(model: nn.Module, device: torch.device) -> None:
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
     blocks = block_classes(model)
-    units = [m for m in model.modules() if type(m).__name__ in blocks]
-    for module in units:
-        fully_shard(module, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+    # FSDP2 would shard a module registered under two names twice (peft's prompt-learning models keep
+    # the base's word embeddings as `word_embeddings` too): the shortcut names are hidden while sharding
+    # and put back after; they still lead to the same module, which FSDP manages at its own place.
+    aliases = _shortcut_registrations(model)
+    for parent, name, _ in aliases:
+        del parent._modules[name]
+    try:
+        units = [m for m in model.modules() if type(m).__name__ in blocks]
+        for module in units:
+            fully_shard(module, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+    finally:
+        for parent, name, module in aliases:
+            parent._modules[name] = module
     log.info("FSDP: %d blocks (%s) and the root sharded over %d processes", len(units),
              ", ".join(sorted(blocks)) or "none found", dist.get_world_size())
+
+
+def _shortcut_registrations(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, name, module) for every registration of a module but its deepest one (its own place in
+    the model; the others are shortcuts to it)."""
+    places: dict[int, list[str]] = {}
+    modules = dict(model.named_modules(remove_duplicate=False))
+    for path, module in modules.items():
+        places.setdefault(id(module), []).append(path)
+    found = []
+    for paths in places.values():
+        if len(paths) < 2:
+            continue
+        keep = max(paths, key=lambda p: p.count("."))
+        for path in paths:
+            if path != keep:
+                parent_path, _, name = path.rpartition(".")
+                found.append((modules[parent_path] if parent_path else model, name, modules[path]))
+    return found
 
 
 class Silent:
