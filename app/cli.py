@@ -106,9 +106,15 @@ def worker_queues(kinds: str, settings) -> list[str]:
 def cmd_worker(args: argparse.Namespace) -> int:
     _apply(args)
     if args.gpus is not None:
-        # Before torch loads: this process sees only its GPU (one worker per GPU).
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(args.gpus)
-        os.environ["PEFTLAB_GPUS"] = str(args.gpus)
+        # Before torch loads: this process sees only its GPUs (one worker per GPU, or one per group of
+        # GPUs that multi-GPU runs share).
+        gpus = ",".join(g.strip() for g in str(args.gpus).split(",") if g.strip())
+        if not gpus or not all(g.isdigit() for g in gpus.split(",")):
+            raise SystemExit(f"--gpus takes GPU indices separated by commas, e.g. 0 or 0,1; got {args.gpus!r}")
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus
+        os.environ["PEFTLAB_GPUS"] = gpus
+    if args.cpu_processes is not None:
+        os.environ["PEFTLAB_CPU_PROCESSES"] = str(args.cpu_processes)
     from app.config import get_settings
 
     settings = get_settings()
@@ -241,7 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="run one worker (one per GPU)")
-    worker.add_argument("--gpus", default=None, help="the GPU index this worker uses")
+    worker.add_argument("--gpus", default=None,
+                        help="the GPU indices this worker owns, e.g. 0 or 0,1 (a run with training.gpus N trains on N "
+                             "of them)")
+    # Tests: a CPU worker that runs training.gpus N runs as N gloo processes (no GPU needed).
+    worker.add_argument("--cpu-processes", type=int, default=None, help=argparse.SUPPRESS)
     worker.add_argument("--queues", default="train,predict",
                         help="what it works on: train, predict or both (default train,predict)")
     worker.add_argument("--data-dir", default=None)

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(5.0, description="How often a worker renews its lease.")
     requeue_after_seconds: int = Field(600, description="A queued run not picked up for this long is sent to the broker again.")
     reaper_interval_seconds: float = Field(15.0, description="How often the server looks for lost runs.")
-    pass_on_pause_seconds: float = Field(10.0, ge=0, description="A worker whose device cannot hold any queued run sends the message back to the queue for a larger worker, then pauses this long before it takes another message (so it does not take the same message back at once).")
+    pass_on_pause_seconds: float = Field(10.0, ge=0, description="A worker whose device cannot hold any queued run (memory, quantisation, GPU count) sends the message back to the queue for a larger worker, due this many seconds later (so no worker spins on it); its own task slot is free at once.")
     search_interval_seconds: float = Field(2.0, gt=0, description="How often the server tells running searches' "
                                            "eval points to Optuna, prunes, and queues their next trials.")
     max_attempts: int = Field(3, description="How often a run whose worker died is retried before it fails.")
@@ -45,7 +45,8 @@ class Settings(BaseSettings):
     model_dirs: list[Path] = Field(default_factory=list, description="Directories admins may register local base models from (JSON list); data_dir/models is always allowed.")
     secret_key: str | None = Field(None, description="Signs task messages so workers act only on the server's; default: a random key kept in data_dir/secret_key (set the same value on every host at scale).")
     max_trainable_params: int = Field(2_000_000_000, ge=1, description="Runs that would train more parameters than this are refused at POST /api/runs (e.g. an absurd prompt-encoder size).")
-    gpus: str | None = Field(None, description="Worker: the GPU index to use (CUDA_VISIBLE_DEVICES); none = auto.")
+    gpus: str | None = Field(None, description="Worker: the GPU indices it owns, comma-separated (CUDA_VISIBLE_DEVICES); a run with training.gpus N > 1 trains on N of them as N processes; none = auto.")
+    cpu_processes: int = Field(1, ge=1, le=64, description="CPU worker: how many processes (gloo) it may run one run as, so that training.gpus N runs can be tested without GPUs (`peftlab worker --cpu-processes N`).")
     base_model_cache: Literal["cpu", "gpu", "off"] = Field("cpu", description="Worker: keep the last base model loaded (in host memory, or on the GPU) so the next run on the same base skips loading it; each run trains a fresh copy.")
     base_model_cache_max_bytes: int = Field(8 * 1024**3, ge=0, description="Worker: base models with more weight bytes than this are not kept loaded.")
     tokenized_cache_bytes: int = Field(4 * 1024**3, ge=0, description="Worker: disk space for tokenized datasets under data_dir/cache/tokenized (the least recently used go first); 0 = no cache.")

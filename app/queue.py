@@ -71,12 +71,14 @@ def signature_ok(task: str, args: list, signature: str | None) -> bool:
     return bool(signature) and hmac.compare_digest(signature, sign(task, args))
 
 
-def _send(task: str, args: list, queue: str) -> None:
-    get_celery().send_task(task, args=args, queue=queue, headers={SIGNATURE_HEADER: sign(task, args)})
+def _send(task: str, args: list, queue: str, countdown: float | None = None) -> None:
+    get_celery().send_task(task, args=args, queue=queue, headers={SIGNATURE_HEADER: sign(task, args)},
+                           countdown=countdown or None)
 
 
-def send_train(run_id: int) -> None:
-    _send(TRAIN_TASK, [run_id], get_settings().train_queue)
+def send_train(run_id: int, countdown: float | None = None) -> None:
+    """countdown: seconds before a worker may start it (a message passed on by a worker that could not take it)."""
+    _send(TRAIN_TASK, [run_id], get_settings().train_queue, countdown)
 
 
 def send_predict(request_id: int) -> None:

@@ -38,6 +38,11 @@ class DeviceFilter:
             config = RunCreate.model_validate(run.config, strict=False)
         except ValidationError:
             return True  # the worker fails it with the reason
+        # A run on more GPUs than this worker owns waits for one that owns enough.
+        gpus, processes = getattr(config.training, "gpus", 1), self.device.get("processes")
+        if gpus > 1 and isinstance(processes, int) and gpus > processes:
+            self.declined[run.id] = f"run {run.id} asks for {gpus} GPUs, this worker has {processes}"
+            return False
         # A worker that reports which quantisation kinds it can load leaves the others to workers that can.
         wanted, kinds = getattr(config.training, "quantization", None), self.device.get("quantization")
         if wanted and isinstance(kinds, list) and wanted not in kinds:

@@ -12,6 +12,7 @@ import threading
 import psutil
 import torch
 
+from app.config import get_settings
 from app.db import session_scope
 from app.worker_status import service
 from app.worker_status.service import UNCHANGED
@@ -24,16 +25,19 @@ _started: set[int] = set()  # pids whose heartbeat thread runs (a forked child s
 
 
 def device_info() -> tuple[dict, int]:
-    """({kind, name, quantization}, total memory in bytes) of the device this process trains on;
-    quantization: the training.quantization kinds bitsandbytes can run on it (probed once)."""
+    """({kind, name, quantization, processes}, total memory in bytes) of the device this process trains on
+    (one GPU's memory); quantization: the training.quantization kinds bitsandbytes can run on it (probed
+    once); processes: the most training.gpus it takes (its GPUs: `--gpus 0,1`; on a CPU worker
+    PEFTLAB_CPU_PROCESSES, gloo processes for tests)."""
     if torch.cuda.is_available():
         index = torch.cuda.current_device()
         props = torch.cuda.get_device_properties(index)
-        return ({"kind": "cuda", "name": props.name, "quantization": list(supported_kinds("cuda"))},
-                int(props.total_memory))
+        return ({"kind": "cuda", "name": props.name, "quantization": list(supported_kinds("cuda")),
+                 "processes": torch.cuda.device_count()}, int(props.total_memory))
     name = platform.processor() or platform.machine() or "CPU"
     return ({"kind": "cpu", "name": f"{name} ({psutil.cpu_count(logical=True)} threads)",
-             "quantization": list(supported_kinds("cpu"))}, psutil.virtual_memory().total)
+             "quantization": list(supported_kinds("cpu")), "processes": get_settings().cpu_processes},
+            psutil.virtual_memory().total)
 
 
 def report(name: str, run_id=UNCHANGED) -> bool:

@@ -43,6 +43,7 @@ from workers.model_card import write_model_cards
 from workers.base_model_cache import BASE_MODELS
 from workers.model_loading import attention_implementation, load_base_model, load_tokenizer
 from workers.training.checkpoints import PREDICTIONS_FILE, save_adapter, write_predictions
+from workers.training.distributed import ALONE, Alone
 from workers.training.token_cache import cached_prepare_data
 from workers.training.evaluation import evaluate
 from workers.training.grad_checkpointing import enable_gradient_checkpointing
@@ -89,6 +90,15 @@ def train_run(message_run_id: int) -> None:
     run_id = lease.run_id
     if run_id != message_run_id:
         log.info("message for run %s: run %s is first in the queue, training it", message_run_id, run_id)
+    if (processes := requested_processes(run_id)) > 1:
+        from workers import ranks  # torchrun's processes: rank 0 holds the lease, reports and saves
+
+        device_report.report(worker, run_id=run_id)
+        try:
+            ranks.launch(lease, processes, settings)
+        finally:
+            device_report.report(worker, run_id=None)
+        return
     keeper = LeaseKeeper(lease, settings.lease_seconds, settings.heartbeat_seconds).start()
     device_report.report(worker, run_id=run_id)
     logs = RunLogCapture(run_id).start()  # the run page's log tail
@@ -116,16 +126,26 @@ def train_run(message_run_id: int) -> None:
 
 
 def pass_on(message_run_id: int, fits: DeviceFilter, settings: Settings) -> None:
-    """No queued run fits this worker's device: the message goes back to the queue for a larger
-    worker (acking it without a new one would leave the run to the reaper's lost-message timer),
-    and this worker pauses before its next message, so that it does not take the same one back at
-    once while another worker is free to. The run stays queued; nothing about it fails."""
+    """No queued run fits this worker's device (memory, quantisation, GPU count): the message goes back
+    to the queue for a larger worker (acking it without a new one would leave the run to the reaper's
+    lost-message timer), due pass_on_pause_seconds from now, so that no worker spins on it while none
+    can take it. The task slot is free at once: this worker goes on with runs it can take, and a worker
+    that receives the due message early holds it without blocking its own slot (Celery keeps ETA
+    messages aside). The run stays queued; nothing about it fails."""
     log.info("message for run %s: no queued run fits this device (%s); leaving it for a larger worker",
              message_run_id, fits.describe())
     run_id = message_run_id if message_run_id in fits.declined else next(iter(fits.declined))
+    with session_scope() as session:  # a new message (and enqueued_at), before this one is acked
+        enqueue(session, run_id, countdown=settings.pass_on_pause_seconds)
+
+
+def requested_processes(run_id: int) -> int:
+    """training.gpus of the run: how many processes train it (1 = in this process)."""
     with session_scope() as session:
-        enqueue(session, run_id)  # a new message (and enqueued_at), before this one is acked
-    time.sleep(settings.pass_on_pause_seconds)
+        run = session.get(Run, run_id)
+        training = (run.config or {}).get("training") or {} if run is not None else {}
+    gpus = training.get("gpus", 1)
+    return gpus if isinstance(gpus, int) and gpus > 1 else 1
 
 
 def _save(lease: Lease, keeper: LeaseKeeper, reporter: SqlReporter,
@@ -159,10 +179,8 @@ def _save(lease: Lease, keeper: LeaseKeeper, reporter: SqlReporter,
         discard(settings, artifacts)
 
 
-def _run(run_id: int, settings: Settings, reporter: SqlReporter,
-         started: float | None = None) -> tuple[dict, dict[str, Path]] | None:
-    """Load what the run needs from SQL and disk, fine-tune (from the last checkpoint when an earlier
-    attempt left one): (summary, artifacts), or None = stopped."""
+def load_run(run_id: int, settings: Settings) -> tuple[RunCreate, str, list[dict], list[dict] | None]:
+    """(config, base model source, training rows, eval rows or None) of a run, from SQL and disk."""
     with session_scope() as session:
         run = session.get(Run, run_id)
         if run is None:
@@ -175,6 +193,15 @@ def _run(run_id: int, settings: Settings, reporter: SqlReporter,
     # Read outside the session: with an object store the first read on this host downloads the file.
     rows = [list(iter_rows(stored_file(settings, name), fmt, has_header, column_names=names))
             for name, fmt, has_header, names in files]
+    return config, source, rows[0], rows[1] if len(rows) > 1 else None
+
+
+def _run(run_id: int, settings: Settings, reporter: SqlReporter,
+         started: float | None = None, ranks: Alone = ALONE) -> tuple[dict, dict[str, Path]] | None:
+    """Load what the run needs from SQL and disk, fine-tune (from the last checkpoint when an earlier
+    attempt left one): (summary, artifacts), or None = stopped. In a multi-process run this is rank 0's
+    part (workers/ranks.py runs the others'): it picks the checkpoint and tells the others its step."""
+    config, source, rows, eval_rows = load_run(run_id, settings)
     lease = reporter.lease
     checkpoints = _checkpoint_store(settings, reporter)
     if lease.attempt <= 1:
@@ -185,12 +212,13 @@ def _run(run_id: int, settings: Settings, reporter: SqlReporter,
     with session_scope() as session:
         if not start_attempt(session, lease, from_step=resume.step if resume else 0):
             raise LeaseLost()
+    ranks.broadcast_int(resume.step if resume else -1)
     if resume is not None:
         log.info("run %s: attempt %s resumes from the checkpoint at step %s", run_id, lease.attempt, resume.step)
-    outcome = fine_tune(config, rows[0], rows[1] if len(rows) > 1 else None, source, reporter,
+    outcome = fine_tune(config, rows, eval_rows, source, reporter,
                         artifact_dir=lambda kind: _output_dir(settings, run_id, kind, reporter),
                         find_adapter=lambda other: _adapter_location(settings, other),
-                        checkpoints=checkpoints, resume=resume, started=started)
+                        checkpoints=checkpoints, resume=resume, started=started, ranks=ranks)
     if outcome is not None:  # README.md cards, a base model others can resolve (reads SQL: rides out an outage)
         if resume is not None:
             outcome[0]["resumed_from"] = {"step": resume.step, "attempt": lease.attempt}
@@ -255,8 +283,10 @@ def _dataset_location(session, dataset_id: int) -> tuple[str, str, bool | None, 
 def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None, source: str, reporter: Reporter,
               artifact_dir: Callable[[str], Path],
               find_adapter: Callable[[int], Path] | None = None, checkpoints: CheckpointStore | None = None,
-              resume: Checkpoint | None = None, started: float | None = None) -> tuple[dict, dict[str, Path]] | None:
-    """The whole run without SQL: returns (summary, {artifact kind: path}), or None when stopped.
+              resume: Checkpoint | None = None, started: float | None = None,
+              ranks: Alone = ALONE) -> tuple[dict, dict[str, Path]] | None:
+    """The whole run without SQL: returns (summary, {artifact kind: path}), or None when stopped (and, in
+    a multi-process run, on every rank but 0: rank 0 saves the outputs).
 
     find_adapter(run_id) finds another run's saved adapter (AdapterFusion builds on them).
     checkpoints: where resumable checkpoints go (default: a fresh artifact_dir("checkpoints"));
@@ -276,39 +306,46 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     max_length = usable_length(facts.get("max_positions"), getattr(config.method, "num_virtual_tokens", 0),
                                t.max_length)
     clock = time.perf_counter()
-    data, cached = cached_prepare_data(
-        rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer, max_length=max_length,
-        eval_fraction=config.eval_fraction,
-        seed=t.seed if config.eval_split_seed is None else config.eval_split_seed,
-        directory=settings.tokenized_cache_dir, max_bytes=settings.tokenized_cache_bytes)
+    with ranks.main_first():  # rank 0 tokenizes into the cache; the others read it
+        data, cached = cached_prepare_data(
+            rows, eval_rows, task=config.task, columns=config.columns, tokenizer=tokenizer, max_length=max_length,
+            eval_fraction=config.eval_fraction,
+            seed=t.seed if config.eval_split_seed is None else config.eval_split_seed,
+            directory=settings.tokenized_cache_dir, max_bytes=settings.tokenized_cache_bytes)
     log.info("data %s in %.2f s", "from the tokenized cache" if cached else "tokenized", time.perf_counter() - clock)
     log.info("data: %d training and %d eval examples, max_length %d%s", len(data.train), len(data.eval), max_length,
              f", {len(data.labels)} labels: {', '.join(data.labels[:20])}{' …' if len(data.labels) > 20 else ''}"
              if data.labels else "")
-    seed_everything(t.seed)  # the new head and the method's weights initialise the same every time
     method = get_method(config.method.type)
     context = BuildContext(source=source, tokenizer=tokenizer, adapter_dir=find_adapter or BuildContext().adapter_dir)
     precision = resolve_precision(t.precision, pick_device())
-    clock = time.perf_counter()
     attention = attention_implementation(precision.device, precision.dtype)
-    if t.quantization:
-        check_supported(t.quantization, precision.device)  # before loading gigabytes it cannot use
-        # A quantised base is not kept: its packed weights are bound to bitsandbytes' state, and the
-        # memory it saves is what a quantised run is for.
-        base, kept = load_base_model(source, config.task, data.labels, tokenizer, dtype=precision.dtype,
-                                     attn_implementation=attention, quantization=t.quantization,
-                                     device=precision.device), "off"
-        base = prepare_for_training(base, t.gradient_checkpointing)
-    else:
-        base, kept = BASE_MODELS.load(source, config.task, data.labels, tokenizer, dtype=precision.dtype,
-                                      attn_implementation=attention, seed=t.seed, where=settings.base_model_cache,
-                                      max_bytes=settings.base_model_cache_max_bytes, device=precision.device)
-    log.info("base model %s in %.2f s", {"hit": "copied from the kept one", "miss": "loaded (and kept)",
-                                          "off": "loaded"}[kept], time.perf_counter() - clock)
+
+    def build(where: str) -> tuple:
+        """(base, model, how the base was loaded): the base model with the method applied, in training trim."""
+        clock = time.perf_counter()
+        seed_everything(t.seed)  # the new head and the method's weights initialise the same every time
+        if t.quantization:
+            check_supported(t.quantization, precision.device)  # before loading gigabytes it cannot use
+            # A quantised base is not kept: its packed weights are bound to bitsandbytes' state, and the
+            # memory it saves is what a quantised run is for.
+            base, kept = load_base_model(source, config.task, data.labels, tokenizer, dtype=precision.dtype,
+                                         attn_implementation=attention, quantization=t.quantization,
+                                         device=precision.device), "off"
+            base = prepare_for_training(base, t.gradient_checkpointing)
+        else:  # "off" loads on the CPU: the training loop moves (or FSDP shards) the model onto the device
+            base, kept = BASE_MODELS.load(source, config.task, data.labels, tokenizer, dtype=precision.dtype,
+                                          attn_implementation=attention, seed=t.seed, where=where,
+                                          max_bytes=settings.base_model_cache_max_bytes, device=precision.device)
+        log.info("base model %s in %.2f s", {"hit": "copied from the kept one", "miss": "loaded (and kept)",
+                                              "off": "loaded"}[kept], time.perf_counter() - clock)
+        return base, method.build(base, config.method, config.task, context), kept
+
+    # Several processes: each is a fresh one, so nothing is kept for a next run.
+    base, model, kept = build(settings.base_model_cache if ranks.world == 1 else "off")
     # Resolved once (null = pack where exact), so a resumed attempt packs as the first one did.
     t = t.model_copy(update={"packing": resolve_packing(t.packing, config.task, config.method, base)})
     use_cache = getattr(base.config, "use_cache", None)  # checkpointing and packing turn it off for training
-    model = method.build(base, config.method, config.task, context)
     upcast_trainable(model)  # the optimizer keeps fp32 weights; the frozen base stays in precision.dtype
     if t.gradient_checkpointing:
         enable_gradient_checkpointing(base)
@@ -316,11 +353,19 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
              f"{method.trainable_parameters(model):,}", f"{total_parameters(model):,}")
     checkpoints = checkpoints or CheckpointStore(lambda: artifact_dir("checkpoints"))
     result = train(model, data, task=config.task, training=t, pad_id=tokenizer.pad_token_id, reporter=reporter,
-                   checkpoints=checkpoints, resume=resume, started=started)
-    if use_cache is not None:
-        base.config.use_cache = use_cache  # the merged model's config.json: generation reuses its cache
+                   checkpoints=checkpoints, resume=resume, started=started, ranks=ranks)
     if result.stopped:
         return None
+    if ranks.world > 1:
+        weights = ranks.trainable_weights(model)  # every rank takes part (FSDP gathers); rank 0 gets them
+        if not ranks.main:
+            return None
+        if ranks.strategy == "fsdp":  # the outputs are written from a plain copy holding the whole weights
+            base, model, _ = build("off")
+            upcast_trainable(model)
+            ranks.load_weights(model, weights)
+    if use_cache is not None:
+        base.config.use_cache = use_cache  # the merged model's config.json: generation reuses its cache
 
     def save(kind: str) -> tuple[Path, int]:
         out = artifact_dir(kind)
@@ -360,6 +405,8 @@ def fine_tune(config: RunCreate, rows: list[dict], eval_rows: list[dict] | None,
     )
     if t.metric_for_best:
         summary.best_step, summary.stopped_early = shipped_step, result.stopped_early
+    if ranks.world > 1:
+        summary.processes, summary.distributed = ranks.world, ranks.strategy
     if t.max_tokens or t.max_seconds:
         # A budgeted run says what ended it: its budget (stopped_by), or null when its steps/epochs ran out first.
         summary.stopped_by = result.stopped_by

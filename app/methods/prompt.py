@@ -3,7 +3,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from app.methods.registry import Count, MethodConfig, MethodSpec, register
+from app.methods.registry import PROMPT_SHARD_NOTE as SHARD_NOTE, Count, MethodConfig, MethodSpec, register
 from app.methods.shape import ModelShape
 
 
@@ -37,4 +37,5 @@ SPEC = register(MethodSpec(
     paper="Lester et al. 2021, arXiv 2104.08691", learning_rate=3e-2, count=count,
     settings_note="20 virtual tokens, random init",
     quantized_base=True,
+    shards=False, shard_note=SHARD_NOTE,
 ))

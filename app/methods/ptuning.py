@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from app.methods.registry import Count, MethodConfig, MethodSpec, register
+from app.methods.registry import PROMPT_SHARD_NOTE as SHARD_NOTE, Count, MethodConfig, MethodSpec, register
 from app.methods.shape import ModelShape
 
 
@@ -45,4 +45,5 @@ SPEC = register(MethodSpec(
     paper="Liu et al. 2021, arXiv 2103.10385", learning_rate=3e-2, count=count,
     settings_note="20 virtual tokens, MLP encoder, hidden 128",
     quantized_base=True,
+    shards=False, shard_note=SHARD_NOTE,
 ))

@@ -68,6 +68,9 @@ class MethodSpec:
     # training.gradient_checkpointing works with it (prefix-tuning's key/value prefixes ride in the
     # cache, which checkpointed transformers layers drop)
     gradient_checkpointing: bool = True
+    # training.distributed "fsdp" works with it: its weights can be sharded with the base's blocks
+    shards: bool = True
+    shard_note: str = ""  # why not, when it cannot
     presets: bool = True  # offered by "every method" experiments (False: needs settings no default can give)
     settings_note: str = ""  # what the preset settings are, for the docs
     check: Check | None = None  # run by app.runs.checks on the server and on the worker
@@ -83,6 +86,10 @@ class MethodSpec:
     def schema(self) -> dict:
         return self.config.model_json_schema()
 
+
+# Why peft's prompt-learning methods (prompt-tuning, P-tuning) cannot be sharded: measured with FSDP2 on 2 gloo processes.
+PROMPT_SHARD_NOTE = ("peft's prompt-learning model looks up the input embeddings itself, outside the base model's "
+                     "forward, where FSDP keeps those weights sharded")
 
 SPECS: dict[str, MethodSpec] = {}
 

@@ -153,7 +153,11 @@ def estimate_memory(shape: ModelShape, *, task: str, num_labels: int, method: di
     a = BYTES.get(precision, 4)
     quantization = quantization_of(training)
     checkpointing = bool(training.get("gradient_checkpointing"))
-    batch = int(training.get("batch_size") or 32)
+    # Several GPUs (training.gpus): the figure is one process's; each takes its share of the batch, and
+    # FSDP shards the weights, gradients and optimizer state (a block is whole only while it runs).
+    gpus = max(1, int(training.get("gpus") or 1))
+    sharded = gpus > 1 and training.get("distributed") == "fsdp"
+    batch = -(-int(training.get("batch_size") or 32) // gpus)
     length = int(training.get("max_length") or 128)
     if shape.positions:
         length = min(length, shape.positions)
@@ -190,6 +194,12 @@ def estimate_memory(shape: ModelShape, *, task: str, num_labels: int, method: di
         "activations": int(activations),
         "logits": int(logits),
     }
+    if sharded:
+        for part in ("weights", "trainable_weights", "gradients", "optimizer_states"):
+            parts[part] = -(-parts[part] // gpus)
+        notes.append(f"per process: FSDP shards the weights over {gpus} GPUs")
+    elif gpus > 1:
+        notes.append(f"per process: each of the {gpus} GPUs holds the whole model and its share of the batch")
     if quantization == "4bit" and shape.known:  # one linear dequantised to the compute dtype at a time
         parts["dequantization_buffer"] = max(layer.fan_in * layer.fan_out for layer in linear_layers(shape, task)) * a
     parts["workspace"] = max(WORKSPACE_MIN, int(WORKSPACE_SHARE * sum(parts.values())))

@@ -164,6 +164,7 @@ def training_problems(config: RunCreate) -> list[Problem]:
                                 f"LoRA init = {config.method.init} rewrites the base weights, which training.quantization "
                                 f"{t.quantization} keeps frozen in {t.quantization[0]} bits; use init gaussian (or the "
                                 "default) with a quantised base, or leave quantization empty"))
+    problems += distributed_problems(config)
     if t.packing and config.task != "causal_lm":
         problems.append(Problem(("training", "packing"), "packing is for causal_lm runs; turn it off for "
                                                          f"{config.task}"))
@@ -171,6 +172,31 @@ def training_problems(config: RunCreate) -> list[Problem]:
         problems.append(Problem(("training", "packing"),
                                 f"{spec.title} puts virtual tokens in front of each row, which packed examples would "
                                 "share; turn packing off for this method"))
+    return problems
+
+
+def distributed_problems(config: RunCreate) -> list[Problem]:
+    """training.gpus / training.distributed settings that cannot work."""
+    spec, t = get_spec(config.method.type), config.training
+    problems = []
+    if t.gpus > t.batch_size:
+        problems.append(Problem(("training", "gpus"),
+                                f"{t.gpus} GPUs split each batch of {t.batch_size}: batch_size must be at least gpus "
+                                f"(raise training.batch_size to {t.gpus} or more, or use fewer GPUs)"))
+    if t.distributed == "fsdp":
+        if t.gpus < 2:
+            problems.append(Problem(("training", "distributed"),
+                                    "fsdp shards the model over several GPUs: set training.gpus to 2 or more, or "
+                                    "choose ddp"))
+        if not spec.shards:
+            problems.append(Problem(("training", "distributed"),
+                                    f"{spec.title} (method {spec.name}) cannot be sharded with fsdp: "
+                                    f"{spec.shard_note or 'its weights do not live in the model blocks FSDP shards'}; "
+                                    "choose ddp or a method such as LoRA"))
+        if t.quantization:
+            problems.append(Problem(("training", "distributed"),
+                                    f"fsdp cannot shard a {t.quantization} base (bitsandbytes packs its weights); "
+                                    "choose ddp, or leave training.quantization empty"))
     return problems
 
 

@@ -38,6 +38,7 @@ class MethodOut(BaseModel):
     tasks: list[str]
     architectures: list[str] | None = Field(description="model_type values it supports; null = any.")
     quantized_base: bool
+    shards: bool = Field(description="training.distributed fsdp can shard it.")
     presets: bool = Field(description="Offered by 'every method' experiments.")
     defaults: dict
     settings_schema: dict = Field(description="JSON schema of the method's settings.")
@@ -73,6 +74,9 @@ class Columns(_Strict):
     def _label_names(cls, value):
         return None if value is None else check_names(value)
 
+
+# The most GPUs one run may ask for: the largest single hosts have 8 or 16.
+MAX_GPUS = 16
 
 BestMetric = Literal["eval/loss", "eval/accuracy", "eval/f1", "eval/perplexity"]
 # Which way is better for each metric_for_best.
@@ -139,6 +143,14 @@ class Training(_Strict):
     compile: bool = Field(
         False, description="torch.compile the model on a GPU worker (dynamic shapes): faster steps after a "
         "compilation of a minute or so; ignored on a CPU worker.")
+    gpus: int = Field(
+        1, ge=1, le=MAX_GPUS, description="GPUs of one host the run trains on, one process each (torchrun); "
+        "batch_size stays the batch of one optimizer step, split over them. A worker that owns this many "
+        "(`peftlab worker --gpus 0,1,…`) takes the run.")
+    distributed: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="With gpus > 1: ddp = every GPU holds the whole model (DistributedDataParallel); "
+        "fsdp = parameters, gradients and optimizer state are sharded over the GPUs (torch FSDP2), for models "
+        "that do not fit one GPU. Not every method can be sharded (GET /api/methods `shards`).")
 
     @field_validator("early_stopping_patience")
     @classmethod

@@ -74,6 +74,8 @@ def validate_references(session: Session, body: RunCreate, visible: set[int] | N
     errors += [_err(p.loc, p.msg) for p in problems]
     if body.training.quantization and (why := worker_status.quantization_problem(session, body.training.quantization)):
         errors.append(_err(("training", "quantization"), why))
+    if why := worker_status.gpus_problem(session, body.training.gpus):
+        errors.append(_err(("training", "gpus"), why))
     if model is not None and not errors:
         errors += _memory_errors(session, body, models_service.shape_facts(session, model), fusion_variant)
     if dataset is not None and body.columns.label_names is not None and not errors:
@@ -166,10 +168,11 @@ def new_run(body: RunCreate, dataset: Dataset, *, owner_id: int | None, experime
                experiment_id=experiment_id)
 
 
-def enqueue(session: Session, run_id: int) -> bool:
-    """Send the run to the broker. If the broker is down the run stays queued and the reaper retries."""
+def enqueue(session: Session, run_id: int, countdown: float | None = None) -> bool:
+    """Send the run to the broker (due in `countdown` seconds). If the broker is down the run stays
+    queued and the reaper retries."""
     try:
-        send_train(run_id)
+        send_train(run_id, countdown=countdown)
     except Exception:  # noqa: BLE001 — any broker failure: the run is safe in SQL
         log.exception("could not enqueue run %s; the reaper will retry", run_id)
         return False

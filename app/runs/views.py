@@ -156,5 +156,5 @@ def list_methods():
     return [MethodOut(name=s.name, title=s.title, description=s.description, paper=s.paper,
                       learning_rate=s.learning_rate, tasks=list(s.tasks),
                       architectures=list(s.architectures) if s.architectures else None,
-                      quantized_base=s.quantized_base, presets=s.presets, defaults=s.defaults(),
+                      quantized_base=s.quantized_base, shards=s.shards, presets=s.presets, defaults=s.defaults(),
                       settings_schema=s.schema()) for s in all_specs()]

@@ -43,6 +43,21 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)  # SQLite returns naive UTC
 
 
+def gpus_problem(session: Session, gpus: int) -> str | None:
+    """Why no recent worker can take a run on `gpus` GPUs, or None. Only workers that report how many
+    processes they can run a run as (device.processes) decide; with none of those seen recently,
+    nothing is refused (a larger worker may start later)."""
+    if gpus <= 1:
+        return None
+    reporting = [w for w in recent(session) if isinstance((w.device or {}).get("processes"), int)]
+    if not reporting or any(w.device["processes"] >= gpus for w in reporting):
+        return None
+    most = max(w.device["processes"] for w in reporting)
+    seen = ", ".join(f"{w.name} ({w.device.get('kind')}: {w.device['processes']})" for w in reporting[:5])
+    return (f"{gpus} GPUs is more than any worker seen in the last hour has (at most {most}: {seen}); ask for "
+            f"{most} or fewer, or start a worker that owns {gpus} (`peftlab worker --gpus 0,1,…`)")
+
+
 def quantization_problem(session: Session, kind: str) -> str | None:
     """Why no recent worker can run training.quantization `kind`, or None. Only workers that report what
     they can quantise (device.quantization) decide; with none of those seen recently, nothing is refused

@@ -281,7 +281,8 @@ async function showEstimate() {
 
 // The training settings the memory estimate reads (the others cannot change it, and a half-typed
 // one elsewhere must not blank the figure). training.quantization is sent when the form has it.
-const MEMORY_SETTINGS = ["batch_size", "max_length", "precision", "gradient_checkpointing", "packing", "quantization"];
+const MEMORY_SETTINGS = ["batch_size", "max_length", "precision", "gradient_checkpointing", "packing", "quantization",
+  "gpus", "distributed"];  // several GPUs: the figure is one process's
 
 function memorySettings() {
   const training = buildBody().training;

@@ -101,17 +101,31 @@ def test_a_worker_that_did_not_say_its_memory_takes_the_head(queue):
 
 def test_the_task_passes_the_message_on_and_fails_nothing(queue, monkeypatch):
     """workers.tasks.train_run on a worker too small: the run stays queued, a new message for it is
-    sent (so a larger worker gets it without waiting for the reaper), and the worker pauses."""
+    sent, due after a pause (so a larger worker gets it without waiting for the reaper, and no worker
+    spins on it), and the task slot is not held: nothing sleeps."""
     from workers import device_report, tasks
 
     big = queue("llama-1b-shape", 32)
-    sent, paused = [], []
+    sent, slept = [], []
     monkeypatch.setattr(device_report, "device_info", lambda: GPU_SMALL)
-    monkeypatch.setattr(tasks, "enqueue", lambda session, run_id: sent.append(run_id) or True)
-    monkeypatch.setattr(tasks.time, "sleep", paused.append)
+    monkeypatch.setattr(tasks, "enqueue", lambda session, run_id, countdown=None: sent.append((run_id, countdown)))
+    monkeypatch.setattr(tasks.time, "sleep", slept.append)
     tasks.train_run.run(big)
-    assert sent == [big] and paused == [get_settings().pass_on_pause_seconds] > [0]
+    assert sent == [(big, get_settings().pass_on_pause_seconds)] and sent[0][1] > 0 and slept == []
     assert status(big) == ("queued", 0)
+
+
+def test_a_worker_with_fewer_gpus_leaves_the_run(queue):
+    """A run on 2 GPUs is not claimed by a worker that owns one (device.processes), and is by one that owns 2."""
+    with session_scope() as s:
+        run = s.get(Run, queue("minilm-l6", 8))
+        run.config = {**run.config, "training": {**run.config["training"], "gpus": 2}}
+        s.commit()
+        run_id = run.id
+    lease, fits = claim({"kind": "cuda", "name": "one", "processes": 1}, 80 * GIB, hint=run_id)
+    assert lease is None and fits.declined[run_id] == f"run {run_id} asks for 2 GPUs, this worker has 1"
+    lease, _ = claim({"kind": "cuda", "name": "two", "processes": 2}, 80 * GIB, hint=run_id)
+    assert lease.run_id == run_id
 
 
 def test_a_worker_leaves_a_quantised_run_it_cannot_load(queue, dataset_id):

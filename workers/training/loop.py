@@ -22,6 +22,7 @@ from torch import nn
 
 from app.runs.schemas import LOWER_IS_BETTER, Training
 from workers.training.data import Batch, Example, PreparedData, collate
+from workers.training.distributed import ALONE, Alone
 from workers.training.evaluation import EvalResult, autocast, batch_loss, evaluate
 from workers.training.gpu_metrics import GpuSampler
 from workers.training.packing import packed_collate, prepare_for_packing
@@ -64,10 +65,11 @@ def seed_everything(seed: int) -> None:
 
 def train(model: nn.Module, data: PreparedData, *, task: str, training: Training, pad_id: int,
           reporter: Reporter, device: torch.device | None = None, checkpoints: CheckpointStore | None = None,
-          resume: Checkpoint | None = None, started: float | None = None) -> TrainResult:
+          resume: Checkpoint | None = None, started: float | None = None, ranks: Alone = ALONE) -> TrainResult:
     """Train `model` in place. With `checkpoints`, save resumable checkpoints as training.checkpoint_every
     says and at each new best evaluation; with `resume`, continue from that checkpoint. `started`: the
-    time.perf_counter() of the claim, for the `system/seconds_to_first_step` point."""
+    time.perf_counter() of the claim, for the `system/seconds_to_first_step` point. `ranks`: this
+    process's place in a multi-process run (workers/training/distributed.py); every rank calls train()."""
     if not data.train:
         raise ValueError("there are no training examples")
     if training.metric_for_best and checkpoints is None:
@@ -77,7 +79,7 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.cuda.reset_peak_memory_stats(device)
-    model.to(device)
+    model = ranks.prepare(model, device)  # FSDP shards here, before the optimizer sees the parameters
     model.train()
     # The base weights were loaded in this dtype (fine_tune); the forward autocasts to it, and
     # fp16 on CUDA scales the loss so small gradients do not underflow.
@@ -106,14 +108,15 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     # Everything the loop carries from step to step lives in `state`, so a checkpoint can save it.
     state = LoopState()
     if resume is not None:
-        state = checkpoints.restore(resume, model, optimizer)
+        state = checkpoints.restore(resume, model, optimizer, ranks=ranks)
     if training.packing:
         prepare_for_packing(model)
     # Packed rows carry no padding, so grouping by length would only make batches less random.
     stream = BatchStream(data.train, training.batch_size, training.seed, pad_id, state.epoch, state.batch_start,
                          collate_fn=packed_collate(training.max_length) if training.packing else collate,
-                         group_by_length=training.group_by_length and not training.packing, group_steps=accum)
-    forward = compiled(model, training, device)
+                         group_by_length=training.group_by_length and not training.packing, group_steps=accum,
+                         shard=ranks.shard)
+    forward = compiled(ranks.wrap(model), training, device)
     eval_batch = eval_batch_size(training)
     best_eval: EvalResult | None = None
     metric = training.metric_for_best
@@ -181,7 +184,12 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
             report_window(state.step)  # the points up to the checkpoint go out before it is written
         state.epoch, state.batch_start = stream.epoch, stream.start
         # A refused or failed write (database or disk down) waits for the next due one, not the next step.
-        checkpoints.save(state, model, optimizer, schedule)
+        if ranks.world == 1:
+            checkpoints.save(state, model, optimizer, schedule)
+        else:  # whole tensors on rank 0 (every rank takes part in gathering FSDP's shards); rank 0 writes
+            weights, optimizer_state = ranks.trainable_weights(model), ranks.optimizer_state(optimizer)
+            if ranks.main:
+                checkpoints.save(state, model, optimizer, schedule, weights=weights, optimizer_state=optimizer_state)
         last_checkpoint.update(step=state.step, time=time.monotonic())
         window["start"] = time.perf_counter()  # writing is not training throughput
 
@@ -224,26 +232,34 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
     stopped = False
     first_step_s: float | None = None
     while state.step < total_steps and not state.stopped_early and state.stopped_by is None:
-        if reporter.should_stop():
+        # Forward/backward over `accum` micro-batches; the loss is the mean over every target of
+        # the step, so uneven batches (padding, masked prompts, a short last batch) weigh right.
+        # Several ranks: this rank's share of each global batch, the counts summed over the ranks
+        # together with the stop request (rank 0's reporter decides; one collective a step).
+        micro = [next(stream) for _ in range(accum)]
+        stop, step_targets, step_tokens, step_samples = ranks.sum(
+            [float(reporter.should_stop()), sum(b.num_targets for b in micro), sum(b.num_tokens for b in micro),
+             sum(len(b.rows) for b in micro)])
+        if stop:
             stopped = True
             break
         lr = lr_at(schedule_step())
         for group in optimizer.param_groups:
             group["lr"] = lr
-
-        # Forward/backward over `accum` micro-batches; the loss is the mean over every target of
-        # the step, so uneven batches (padding, masked prompts, a short last batch) weigh right.
-        micro = [next(stream) for _ in range(accum)]
-        step_targets = max(1, sum(b.num_targets for b in micro))
+        step_targets = max(1, step_targets)
         step_loss = torch.zeros((), device=device)
-        for batch in micro:
+        for i, batch in enumerate(micro):
             batch = batch.to(device)
-            with autocast(device, precision):
+            with ranks.accumulating(forward, model, last=i == accum - 1), autocast(device, precision):
                 loss_sum, _ = batch_loss(forward, batch, task)
-            scaler.scale(loss_sum / step_targets).backward()
+                if batch.num_targets == 0:
+                    loss_sum = loss_sum * 0  # an empty share (a short last batch): the collectives still run
+            # Gradients are averaged over the ranks: times world, each rank's share adds up to the whole batch's.
+            scaler.scale(loss_sum * ranks.world / step_targets).backward()
             step_loss += loss_sum.detach()
+        ranks.reduce_(step_loss)
         scaler.unscale_(optimizer)  # clipping sees the true gradients
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+        grad_norm = ranks.plain(torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP))
         scaler.step(optimizer)  # skipped (and the scale lowered) when fp16 gradients overflowed
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -255,11 +271,14 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
             log.info("first step %.2f s after the claim", first_step_s)
 
         state.micro_done += accum
-        window["tokens"] += sum(b.num_tokens for b in micro)
-        window["samples"] += sum(len(b.rows) for b in micro)
+        window["tokens"] += int(step_tokens)
+        window["samples"] += int(step_samples)
         pending.append((step, step_loss / step_targets, grad_norm, lr))
         reporter.report("train/epoch", step, state.micro_done / batches_per_epoch)
-        if (reason := budget_reason()) is not None:
+        reason = budget_reason()
+        if training.max_seconds and ranks.any(reason is not None) and reason is None:
+            reason = "max_seconds"  # another rank's clock ran out first: all stop after the same step
+        if reason is not None:
             state.stopped_by = reason
             log.info("step %d: the %s budget is spent; stopping", step, "token" if reason == "max_tokens" else "time")
 
@@ -272,7 +291,7 @@ def train(model: nn.Module, data: PreparedData, *, task: str, training: Training
             if metric and last_eval is not None and track_best(step, last_eval):
                 best_eval = last_eval
                 save_checkpoint()  # the best weights, kept until a better evaluation comes
-        if checkpoint_due():
+        if ranks.any(checkpoint_due()):  # time-based checkpoints: the ranks' clocks differ
             save_checkpoint()
         reporter.progress(1.0 if state.stopped_by else min(1.0, max(step / total_steps, budget_spent())))
     if pending:
@@ -306,8 +325,10 @@ class BatchStream:
 
     def __init__(self, examples: list[Example], batch_size: int, seed: int, pad_id: int, epoch: int = 0, start: int = 0,
                  collate_fn: Callable[[list[Example], int], Batch] = collate, group_by_length: bool = False,
-                 group_steps: int = 1):
+                 group_steps: int = 1, shard: Callable[[list[int]], list[int]] | None = None):
         self.examples, self.batch_size, self.seed, self.pad_id = examples, batch_size, seed, pad_id
+        # Several ranks: each draws the same global batch and keeps its share (workers/training/distributed.py).
+        self.shard = shard
         self.collate_fn = collate_fn  # collate (padded rows) or packing's (several examples a row)
         self.group_by_length = group_by_length
         self.group_steps = group_steps  # micro-batches per optimizer step: a step's examples are grouped together
@@ -329,7 +350,15 @@ class BatchStream:
             self._order = (self.epoch, order)
         indices = self._order[1][self.start:self.start + self.batch_size]
         self.start += self.batch_size
-        return self.collate_fn([self.examples[i] for i in indices], self.pad_id)
+        if self.shard is None:
+            return self.collate_fn([self.examples[i] for i in indices], self.pad_id)
+        mine = self.shard(indices)
+        if mine:
+            return self.collate_fn([self.examples[i] for i in mine], self.pad_id)
+        # A short last batch left this rank nothing: it still runs a forward and backward (DDP and FSDP
+        # need every rank in every collective), on one example that counts for nothing.
+        empty = self.collate_fn([self.examples[indices[0]]], self.pad_id)
+        return Batch(empty.inputs, empty.labels, [], 0, 0)
 
 
 GROUP_WINDOW = 64  # batches sorted together: wide enough to find like lengths, narrow enough to stay random

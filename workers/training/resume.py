@@ -161,9 +161,11 @@ class CheckpointStore:
     def get(self, step: int) -> Checkpoint | None:
         return next((c for c in self.all() if c.step == step), None)
 
-    def save(self, state: LoopState, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: dict) -> bool:
+    def save(self, state: LoopState, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: dict, *,
+             weights: dict[str, torch.Tensor] | None = None, optimizer_state: dict | None = None) -> bool:
         """Write a checkpoint of this moment; prune the rest. False when not written (told not to,
-        or the disk failed: training goes on and the previous checkpoint stays)."""
+        or the disk failed: training goes on and the previous checkpoint stays). `weights` /
+        `optimizer_state`: the whole tensors when the model's own are shards (FSDP, gathered on rank 0)."""
         final = self.directory / f"step-{state.step:08d}"
         if final.exists():
             return True  # this step is saved already
@@ -177,7 +179,7 @@ class CheckpointStore:
         try:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            self._write(tmp, state, model, optimizer, schedule)
+            self._write(tmp, state, model, optimizer, schedule, weights, optimizer_state)
             _fsync_dir(tmp)
             os.rename(tmp, final)
             _fsync_dir(self.directory)
@@ -192,11 +194,12 @@ class CheckpointStore:
 
     @staticmethod
     def _write(directory: Path, state: LoopState, model: nn.Module, optimizer: torch.optim.Optimizer,
-               schedule: dict) -> None:
-        opt_tensors, opt_rest = flatten_optimizer(optimizer.state_dict())
+               schedule: dict, weights: dict[str, torch.Tensor] | None = None,
+               optimizer_state: dict | None = None) -> None:
+        opt_tensors, opt_rest = flatten_optimizer(optimizer_state or optimizer.state_dict())
         rng_tensors, python_rng = rng_state()
         names = [name for name, p in model.named_parameters() if p.requires_grad]
-        _save_tensors(trainable_weights(model), directory / WEIGHTS_FILE)
+        _save_tensors(trainable_weights(model) if weights is None else weights, directory / WEIGHTS_FILE)
         _save_tensors(opt_tensors, directory / OPTIMIZER_FILE)
         _save_tensors(rng_tensors, directory / RNG_FILE)
         document = {"format_version": FORMAT_VERSION, "loop": asdict(state), "optimizer": opt_rest,
@@ -207,20 +210,30 @@ class CheckpointStore:
             f.flush()
             os.fsync(f.fileno())
 
-    def restore(self, checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer) -> LoopState:
-        """Put the model, optimizer and RNGs back to the checkpoint; its loop state."""
+    def restore(self, checkpoint: Checkpoint, model: nn.Module, optimizer: torch.optim.Optimizer,
+                ranks=None) -> LoopState:
+        """Put the model, optimizer and RNGs back to the checkpoint; its loop state. `ranks`: a
+        multi-process run's (workers/training/distributed.py): every rank reads the whole tensors and
+        keeps its shard."""
         document = json.loads((checkpoint.path / STATE_FILE).read_text())
         names = [name for name, p in model.named_parameters() if p.requires_grad]
         if document["parameter_names"] != names:
             raise ValueError("the checkpoint was saved from a different model; cannot resume from it")
-        load_weights(model, checkpoint.path / WEIGHTS_FILE)
+        sharded = ranks is not None and ranks.world > 1
+        if sharded:
+            ranks.load_weights(model, load_file(str(checkpoint.path / WEIGHTS_FILE)))
+        else:
+            load_weights(model, checkpoint.path / WEIGHTS_FILE)
         saved = unflatten_optimizer(load_file(str(checkpoint.path / OPTIMIZER_FILE)), document["optimizer"])
         # Device-specific switches (fused, foreach, …) stay as this process built them.
         for saved_group, live_group in zip(saved["param_groups"], optimizer.param_groups):
             for key in ("fused", "foreach", "capturable", "differentiable"):
                 if key in live_group:
                     saved_group[key] = live_group[key]
-        optimizer.load_state_dict(saved)
+        if sharded:
+            ranks.load_optimizer(optimizer, saved)
+        else:
+            optimizer.load_state_dict(saved)
         restore_rng(load_file(str(checkpoint.path / RNG_FILE)), document["python_rng"])
         return LoopState(**document["loop"])
 
