@@ -29,34 +29,24 @@ def level_for(first_step: int, last_step: int, buckets: int) -> int:
     return level
 
 
-def _end_point(session: Session, run_id: int, name: str, last: bool) -> Point:
-    order = MetricPoint.step.desc() if last else MetricPoint.step
-    return tuple(session.execute(select(MetricPoint.step, MetricPoint.value, MetricPoint.time)
-                                 .where(MetricPoint.run_id == run_id, MetricPoint.name == name)
-                                 .order_by(order).limit(1)).one())
-
-
 def all_points(session: Session, run_id: int, name: str) -> list[Point]:
     return [tuple(r) for r in session.execute(
         select(MetricPoint.step, MetricPoint.value, MetricPoint.time)
         .where(MetricPoint.run_id == run_id, MetricPoint.name == name).order_by(MetricPoint.step))]
 
 
-def downsample(session: Session, run_id: int, name: str, max_points: int, count: int) -> list[Point]:
-    """At most max_points points of the series in step order. `count`: how many points it has (its rollup
-    total, see rollups.totals)."""
-    if count == 0:
-        return []
+def downsample(session: Session, run_id: int, name: str, max_points: int, total: rollups.Block) -> list[Point]:
+    """At most max_points points of the series in step order. `total`: the series' whole block (its
+    count, first and last point; see rollups.totals)."""
     buckets = bucket_count(max_points)
-    if count <= 2 * buckets + 2:
+    if total[0] <= 2 * buckets + 2:
         return all_points(session, run_id, name)
-    first = _end_point(session, run_id, name, last=False)
-    last = _end_point(session, run_id, name, last=True)
+    first, last = (total[8], total[7], total[9]), (total[11], total[10], total[12])
     level = level_for(first[0], last[0], buckets)
     by_step = {first[0]: first, last[0]: last}
-    for block in rollups.blocks(session, run_id, name, level, first[0], last[0]):
-        by_step[block[2]] = (block[2], block[1], block[3])
-        by_step[block[5]] = (block[5], block[4], block[6])
+    for low, high in rollups.extremes(session, run_id, name, level, first[0], last[0]):
+        by_step[low[0]] = low
+        by_step[high[0]] = high
     return [by_step[s] for s in sorted(by_step)][:max_points]
 
 
@@ -65,4 +55,4 @@ def run_series(session: Session, run_id: int, names: list[str] | None, max_point
     order asked for."""
     totals = rollups.totals(session, run_id, names)
     order = totals if names is None else [n for n in dict.fromkeys(names) if n in totals]
-    return {name: downsample(session, run_id, name, max_points, totals[name][0]) for name in order}
+    return {name: downsample(session, run_id, name, max_points, totals[name]) for name in order}

@@ -1,4 +1,4 @@
-"""metric_rollups: per-bucket rollups of every metric series (count, lowest and highest point), so charts
+"""metric_rollups: per-bucket rollups of every metric series (count; lowest, highest, first and last point), so charts
 of long series read buckets instead of every point; built here from the points already stored
 
 Revision ID: 0011_h_rollup
@@ -27,8 +27,15 @@ def upgrade() -> None:
     sa.Column('max_value', sa.Float(), nullable=False),
     sa.Column('max_step', sa.Integer(), nullable=False),
     sa.Column('max_time', sa.Float(), nullable=False),
+    sa.Column('first_value', sa.Float(), nullable=False),
+    sa.Column('first_step', sa.Integer(), nullable=False),
+    sa.Column('first_time', sa.Float(), nullable=False),
+    sa.Column('last_value', sa.Float(), nullable=False),
+    sa.Column('last_step', sa.Integer(), nullable=False),
+    sa.Column('last_time', sa.Float(), nullable=False),
     sa.ForeignKeyConstraint(['run_id'], ['runs.id'], name=op.f('fk_metric_rollups_run_id_runs'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('run_id', 'name', 'level', 'bucket', name=op.f('pk_metric_rollups'))
+    sa.PrimaryKeyConstraint('run_id', 'name', 'level', 'bucket', name=op.f('pk_metric_rollups')),
+    sqlite_with_rowid=False
     )
     from app.metrics import rollups
     rollups.backfill(op.get_bind())

@@ -72,8 +72,8 @@ def reference(points: list[tuple[int, float, float]], max_points: int) -> list[t
 
 
 def stored_rollups(run_id: int) -> list[tuple]:
-    cols = [MetricRollup.name, MetricRollup.level, MetricRollup.bucket, MetricRollup.count, MetricRollup.min_value,
-            MetricRollup.min_step, MetricRollup.min_time, MetricRollup.max_value, MetricRollup.max_step, MetricRollup.max_time]
+    c = MetricRollup.__table__.c
+    cols = [c.name, c.level, c.bucket, *(c[name] for name in rollups._COLUMNS)]
     with session_scope() as s:
         return sorted(tuple(r) for r in s.execute(select(*cols).where(MetricRollup.run_id == run_id)))
 
