@@ -20,18 +20,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def peftlab(data_dir: Path, command: str = "up", extra_env: dict | None = None):
+def peftlab(data_dir: Path, command: str = "up", extra_env: dict | None = None, token: str | None = None):
     """Yield (base url, process, auth headers) of `peftlab up` (server + 1 worker) or `peftlab serve`
-    on data_dir, with an admin account 'bench' whose API token is in the headers."""
+    on data_dir, with an admin account 'bench' whose API token is in the headers. With `token`, the
+    database is one an earlier peftlab() set up: the processes start again on it (a restart)."""
     port = free_port()
     env = {**os.environ, "PEFTLAB_DATA_DIR": str(data_dir), "PEFTLAB_PORT": str(port), "HF_HUB_OFFLINE": "1",
            **(extra_env or {})}
     cli = [sys.executable, "-m", "app.cli"]
-    subprocess.run([*cli, "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True)
-    subprocess.run([*cli, "users", "create", "--admin", "--username", "bench", "--password-stdin"], env=env, cwd=ROOT,
-                   check=True, capture_output=True, input=b"bench-password-123\n")
-    token = subprocess.run([*cli, "token", "create", "--user", "bench"], env=env, cwd=ROOT, check=True,
-                           capture_output=True).stdout.decode().strip()
+    if token is None:
+        subprocess.run([*cli, "db", "upgrade"], env=env, cwd=ROOT, check=True, capture_output=True)
+        subprocess.run([*cli, "users", "create", "--admin", "--username", "bench", "--password-stdin"], env=env,
+                       cwd=ROOT, check=True, capture_output=True, input=b"bench-password-123\n")
+        token = subprocess.run([*cli, "token", "create", "--user", "bench"], env=env, cwd=ROOT, check=True,
+                               capture_output=True).stdout.decode().strip()
     log = open(data_dir.parent / f"{command}.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", command], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -10,12 +10,11 @@ import json
 import math
 import re
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.compare import series as series_db
 from app.compare import stats
-from app.metrics.models import MetricPoint
+from app.metrics import rollups
 from app.runs.models import Run
 from app.runs.schemas import LOWER_IS_BETTER
 from app.samples.service import eval_set
@@ -66,10 +65,8 @@ def best_values(session: Session, runs: list[Run], cursors: dict[int, int]) -> d
         key, now = (run.id, run.created_at, "extremes"), cursors[run.id]
         extremes = _extremes_cache.get(key, now)
         if extremes is None:
-            rows = session.execute(select(MetricPoint.name, func.min(MetricPoint.value), func.max(MetricPoint.value))
-                                   .where(MetricPoint.run_id == run.id, MetricPoint.name.in_(EVAL_METRICS))
-                                   .group_by(MetricPoint.name))
-            extremes = {name: (lo, hi) for name, lo, hi in rows}
+            # The series' top-level rollups hold its minimum and maximum: no scan of the points.
+            extremes = {name: (t[1], t[4]) for name, t in rollups.totals(session, run.id, list(EVAL_METRICS)).items()}
             _extremes_cache.put(key, now, extremes)
         out.update({(run.id, name): value for name, value in extremes.items()})
     return out

@@ -2,8 +2,9 @@
 of runs differ by more than noise (Welch's t-test, or a paired t-test when the groups were trained on the
 same seeds and evaluated on the same rows).
 
-The t distribution comes from scipy.special (stdtr / stdtrit), imported on first use: the server starts
-without it, and scipy.special loads in a fraction of scipy.stats' time.
+The t distribution comes from scipy.special (stdtr / stdtrit), imported after the server has started
+(app/main.py starts preload in a background thread) or on first use: the server starts without it, and
+scipy.special loads in a fraction of scipy.stats' time.
 """
 import math
 from collections.abc import Sequence
@@ -13,9 +14,15 @@ LEVEL = 0.95  # every interval here is a 95% one
 
 
 def _special():
-    from scipy import special  # lazy: only requests that compare groups pay for it
+    from scipy import special  # lazy: the server starts without it (see preload)
 
     return special
+
+
+def preload() -> None:
+    """Import scipy.special now (the server does it in a background thread once it is up), so the first
+    comparison after a restart does not wait for the import."""
+    _special()
 
 
 def t_quantile(p: float, df: float) -> float:

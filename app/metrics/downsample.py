@@ -1,21 +1,58 @@
-"""Min/max bucket downsampling: a chart gets at most max_points per series and a spike stays visible."""
+"""Min/max downsampling of a series from its rollups: a chart gets at most max_points points and a spike
+stays visible, without the series' points being scanned.
+
+The series' steps are cut into buckets of 2^L steps (bucket = step >> L), L the smallest from 2 up that
+leaves at most (max_points - 2) // 2 buckets between the first and the last point. Each bucket gives
+its lowest and its highest point (ties: the earliest step), the series its first and last point; all
+of them real points, in step order, each step once. A series of at most 2·buckets + 2 points comes
+back whole. Buckets are aligned to powers of two so that each one is a stored rollup (app/metrics/rollups.py).
+"""
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.metrics import rollups
+from app.metrics.models import MetricPoint
+
+Point = tuple[int, float, float]  # (step, value, unix time)
 
 
-def min_max_buckets(points: list[tuple[int, float]], max_points: int) -> list[tuple[int, float]]:
-    """Keep the first and last point, and per bucket of consecutive points its minimum and maximum, in step order."""
-    n = len(points)
-    if n <= max_points or max_points < 4:
-        return points if n <= max_points else points[:: max(1, n // max_points)][:max_points]
-    buckets = (max_points - 2) // 2
-    inner = points[1:-1]
-    size = len(inner) / buckets
-    out = [points[0]]
-    for b in range(buckets):
-        chunk = inner[int(b * size): int((b + 1) * size)]
-        if not chunk:
-            continue
-        lo = min(chunk, key=lambda p: p[1])
-        hi = max(chunk, key=lambda p: p[1])
-        out.extend(sorted({lo, hi}, key=lambda p: p[0]))
-    out.append(points[-1])
-    return out
+def bucket_count(max_points: int) -> int:
+    return max(1, (max_points - 2) // 2)  # two points per bucket, plus the two ends
+
+
+def level_for(first_step: int, last_step: int, buckets: int) -> int:
+    """The smallest bucket level (2^level steps) from 2 up that cuts [first_step, last_step] into at most
+    `buckets` buckets (the top level when none does)."""
+    level = rollups.LEVELS[0]
+    while level < rollups.TOP and (last_step >> level) - (first_step >> level) + 1 > buckets:
+        level += 1
+    return level
+
+
+def all_points(session: Session, run_id: int, name: str) -> list[Point]:
+    return [tuple(r) for r in session.execute(
+        select(MetricPoint.step, MetricPoint.value, MetricPoint.time)
+        .where(MetricPoint.run_id == run_id, MetricPoint.name == name).order_by(MetricPoint.step))]
+
+
+def downsample(session: Session, run_id: int, name: str, max_points: int, total: rollups.Block) -> list[Point]:
+    """At most max_points points of the series in step order. `total`: the series' whole block (its
+    count, first and last point; see rollups.totals)."""
+    buckets = bucket_count(max_points)
+    if total[0] <= 2 * buckets + 2:
+        return all_points(session, run_id, name)
+    first, last = (total[8], total[7], total[9]), (total[11], total[10], total[12])
+    level = level_for(first[0], last[0], buckets)
+    by_step = {first[0]: first, last[0]: last}
+    for low, high in rollups.extremes(session, run_id, name, level, first[0], last[0]):
+        by_step[low[0]] = low
+        by_step[high[0]] = high
+    return [by_step[s] for s in sorted(by_step)][:max_points]
+
+
+def run_series(session: Session, run_id: int, names: list[str] | None, max_points: int) -> dict[str, list[Point]]:
+    """The named series of one run (default: all, by name) that have points, each downsampled, in the
+    order asked for."""
+    totals = rollups.totals(session, run_id, names)
+    order = totals if names is None else [n for n in dict.fromkeys(names) if n in totals]
+    return {name: downsample(session, run_id, name, max_points, totals[name]) for name in order}

@@ -3,11 +3,11 @@ import math
 import time as _time
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.metrics import notify
+from app.metrics import notify, rollups
 from app.metrics.models import MetricPoint
 
 
@@ -23,12 +23,25 @@ def record_points(session: Session, run_id: int, points: Iterable[tuple[str, int
         return 0
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(MetricPoint).values(rows).on_conflict_do_nothing(index_elements=["run_id", "name", "step"])
-    inserted = len(session.execute(stmt.returning(MetricPoint.id)).all())  # rowcount is -1 on psycopg
+    table = MetricPoint.__table__
+    stmt = (insert(table).on_conflict_do_nothing(index_elements=["run_id", "name", "step"])
+            .returning(table.c.name, table.c.step, table.c.value, table.c.time))
+    # RETURNING gives the rows really inserted (rowcount is -1 on psycopg): only they join the rollups,
+    # in the same transaction, so a chart never sees points its rollups do not count. Executed with a list
+    # of rows, SQLAlchemy sends them in batches of multi-row INSERTs compiled once.
+    inserted = [tuple(r) for r in session.execute(stmt, rows)]
+    rollups.add(session, run_id, inserted)
     if inserted:
         notify.changed(session, run_id)  # sent once the commit below is through
     session.commit()
-    return inserted
+    return len(inserted)
+
+
+def delete_after(session: Session, run_id: int, step: int) -> None:
+    """Delete the run's points after `step` (a resumed attempt computes them again) and mend the rollups;
+    the caller commits."""
+    session.execute(delete(MetricPoint).where(MetricPoint.run_id == run_id, MetricPoint.step > step))
+    rollups.forget_after(session, run_id, step)
 
 
 def series_names(session: Session, run_id: int) -> list[str]:

@@ -11,8 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.config import get_settings
 from app.db import release
 from app.auth.deps import credential_digest
-from app.metrics import live, service
-from app.metrics.downsample import min_max_buckets
+from app.metrics import downsample, live
 from app.runs.views import DB, RunDep
 
 router = APIRouter(prefix="/api/runs", tags=["metrics"])
@@ -43,8 +42,8 @@ def get_metrics(run: RunDep, session: DB, names: str | None = Query(None, max_le
                 max_points: Annotated[int, Query(ge=10, le=5000)] = 1000):
     """Series by name, each downsampled to at most max_points (min/max buckets keep spikes)."""
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
-    data = service.series(session, run.id, wanted)
-    return SeriesOut(series={name: min_max_buckets(points, max_points) for name, points in data.items()})
+    data = downsample.run_series(session, run.id, sorted(set(wanted)) if wanted else None, max_points)
+    return SeriesOut(series={name: [(step, value) for step, value, _ in points] for name, points in data.items()})
 
 
 def _metric(p: live.Point, seen_version: int) -> str:

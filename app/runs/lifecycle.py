@@ -13,12 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.metrics import notify
-from app.metrics.models import MetricPoint
+from app.metrics import service as metrics_service
 from app.runs.models import Run
 
 
@@ -259,7 +259,7 @@ def start_attempt(session: Session, lease: Lease, *, from_step: int) -> bool:
     False when the lease is lost (nothing is changed then)."""
     if hold(session, lease) is None:
         return False
-    session.execute(delete(MetricPoint).where(MetricPoint.run_id == lease.run_id, MetricPoint.step > from_step))
+    metrics_service.delete_after(session, lease.run_id, from_step)
     if from_step > 0:
         session.execute(update(Run).where(_held(lease.run_id, lease.worker, lease.attempt))
                         .values(summary={"resumed_from": {"step": from_step, "attempt": lease.attempt}},

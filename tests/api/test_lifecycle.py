@@ -5,7 +5,6 @@ import pytest
 from sqlalchemy import update
 
 from app.db import session_scope, utcnow
-from app.metrics.downsample import min_max_buckets
 from app.metrics.service import record_points, series
 from app.runs import lifecycle
 from app.runs.models import Run
@@ -80,18 +79,6 @@ def test_metric_points_are_idempotent_and_ordered(run_id):
         assert record_points(s, run_id, [("train/loss", 1, 2.0), ("train/loss", 2, 1.5)]) == 2
         assert record_points(s, run_id, [("train/loss", 2, 9.9), ("train/loss", 3, 1.0)]) == 1
         assert series(s, run_id, ["train/loss"]) == {"train/loss": [(1, 2.0), (2, 1.5), (3, 1.0)]}
-
-
-def test_downsampling_keeps_spikes_and_ends():
-    points = [(i, 1.0) for i in range(100_000)]
-    points[54_321] = (54_321, 50.0)
-    points[77_777] = (77_777, -3.0)
-    out = min_max_buckets(points, 2000)
-    assert len(out) <= 2000
-    assert (54_321, 50.0) in out and (77_777, -3.0) in out
-    assert out[0] == (0, 1.0) and out[-1] == (99_999, 1.0)
-    assert [p[0] for p in out] == sorted(p[0] for p in out)
-    assert min_max_buckets(points[:50], 2000) == points[:50]
 
 
 def test_a_requeued_run_starts_its_curves_afresh_and_a_cancelled_one_is_not_retried(run_id):
