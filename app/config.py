@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(5.0, description="How often a worker renews its lease.")
     requeue_after_seconds: int = Field(600, description="A queued run not picked up for this long is sent to the broker again.")
     reaper_interval_seconds: float = Field(15.0, description="How often the server looks for lost runs.")
+    job_lease_seconds: float = Field(30.0, gt=0, description="Server replicas: each periodic job (reaper, webhook notifier, search driver) runs on the one replica holding its lease; a replica that dies hands its jobs over after this long (at least 3 of the job's intervals).")
     pass_on_pause_seconds: float = Field(10.0, ge=0, description="A worker whose device cannot hold any queued run sends the message back to the queue for a larger worker, then pauses this long before it takes another message (so it does not take the same message back at once).")
     search_interval_seconds: float = Field(2.0, gt=0, description="How often the server tells running searches' "
                                            "eval points to Optuna, prunes, and queues their next trials.")
