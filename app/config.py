@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     webhook_retry_seconds: float = Field(30.0, description="Wait before retrying a failed webhook delivery; doubles after each failure.")
     webhook_max_attempts: int = Field(5, description="A webhook delivery that failed this often is given up.")
     webhook_private_hosts: bool = Field(False, description="Allow webhooks to loopback, private and link-local addresses (a chat server on your own network). Off, a project owner cannot make the server send requests into its own network.")
-    webhook_timeout_seconds: float = Field(10.0, description="How long a webhook receiver may take to answer.")
+    webhook_timeout_seconds: float = Field(10.0, description="How long a webhook receiver may take to connect, take the message and answer (each); a delivery is claimed for twice the longest send (app/notifications/service.py send_seconds).")
 
     @property
     def resolved_database_url(self) -> str:

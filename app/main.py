@@ -101,6 +101,10 @@ def _remove_stale_uploads() -> None:
 async def lifespan(app: FastAPI):
     settings = get_settings()
     settings.ensure_dirs()
+    if settings.secret_key is None and not settings.resolved_database_url.startswith("sqlite"):
+        log.warning("PEFTLAB_SECRET_KEY is not set: this server signs tasks with the key in %s, which workers "
+                    "on other hosts do not have. Set the same PEFTLAB_SECRET_KEY on every server and worker.",
+                    settings.data_dir / "secret_key")
     await run_in_threadpool(_remove_stale_uploads)
     await run_in_threadpool(_seed_models)
     jobs = [(settings.reaper_interval_seconds, _reap_once, "reaper"),
