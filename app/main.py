@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__, errors
@@ -61,7 +62,13 @@ async def _every(interval: float, round_once, lease: Lease) -> None:
     while True:
         try:
             await run_in_threadpool(_leased_round, lease, round_once)
-        except Exception:  # noqa: BLE001 — a bad round (or an unreachable database) must not stop later ones
+        except DBAPIError as e:
+            # The database down or full for a moment: one line, as requests log it; the next round tries again.
+            if (problem := errors.database_problem(e)) is None:
+                log.exception("%s round failed", lease.name)
+            else:
+                log.warning("%s round skipped: %s (%s)", lease.name, problem, str(e.orig).strip()[:300])
+        except Exception:  # noqa: BLE001 — a bad round must not stop later ones
             log.exception("%s round failed", lease.name)
         await asyncio.sleep(interval)
 
