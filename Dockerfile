@@ -7,6 +7,7 @@ RUN npm ci --omit=dev
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY workers ./workers
+COPY peftlab ./peftlab
 COPY migrations ./migrations
 COPY templates ./templates
 COPY static ./static

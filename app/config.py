@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(5.0, description="How often a worker renews its lease.")
     requeue_after_seconds: int = Field(600, description="A queued run not picked up for this long is sent to the broker again.")
     reaper_interval_seconds: float = Field(15.0, description="How often the server looks for lost runs.")
+    job_lease_seconds: float = Field(30.0, gt=0, description="Server replicas: each periodic job (reaper, webhook notifier, search driver) runs on the one replica holding its lease; a replica that dies hands its jobs over after this long (at least 3 of the job's intervals).")
     pass_on_pause_seconds: float = Field(10.0, ge=0, description="A worker whose device cannot hold any queued run (memory, quantisation, GPU count) sends the message back to the queue for a larger worker, due this many seconds later (so no worker spins on it); its own task slot is free at once.")
     search_interval_seconds: float = Field(2.0, gt=0, description="How often the server tells running searches' "
                                            "eval points to Optuna, prunes, and queues their next trials.")
@@ -91,7 +92,7 @@ class Settings(BaseSettings):
     webhook_retry_seconds: float = Field(30.0, description="Wait before retrying a failed webhook delivery; doubles after each failure.")
     webhook_max_attempts: int = Field(5, description="A webhook delivery that failed this often is given up.")
     webhook_private_hosts: bool = Field(False, description="Allow webhooks to loopback, private and link-local addresses (a chat server on your own network). Off, a project owner cannot make the server send requests into its own network.")
-    webhook_timeout_seconds: float = Field(10.0, description="How long a webhook receiver may take to answer.")
+    webhook_timeout_seconds: float = Field(10.0, description="How long a webhook receiver may take to connect, take the message and answer (each); a delivery is claimed for twice the longest send (app/notifications/service.py send_seconds).")
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,4 +1,5 @@
-"""The FastAPI application factory: API routers, pages, static files, the reaper, the search driver."""
+"""The FastAPI application factory: API routers, pages, static files, and the periodic jobs (the reaper, the
+webhook notifier, the search driver), each run by one replica at a time under a job lease."""
 import asyncio
 import logging
 import threading
@@ -10,6 +11,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import __version__, errors
@@ -23,6 +25,7 @@ from app.datasets import views as datasets_views
 from app.experiments import views as experiments_views
 from app.db import get_sessionmaker
 from app.inference import views as inference_views
+from app.leases.service import Lease
 from app.logs import views as logs_views
 from app.metrics import live as metrics_live
 from app.metrics import views as metrics_views
@@ -48,16 +51,35 @@ def _reap_once() -> None:
             log.info("re-sent runs %s to the broker", resent)
 
 
-async def _every(interval: float, round_once, what: str) -> None:
-    """Runs `round_once` in a thread every `interval` seconds; a round that fails is logged and the next
-    runs as usual. The loops: the reaper, the webhook notifier (here in the server, so a slow receiver never
-    holds a worker) and the search driver (a lease per search keeps replicas apart)."""
+def _leased_round(lease: Lease, round_once) -> None:
+    with get_sessionmaker()() as session:
+        if not lease.held(session):
+            return
+    round_once()
+
+
+async def _every(interval: float, round_once, lease: Lease) -> None:
+    """Runs `round_once` in a thread every `interval` seconds on the one replica that holds the job's lease
+    (app/leases); a round that fails is logged and the next runs as usual. The loops: the reaper, the webhook
+    notifier (here in the server, so a slow receiver never holds a worker) and the search driver."""
     while True:
         try:
-            await run_in_threadpool(round_once)
+            await run_in_threadpool(_leased_round, lease, round_once)
+        except DBAPIError as e:
+            # The database down or full for a moment: one line, as requests log it; the next round tries again.
+            if (problem := errors.database_problem(e)) is None:
+                log.exception("%s round failed", lease.name)
+            else:
+                log.warning("%s round skipped: %s (%s)", lease.name, problem, str(e.orig).strip()[:300])
         except Exception:  # noqa: BLE001 — a bad round must not stop later ones
-            log.exception("%s round failed", what)
+            log.exception("%s round failed", lease.name)
         await asyncio.sleep(interval)
+
+
+def _release(leases: list[Lease]) -> None:
+    with get_sessionmaker()() as session:
+        for lease in leases:
+            lease.release(session)
 
 
 def _search_once() -> None:
@@ -89,20 +111,33 @@ def _remove_stale_uploads() -> None:
 async def lifespan(app: FastAPI):
     settings = get_settings()
     settings.ensure_dirs()
+    if settings.secret_key is None and not settings.resolved_database_url.startswith("sqlite"):
+        log.warning("PEFTLAB_SECRET_KEY is not set: this server signs tasks with the key in %s, which workers "
+                    "on other hosts do not have. Set the same PEFTLAB_SECRET_KEY on every server and worker.",
+                    settings.data_dir / "secret_key")
     await run_in_threadpool(_remove_stale_uploads)
     await run_in_threadpool(_seed_models)
     metrics_live.start_listening()  # this process's one subscription to announced run changes (live streams)
     # The compare page's statistics library loads beside the running server, not in its first request.
     threading.Thread(target=compare_stats.preload, name="preload-scipy", daemon=True).start()
-    tasks = [asyncio.create_task(_every(settings.reaper_interval_seconds, _reap_once, "reaper")),
-             asyncio.create_task(_every(settings.webhook_poll_seconds, _notify_once, "webhook")),
-             asyncio.create_task(_every(settings.search_interval_seconds, _search_once, "search"))]
+    jobs = [(settings.reaper_interval_seconds, _reap_once, "reaper"),
+            (settings.webhook_poll_seconds, _notify_once, "webhook"),
+            (settings.search_interval_seconds, _search_once, "search")]
+    # A lease outlasts a few rounds, so a holder that renews every round keeps it, and one that dies
+    # hands the job over within job_lease_seconds.
+    leases = [Lease(name, max(settings.job_lease_seconds, 3 * interval)) for interval, _, name in jobs]
+    tasks = [asyncio.create_task(_every(interval, round_once, lease))
+             for (interval, round_once, _), lease in zip(jobs, leases)]
     yield
     for task in tasks:
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
     await metrics_live.stop_listening()
+    try:  # a replica that stops cleanly hands its jobs over at once, not after the lease runs out
+        await run_in_threadpool(_release, leases)
+    except Exception:  # noqa: BLE001 — an unreachable database: the leases then simply expire
+        log.warning("could not release the job leases; they expire within %ss", settings.job_lease_seconds)
 
 
 def _openapi_with_bearer(app: FastAPI) -> dict:

@@ -16,3 +16,6 @@ __all__ = ["ApiToken", "Artifact", "BrowserSession", "LoginFailure", "Project", 
 from app.experiments.search_models import SearchStudy, SearchTrial  # noqa: E402 — search experiments
 
 __all__ += ["SearchStudy", "SearchTrial"]
+from app.leases.models import JobLease  # noqa: E402 — which replica runs each periodic job
+
+__all__ += ["JobLease"]

@@ -2,9 +2,11 @@
 
 The notifier never runs in a worker, so a slow or dead receiver cannot hold up training. Each round it
 (1) turns every run that ended since a webhook was made into a pending delivery row (unique per webhook and
-run, so replicas never announce twice), (2) claims due deliveries with a guarded UPDATE, (3) POSTs them and
+run, so replicas never announce twice), (2) claims a due delivery with a guarded UPDATE, (3) POSTs it and
 records the answer; a failure is retried later with exponential backoff, up to a limit.
 """
+import logging
+import time
 from datetime import datetime, timedelta
 
 import httpx
@@ -20,8 +22,8 @@ from app.notifications.schemas import WebhookCreate, WebhookOut
 from app.notifications.targets import refusal
 from app.runs.models import Run
 
+log = logging.getLogger("peftlab")
 ENDINGS = {"succeeded": "run.succeeded", "failed": "run.failed", "cancelled": "run.cancelled"}
-CLAIM_SECONDS = 120  # a replica that claimed a delivery and died leaves it to others after this
 
 
 # ---- configuration --------------------------------------------------------------------------
@@ -85,18 +87,33 @@ def message(run: Run, event: str, *, project_name: str, public_url: str) -> dict
                     "summary": run.summary or {}}}
 
 
+def send_seconds(settings: Settings) -> float:
+    """The longest one send may take: the name resolved twice (the delivery check, then the connection; the
+    system resolver gives up within about 30 s each), then connect, write and the answer, each within
+    webhook_timeout_seconds, with the answer's body read only until its own deadline."""
+    return 60 + 4 * settings.webhook_timeout_seconds
+
+
 def send(url: str, payload: dict, settings: Settings) -> tuple[bool, int | None, str | None]:
-    """(delivered, HTTP status, error): any 2xx counts as delivered."""
+    """(delivered, HTTP status, error): any 2xx counts as delivered. Takes at most send_seconds()."""
     if reason := refusal(url, allow_private=settings.webhook_private_hosts, unresolvable_ok=False):
         return False, None, f"not sent: {reason}"
+    body = b""
     try:
-        res = httpx.post(url, json=payload, timeout=settings.webhook_timeout_seconds, follow_redirects=False,
-                         headers={"User-Agent": "peftlab-webhook"})
+        with httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False) as client, \
+                client.stream("POST", url, json=payload, headers={"User-Agent": "peftlab-webhook"}) as res:
+            # Only the start of the answer matters (for the error text); a receiver that trickles an endless
+            # body cannot keep the send going past the deadline.
+            deadline = time.monotonic() + settings.webhook_timeout_seconds
+            for chunk in res.iter_bytes():
+                body += chunk
+                if len(body) >= 1000 or time.monotonic() > deadline:
+                    break
     except httpx.HTTPError as e:
         return False, None, f"{type(e).__name__}: {e}"[:500]
     if 200 <= res.status_code < 300:
         return True, res.status_code, None
-    return False, res.status_code, f"HTTP {res.status_code}: {res.text[:200]}"
+    return False, res.status_code, f"HTTP {res.status_code}: {body.decode(errors='replace')[:200]}"
 
 
 def send_test(hook: Webhook, *, project_name: str, settings: Settings) -> tuple[bool, int | None, str | None]:
@@ -130,37 +147,55 @@ def enqueue_endings(session: Session, *, limit: int = 500) -> int:
     return sum(1 for v in values if v["state"] == "pending")
 
 
-def _claim_due(session: Session, now: datetime, limit: int) -> list[int]:
-    due = list(session.scalars(select(WebhookDelivery.id).where(WebhookDelivery.state == "pending",
-                                                                 WebhookDelivery.next_attempt_at <= now)
-                               .order_by(WebhookDelivery.next_attempt_at).limit(limit)))
-    claimed = []
-    for delivery_id in due:
+def _claim_next(session: Session, now: datetime, until: datetime) -> int | None:
+    """Claim one due delivery until `until` with a guarded UPDATE (a concurrent claimer's UPDATE matches
+    nothing once this one committed); its id, or None when none is due."""
+    while True:
+        delivery_id = session.scalar(select(WebhookDelivery.id).where(WebhookDelivery.state == "pending",
+                                                                       WebhookDelivery.next_attempt_at <= now)
+                                     .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id).limit(1))
+        session.rollback()  # end the read before writing (SQLite)
+        if delivery_id is None:
+            return None
         res = session.execute(update(WebhookDelivery)
                               .where(WebhookDelivery.id == delivery_id, WebhookDelivery.state == "pending",
                                      WebhookDelivery.next_attempt_at <= now)
-                              .values(next_attempt_at=now + timedelta(seconds=CLAIM_SECONDS)))
+                              .values(next_attempt_at=until))
+        session.commit()
         if res.rowcount == 1:
-            claimed.append(delivery_id)
-    session.commit()
-    return claimed
+            return delivery_id
 
 
 def deliver_due(session: Session, settings: Settings, *, limit: int = 50) -> int:
-    """Send every claimed due delivery once; returns how many were delivered."""
+    """Send due deliveries, each at most once per claim; returns how many were delivered.
+
+    Replicas never send one delivery twice: each is claimed just before its send, for twice the longest a
+    send can take (send_seconds), and a replica that finds its claim nearer its end than that (it stalled)
+    leaves the delivery to the next claim instead of sending. What a send ended with is written only while
+    the claim is still this replica's. A replica that dies between a send and that write leaves the delivery
+    to be sent again after the claim (at least once, never twice while both live)."""
     delivered = 0
-    for delivery_id in _claim_due(session, utcnow(), limit):
+    bound = timedelta(seconds=send_seconds(settings))
+    for _ in range(limit):
+        claimed_until = utcnow() + 2 * bound
+        delivery_id = _claim_next(session, utcnow(), claimed_until)
+        if delivery_id is None:
+            break
         delivery = session.get(WebhookDelivery, delivery_id)
-        hook = session.get(Webhook, delivery.webhook_id)
-        run = session.get(Run, delivery.run_id)
+        hook = session.get(Webhook, delivery.webhook_id) if delivery else None
+        run = session.get(Run, delivery.run_id) if delivery else None
         if hook is None or run is None:  # deleted meanwhile (the cascade takes the row too)
             continue
         project = session.get(Project, hook.project_id)
         payload = message(run, delivery.event, project_name=project.name if project else f"project {hook.project_id}",
                           public_url=settings.resolved_public_url)
-        session.commit()  # no transaction (nor SQLite lock) held while waiting for the receiver
-        ok, status, error = send(hook.url, payload, settings)
         attempts = delivery.attempts + 1
+        session.commit()  # no transaction (nor SQLite lock) held while waiting for the receiver
+        if utcnow() + bound > claimed_until:
+            log.warning("webhook delivery %s: claim too close to its end to send (this replica stalled); "
+                        "left to the next claim", delivery_id)
+            continue
+        ok, status, error = send(hook.url, payload, settings)
         values = {"attempts": attempts, "last_status": status, "last_error": error}
         if ok:
             values |= {"state": "delivered", "delivered_at": utcnow()}
@@ -170,8 +205,14 @@ def deliver_due(session: Session, settings: Settings, *, limit: int = 50) -> int
         else:
             backoff = settings.webhook_retry_seconds * 2 ** (attempts - 1)
             values |= {"next_attempt_at": utcnow() + timedelta(seconds=backoff)}
-        session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id).values(**values))
+        res = session.execute(update(WebhookDelivery)
+                              .where(WebhookDelivery.id == delivery_id, WebhookDelivery.state == "pending",
+                                     WebhookDelivery.next_attempt_at == claimed_until)
+                              .values(**values))
         session.commit()
+        if res.rowcount != 1:
+            log.warning("webhook delivery %s: its claim ran out during the send; the outcome is not recorded",
+                        delivery_id)
     return delivered
 
 
