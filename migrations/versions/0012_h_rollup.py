@@ -1,15 +1,15 @@
 """metric_rollups: per-bucket rollups of every metric series (count; lowest, highest, first and last point), so charts
 of long series read buckets instead of every point; built here from the points already stored
 
-Revision ID: 0011_h_rollup
-Revises: 0010_h_search
+Revision ID: 0012_h_rollup
+Revises: 0011_h_replicas
 Create Date: 2026-11-30 15:00:00.000000
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0011_h_rollup'
-down_revision = '0010_h_search'
+revision = '0012_h_rollup'
+down_revision = '0011_h_replicas'
 branch_labels = None
 depends_on = None
 
