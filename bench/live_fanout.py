@@ -40,13 +40,23 @@ from streams import fresh_postgres, make_live_run  # noqa: E402
 STEP = re.compile(rb'"step":(\d+)')
 
 
-async def _stream(url: str, token: str, run_id: int, arrivals: dict, opened: asyncio.Event, count: list) -> None:
-    """One SSE connection on a bare socket: note when each new step first arrives."""
+async def _stream(url: str, token: str, run_id: int, arrivals: dict, opened: asyncio.Event, count: list,
+                  refusals: list) -> None:
+    """One SSE connection on a bare socket: note when each new step first arrives. A refusal (e.g. 503: no
+    database connection free in PEFTLAB_DB_POOL_TIMEOUT while hundreds open at once) is retried after the
+    stream's `retry:` delay, as EventSource-like clients do, and counted."""
     parts = urlsplit(url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    writer.write((f"GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                  f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n").encode())
-    await writer.drain()
+    while True:
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        writer.write((f"GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                      f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n").encode())
+        await writer.drain()
+        status = (await reader.readline()).split(b" ")[1:2]
+        if status == [b"200"]:
+            break
+        refusals.append(status[0].decode() if status else "closed")
+        writer.close()
+        await asyncio.sleep(2.0)
     tail, last = b"", 0
     try:
         while data := await reader.read(65536):
@@ -70,17 +80,17 @@ async def _stream(url: str, token: str, run_id: int, arrivals: dict, opened: asy
 def hold_streams(url: str, token: str, run_id: int, count: int, pipe) -> None:
     """Child process: open `count` streams, say when all had their first event, read until told to stop, send arrivals."""
     async def go():
-        opened, counter = asyncio.Event(), [0, count]
+        opened, counter, refusals = asyncio.Event(), [0, count], []
         per_stream = [{} for _ in range(count)]
         tasks = []
         for arrivals in per_stream:
-            tasks.append(asyncio.create_task(_stream(url, token, run_id, arrivals, opened, counter)))
+            tasks.append(asyncio.create_task(_stream(url, token, run_id, arrivals, opened, counter, refusals)))
             await asyncio.sleep(0.002)  # not 500 SYNs at once into a listen backlog
         try:
             await asyncio.wait_for(opened.wait(), 180)
         except TimeoutError:
             pass
-        pipe.send(counter[0])
+        pipe.send((counter[0], refusals))
         await asyncio.to_thread(pipe.recv)  # stop
         for t in tasks:
             t.cancel()
@@ -142,9 +152,14 @@ def measure(url: str, token: str, run_id: int, args, server: psutil.Process) -> 
         pipes.append(here)
         holders.append(holder)
     started = time.monotonic()
-    opened = sum(p.recv() for p in pipes)
+    opened, refusals = 0, []
+    for p in pipes:
+        n, refused = p.recv()
+        opened, refusals = opened + n, refusals + refused
     open_seconds = time.monotonic() - started
-    time.sleep(2)  # settled: every stream has had its first events
+    # Settled: every stream has had its first events, and the server has answered the requests of refused
+    # attempts that still waited for a database slot (their clients had gone and tried again).
+    time.sleep(args.settle)
 
     load_before = os.getloadavg()[0]
     psutil.cpu_percent()  # starts the machine-wide window
@@ -181,6 +196,7 @@ def measure(url: str, token: str, run_id: int, args, server: psutil.Process) -> 
     slowest = sorted(per_write.items(), key=lambda kv: -max(kv[1]))[:3]
     return {
         "clients": args.clients, "clients_opened": opened, "all_open_after_s": round(open_seconds, 1),
+        "open_refusals": {code: refusals.count(code) for code in sorted(set(refusals))},
         "writes": args.writes, "write_every_s": args.write_every, "deliveries": len(latencies), "missing": missing,
         "latency_p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
         "latency_p95_ms": _pct(latencies, 0.95), "latency_p99_ms": _pct(latencies, 0.99),
@@ -189,7 +205,7 @@ def measure(url: str, token: str, run_id: int, args, server: psutil.Process) -> 
         "machine_cpu_percent": machine_cpu, "load_average_1min_before": round(load_before, 2),
         "load_average_1min_after": round(load_during, 2), "cpus": os.cpu_count(),
         "client_errors": sorted(errors)[:5],
-        "slowest_writes_first_last_ms": [[round(min(v) * 1000), round(max(v) * 1000)] for _, v in slowest],
+        "slowest_writes_step_first_last_ms": [[step, round(min(v) * 1000), round(max(v) * 1000)] for step, v in slowest],
     }
 
 
@@ -201,6 +217,7 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=2, help="processes the clients are spread over")
     parser.add_argument("--writes", type=int, default=60)
     parser.add_argument("--write-every", type=float, default=0.5, help="seconds between the writer's commits")
+    parser.add_argument("--settle", type=float, default=15.0, help="seconds between the last stream opening and the first write")
     args = parser.parse_args()
 
     drop = None
