@@ -16,7 +16,8 @@ from tests.integration.private_stack import ROOT, free_port, start_stack, wait_u
 from tests.integration.test_end_to_end import sentiment_csv
 from tests.s3_server import s3_server  # noqa: F401 — fixture
 
-pytestmark = pytest.mark.integration
+# What goes to the object store does not depend on the database or broker: CI runs this once, on SQLite.
+pytestmark = [pytest.mark.integration, pytest.mark.backend_neutral]
 
 
 def _spawn(stack, name: str, env: dict, *args: str) -> subprocess.Popen:
