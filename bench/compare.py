@@ -140,12 +140,18 @@ def cpu_seconds(pid: int) -> float:
 
 
 def _wait_for_preload(pid: int, timeout: float = 60.0) -> None:
-    """Until the server has loaded scipy.special, which it imports in the background once it is up (a
-    server restarted a moment ago is not what a user meets after a restart). Code from before that
-    preload never loads it ahead: then the timeout passes and the cold request pays for the import."""
+    """Until the server has loaded scipy.special, which it imports in the background once it is up, and has
+    gone idle (a server restarted a moment ago, still importing, is not what a user meets after a restart).
+    Code from before that preload never loads it ahead: then the timeout passes and the cold request pays
+    for the import."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and "scipy/special" not in Path(f"/proc/{pid}/maps").read_text():
         time.sleep(0.2)
+    idle_since, last = time.monotonic(), cpu_seconds(pid)
+    while time.monotonic() < deadline and time.monotonic() - idle_since < 1.0:
+        time.sleep(0.1)
+        if (now := cpu_seconds(pid)) > last + 0.02:  # still busy: wait for a quiet second
+            idle_since, last = time.monotonic(), now
 
 
 def measure_api(url: str, headers: dict, ids: list[int], requests: int, server_pid: int) -> dict:
