@@ -48,9 +48,11 @@ class PrivateStack:
         assert res.returncode == 0, f"peftlab {' '.join(args)} failed:\n{res.stdout}\n{res.stderr}"
         return res.stdout
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen:
+    def spawn(self, name: str, *args: str, env: dict | None = None, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+        """`peftlab <args>`, logging to <data dir>/<name>.log. env: instead of the stack's; prefix: what runs
+        it (e.g. `ip netns exec <namespace>`, which execs it: the process keeps the pid)."""
         log = self.data_dir / f"{name}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=self.env,
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env or self.env,
                                 stdout=open(log, "ab"), stderr=subprocess.STDOUT)
         proc.log_path = log
         return proc
@@ -107,9 +109,9 @@ class TcpProxy:
     """Forwards a local port to a database server. cut() drops every connection and refuses new
     ones, as a database that went away does; restore() lets them through again."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, bind: str = "127.0.0.1"):
         self.target = (host, port)
-        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener = socket.create_server((bind, 0))
         self.port = self.listener.getsockname()[1]
         self.open = threading.Event()
         self.open.set()
@@ -202,9 +204,9 @@ def _database(data_dir: Path) -> tuple[str, object]:
     return sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False), drop
 
 
-def start_stack(data_dir: Path, model_dirs: list[str], *, broker_url: str | None = None, workers: int = 1,
-                db_proxy: bool = False, **settings: object) -> PrivateStack:
-    """Migrate a fresh database, create an admin with a token, start the server and `workers` workers.
+def prepare_stack(data_dir: Path, model_dirs: list[str], *, broker_url: str | None = None, db_proxy: bool = False,
+                  **settings: object) -> PrivateStack:
+    """A fresh database, migrated, with an admin and an API token (stack.headers); no process started yet.
 
     db_proxy: the processes reach PostgreSQL through a `TcpProxy` the test can cut (stack.proxy).
     settings: PEFTLAB_* overrides by lower-case name (lease_seconds=4 …)."""
@@ -230,6 +232,17 @@ def start_stack(data_dir: Path, model_dirs: list[str], *, broker_url: str | None
         stack.cli("db", "upgrade")
         stack.cli("users", "create", "--admin", "--username", "admin", "--password-stdin", stdin=PASSWORD + "\n")
         stack.headers = {"Authorization": f"Bearer {stack.cli('token', 'create').strip()}"}
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def start_stack(data_dir: Path, model_dirs: list[str], *, broker_url: str | None = None, workers: int = 1,
+                db_proxy: bool = False, **settings: object) -> PrivateStack:
+    """prepare_stack(), then start the server and `workers` workers (arguments as there)."""
+    stack = prepare_stack(data_dir, model_dirs, broker_url=broker_url, db_proxy=db_proxy, **settings)
+    try:
         for _ in range(workers):  # first: a worker takes longest to start (torch)
             stack.start_worker()
         stack.start_server()

@@ -4,7 +4,6 @@ store, a run trained from it, its adapter downloaded streamed and presigned, Try
 worker's copy of the adapter, and the run's and the dataset's objects gone once they are deleted."""
 import io
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -12,20 +11,12 @@ import httpx
 import pytest
 
 from tests.conftest import wait_for_status
-from tests.integration.private_stack import ROOT, free_port, start_stack, wait_until_answering
+from tests.integration.private_stack import free_port, start_stack, wait_until_answering
 from tests.integration.test_end_to_end import sentiment_csv
 from tests.s3_server import s3_server  # noqa: F401 — fixture
 
 # What goes to the object store does not depend on the database or broker: CI runs this once, on SQLite.
 pytestmark = [pytest.mark.integration, pytest.mark.backend_neutral]
-
-
-def _spawn(stack, name: str, env: dict, *args: str) -> subprocess.Popen:
-    log = stack.data_dir / f"{name}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env,
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-    proc.log_path = log
-    return proc
 
 
 def _files(folder: Path) -> list[Path]:
@@ -46,7 +37,7 @@ def s3_stack(s3_server, tmp_path_factory, tiny_bert_source, monkeypatch):
         # and its copies of stored objects are its own, and the server's dataset and artifact folders stay empty.
         worker_env = {**stack.env, "PEFTLAB_ARTIFACT_DIR": str(stack.worker_dir / "artifacts"),
                       "PEFTLAB_STORAGE_CACHE_DIR": str(stack.worker_dir / "cache")}
-        worker = _spawn(stack, "worker-0", worker_env, "worker", "--loglevel", "INFO")  # train and predict queues
+        worker = stack.spawn("worker-0", "worker", "--loglevel", "INFO", env=worker_env)  # train and predict queues
         stack.workers.append(worker)
         stack.wait_worker_ready(worker, timeout=300)  # torch imports slowly on a busy machine
         yield stack
@@ -136,7 +127,7 @@ def _presigning_server(stack) -> tuple[subprocess.Popen, str]:
     """A second server replica on the same database and store, set to answer downloads with presigned URLs."""
     port = free_port()
     env = {**stack.env, "PEFTLAB_STORAGE_PRESIGNED_DOWNLOADS": "true"}
-    proc = _spawn(stack, "server-presigned", env, "serve", "--port", str(port))
+    proc = stack.spawn("server-presigned", "serve", "--port", str(port), env=env)
     url = f"http://127.0.0.1:{port}"
     wait_until_answering(url, proc)
     return proc, url
