@@ -16,15 +16,12 @@ from commit to receipt over every (client, point), points a client never got, th
 (its process and children, in percent of one core) while the points flow, and the machine's load.
 Goals: p95 <= 100 ms, server CPU < 100 % of one core.
 """
-import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import re
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,8 +31,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from stack import peftlab  # noqa: E402
-from streams import fresh_postgres, make_live_run  # noqa: E402
+from streams import bench_live_run, live_run_parser  # noqa: E402
 
 STEP = re.compile(rb'"step":(\d+)')
 
@@ -141,7 +137,8 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 1) if values else None
 
 
-def measure(url: str, token: str, run_id: int, args, server: psutil.Process) -> dict:
+def measure(url: str, headers: dict, run_id: int, args, server: psutil.Process) -> dict:
+    token = headers["Authorization"].split(" ", 1)[1]
     spawn = multiprocessing.get_context("spawn")
     per_proc = [args.clients // args.client_procs + (i < args.clients % args.client_procs) for i in range(args.client_procs)]
     pipes, holders = [], []
@@ -209,9 +206,18 @@ def measure(url: str, token: str, run_id: int, args, server: psutil.Process) -> 
     }
 
 
+def report(args, result: dict) -> dict:
+    from app.config import get_settings
+
+    result = {"announcements": "redis" if args.broker_url else "unix sockets",
+              "safety_poll_s": get_settings().sse_poll_seconds, **result}
+    result["goals_met"] = (result["missing"] == 0 and (result["latency_p95_ms"] or 1e9) <= 100
+                           and result["server_cpu_percent_of_one_core"] < 100)
+    return result
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", default=None, help="PostgreSQL server URL (a fresh database is made on it); default SQLite")
+    parser = live_run_parser(__doc__)
     parser.add_argument("--broker-url", default=None, help="redis://… (announcements over Redis pub/sub); default the embedded broker")
     parser.add_argument("--clients", type=int, default=500)
     parser.add_argument("--client-procs", type=int, default=2, help="processes the clients are spread over")
@@ -219,35 +225,7 @@ def main() -> None:
     parser.add_argument("--write-every", type=float, default=0.5, help="seconds between the writer's commits")
     parser.add_argument("--settle", type=float, default=15.0, help="seconds between the last stream opening and the first write")
     args = parser.parse_args()
-
-    drop = None
-    extra = {}
-    if args.database_url:
-        extra["PEFTLAB_DATABASE_URL"], drop = fresh_postgres(args.database_url)
-    if args.broker_url:
-        extra["PEFTLAB_BROKER_URL"] = args.broker_url
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            data_dir = Path(tmp) / "data"
-            with peftlab(data_dir, "serve", extra_env=extra) as (url, proc, headers):
-                os.environ.update({"PEFTLAB_DATA_DIR": str(data_dir), **extra})
-                run_id = make_live_run()
-                token = headers["Authorization"].split(" ", 1)[1]
-                result = measure(url, token, run_id, args, psutil.Process(proc.pid))
-        from app.config import get_settings
-
-        result = {"database": "postgresql" if args.database_url else "sqlite",
-                  "announcements": "redis" if args.broker_url else "unix sockets",
-                  "safety_poll_s": get_settings().sse_poll_seconds, **result}
-        result["goals_met"] = (result["missing"] == 0 and (result["latency_p95_ms"] or 1e9) <= 100
-                               and result["server_cpu_percent_of_one_core"] < 100)
-        print(json.dumps(result))
-    finally:
-        if drop:
-            from app.db import get_engine
-
-            get_engine().dispose()
-            drop()
+    bench_live_run(args, {"PEFTLAB_BROKER_URL": args.broker_url} if args.broker_url else {}, measure, report)
 
 
 if __name__ == "__main__":

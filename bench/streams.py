@@ -76,6 +76,37 @@ def make_live_run() -> int:
         return run.id
 
 
+def live_run_parser(doc: str) -> argparse.ArgumentParser:
+    """The live-run benches' command line: their docstring as help, and --database-url."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", default=None, help="PostgreSQL server URL (a fresh database is made on it); default SQLite")
+    return parser
+
+
+def bench_live_run(args, extra: dict, measure, report) -> None:
+    """Start a throwaway `peftlab serve` with the settings `extra` (on args.database_url's PostgreSQL
+    server: in a fresh database made there and dropped at the end; else SQLite in a temporary data dir),
+    make one running run, measure(url, headers, run_id, args, server process) while the server is up, and
+    print one JSON line once it has stopped: the database, then report(args, that result)."""
+    drop = None
+    extra = dict(extra)
+    if args.database_url:
+        extra["PEFTLAB_DATABASE_URL"], drop = fresh_postgres(args.database_url)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            data_dir = Path(tmp) / "data"
+            with peftlab(data_dir, "serve", extra_env=extra) as (url, proc, headers):
+                os.environ.update({"PEFTLAB_DATA_DIR": str(data_dir), **extra})
+                result = measure(url, headers, make_live_run(), args, psutil.Process(proc.pid))
+        print(json.dumps({"database": "postgresql" if args.database_url else "sqlite", **report(args, result)}))
+    finally:
+        if drop:
+            from app.db import get_engine
+
+            get_engine().dispose()
+            drop()
+
+
 class Writer(threading.Thread):
     """Plays the worker: points every `every` seconds, a progress update (state_version bump) every second."""
 
@@ -190,7 +221,18 @@ def p95(values: list[float]) -> float | None:
     return round(sorted(values)[int(0.95 * (len(values) - 1))] * 1000, 1) if values else None
 
 
-def measure(url: str, headers: dict, run_id: int, args, server: psutil.Process, writer: Writer) -> dict:
+def measure(url: str, headers: dict, run_id: int, args, server: psutil.Process) -> dict:
+    """Readers and streams on the run while a Writer plays its worker."""
+    writer = Writer(run_id, args.metrics, args.write_every)
+    writer.start()
+    try:
+        return measure_steady_state(url, headers, run_id, args, server, writer)
+    finally:
+        writer.stop.set()
+        writer.join()
+
+
+def measure_steady_state(url: str, headers: dict, run_id: int, args, server: psutil.Process, writer: Writer) -> dict:
     rss_before = server.memory_info().rss
     rss_peak = rss_before
     # Baseline on this machine as it is now: the same readers without any stream.
@@ -236,46 +278,23 @@ def measure(url: str, headers: dict, run_id: int, args, server: psutil.Process, 
     }
 
 
+def report(args, result: dict) -> dict:
+    result = {"seconds": args.seconds, "reader_interval_s": args.reader_interval, "poll_s": 0.5, **result}
+    result["goals_met"] = (result["streams_opened"] == args.streams == result["streams_receiving_at_end"]
+                           and result["runs_errors"] == 0 and (result["runs_p95_ms"] or 1e9) < 300
+                           and result["server_rss_growth_mb"] < 100)
+    return result
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--database-url", default=None, help="PostgreSQL server URL (a fresh database is made on it); default SQLite")
+    parser = live_run_parser(__doc__)
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--readers", type=int, default=20)
     parser.add_argument("--reader-interval", type=float, default=0.5, help="seconds between one reader's requests")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long streams and readers run")
     parser.add_argument("--metrics", type=int, default=4, help="points per write (one per metric)")
     parser.add_argument("--write-every", type=float, default=0.5)
-    args = parser.parse_args()
-
-    drop = None
-    extra = {"PEFTLAB_SSE_POLL_SECONDS": "0.5"}
-    if args.database_url:
-        extra["PEFTLAB_DATABASE_URL"], drop = fresh_postgres(args.database_url)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            data_dir = Path(tmp) / "data"
-            with peftlab(data_dir, "serve", extra_env=extra) as (url, proc, headers):
-                os.environ.update({"PEFTLAB_DATA_DIR": str(data_dir), **extra})
-                run_id = make_live_run()
-                writer = Writer(run_id, args.metrics, args.write_every)
-                writer.start()
-                try:
-                    result = measure(url, headers, run_id, args, psutil.Process(proc.pid), writer)
-                finally:
-                    writer.stop.set()
-                    writer.join()
-        result = {"database": "postgresql" if args.database_url else "sqlite", "seconds": args.seconds,
-                  "reader_interval_s": args.reader_interval, "poll_s": 0.5, **result}
-        result["goals_met"] = (result["streams_opened"] == args.streams == result["streams_receiving_at_end"]
-                               and result["runs_errors"] == 0 and (result["runs_p95_ms"] or 1e9) < 300
-                               and result["server_rss_growth_mb"] < 100)
-        print(json.dumps(result))
-    finally:
-        if drop:
-            from app.db import get_engine
-
-            get_engine().dispose()
-            drop()
+    bench_live_run(parser.parse_args(), {"PEFTLAB_SSE_POLL_SECONDS": "0.5"}, measure, report)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh data dir and database per test session, real worker and server processes.
+"""Shared fixtures: a fresh data dir and database per test session, real worker and server processes,
+and the helpers a test uses to start workers of its own on a queue of its own.
 
 Backends: SQLite + the embedded filesystem transport by default. Set PEFTLAB_TEST_DATABASE_URL
 (postgresql+psycopg://…) and PEFTLAB_TEST_BROKER_URL (redis://…) to run on PostgreSQL and Redis;
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,9 +193,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen:
+def _spawn(args: list[str], log: Path, extra_env: dict | None = None) -> subprocess.Popen:
     out = open(log, "wb")
-    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=dict(os.environ),
+    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env={**os.environ, **(extra_env or {})},
                             stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -207,20 +209,53 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
+def start_worker(args: list[str], log: Path, *, omp_threads: int | None = None) -> subprocess.Popen:
+    """A real `peftlab worker --loglevel INFO <args>` process (INFO: wait_worker_ready reads its
+    " ready." line) logging to `log`, also at proc.log_path for the tests to read.
+
+    omp_threads: OMP_NUM_THREADS (torch threads per process) for this worker alone; None: the environment's."""
+    proc = _spawn(["worker", "--loglevel", "INFO", *args], log,
+                  None if omp_threads is None else {"OMP_NUM_THREADS": str(omp_threads)})
+    proc.log_path = log
+    return proc
+
+
+def wait_worker_ready(proc: subprocess.Popen, timeout: float = 180) -> None:
+    """Until the worker consumes its queues (Celery logs "<name> ready.", torch imported by then);
+    fails with its log if it exits first or takes longer than `timeout` seconds."""
+    deadline = time.time() + timeout
+    while " ready." not in (text := proc.log_path.read_text(errors="replace")):
+        if proc.poll() is not None or time.time() > deadline:
+            state = f"exited with {proc.returncode}" if proc.returncode is not None else f"not ready after {timeout}s"
+            raise AssertionError(f"the worker did not start ({state}):\n{text[-4000:]}")
+        time.sleep(0.3)
+
+
+@contextmanager
+def private_train_queue(suffix: str):
+    """Within the block, runs go to the session's train queue + `.suffix`: a queue that only workers
+    started inside the block consume (they read the name from the environment when they start), so the
+    session's worker never takes them. get_settings' cache is cleared on the way in and out."""
+    from app.config import get_settings
+
+    saved = os.environ["PEFTLAB_TRAIN_QUEUE"]
+    os.environ["PEFTLAB_TRAIN_QUEUE"] = f"{saved}.{suffix}"
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        os.environ["PEFTLAB_TRAIN_QUEUE"] = saved
+        get_settings.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def worker_process(peftlab_env, tmp_path_factory):
     """One real Celery worker process (`peftlab worker`) for the whole session."""
-    log = tmp_path_factory.mktemp("logs") / "worker.log"
-    proc = _spawn(["worker", "--loglevel", "INFO"], log)
-    proc.log_path = log  # tests read what the worker logged
-    deadline = time.time() + 180  # up = consuming its queues (Celery logs " ready.")
-    while " ready." not in log.read_text(errors="replace"):
-        if proc.poll() is not None or time.time() > deadline:
-            pytest.fail(f"the worker did not start:\n{log.read_text(errors='replace')}")
-        time.sleep(0.3)
+    proc = start_worker([], tmp_path_factory.mktemp("logs") / "worker.log")
+    wait_worker_ready(proc)
     yield proc
     _stop(proc)
-    print(f"\n--- worker log tail ---\n{log.read_text(errors='replace')[-3000:]}")
+    print(f"\n--- worker log tail ---\n{proc.log_path.read_text(errors='replace')[-3000:]}")
 
 
 @dataclass
@@ -245,21 +280,7 @@ def browser_session_cookie(username: str, url: str) -> list[dict]:
 @pytest.fixture(scope="session")
 def live_stack(peftlab_env, worker_process, admin_account, tmp_path_factory) -> LiveStack:
     """A real server process (`peftlab serve`) beside the real worker: what a browser talks to."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("logs") / "server.log"
-    proc = _spawn(["serve", "--port", str(port)], log)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the server exited:\n{log.read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{url}/openapi.json", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        pytest.fail(f"the server did not come up:\n{log.read_text(errors='replace')}")
+    proc, url = start_server(tmp_path_factory.mktemp("logs") / "server.log")
     yield LiveStack(url=url, worker=worker_process, server=proc, headers=admin_account.headers,
                     cookies=browser_session_cookie(admin_account.username, url))
     _stop(proc)
@@ -289,8 +310,7 @@ def search_finished(api, experiment_id: int, timeout: float) -> dict:
 def start_server(log: Path, extra_env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """A real `peftlab serve` process on a free port (no worker); returns it and its URL once it answers."""
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port)], cwd=ROOT,
-                            env={**os.environ, **(extra_env or {})}, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    proc = _spawn(["serve", "--port", str(port)], log, extra_env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:

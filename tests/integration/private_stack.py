@@ -20,6 +20,8 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
+from tests.conftest import wait_worker_ready
+
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery"
 
@@ -61,14 +63,6 @@ class PrivateStack:
         proc = self.spawn(f"worker-{len(self.workers)}", "worker", "--queues", "train", "--loglevel", "INFO")
         self.workers.append(proc)
         return proc
-
-    def wait_worker_ready(self, proc: subprocess.Popen, timeout: float = 120) -> None:
-        """Until Celery says it is ready (torch imported, consuming): a paused or limited worker must be idle."""
-        deadline = time.time() + timeout
-        while b"ready." not in proc.log_path.read_bytes():
-            assert proc.poll() is None, f"the worker exited:\n{proc.log_path.read_text(errors='replace')}"
-            assert time.time() < deadline, "the worker did not get ready"
-            time.sleep(0.3)
 
     def start_server(self) -> None:
         port = free_port()
@@ -246,8 +240,8 @@ def start_stack(data_dir: Path, model_dirs: list[str], *, broker_url: str | None
         for _ in range(workers):  # first: a worker takes longest to start (torch)
             stack.start_worker()
         stack.start_server()
-        for proc in stack.workers:
-            stack.wait_worker_ready(proc)
+        for proc in stack.workers:  # ready (torch imported, consuming): a paused or limited worker must be idle
+            wait_worker_ready(proc, timeout=120)
     except BaseException:
         print(stack.logs())
         stack.close()

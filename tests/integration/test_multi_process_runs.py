@@ -17,13 +17,12 @@ Its own worker consumes a private queue, so the session's worker never takes the
 stopped at the end, and every run ends finished or cancelled.
 """
 import io
-import os
 import zipfile
 
 import psutil
 import pytest
 
-from tests.conftest import _spawn, _stop, wait_for_status
+from tests.conftest import _stop, private_train_queue, start_worker, wait_for_status, wait_worker_ready
 from tests.integration.test_end_to_end import sentiment_csv
 
 # How the ranks split, average and stop does not depend on the database or broker: CI runs this once, on SQLite.
@@ -34,42 +33,17 @@ TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def private_queue(peftlab_env):
-    """This module's runs go to a queue only its own worker consumes."""
-    from app.config import get_settings
-
-    saved = os.environ["PEFTLAB_TRAIN_QUEUE"]
-    os.environ["PEFTLAB_TRAIN_QUEUE"] = f"{saved}.ranks"
-    get_settings.cache_clear()
-    try:
-        yield
-    finally:
-        os.environ["PEFTLAB_TRAIN_QUEUE"] = saved
-        get_settings.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def two_process_worker(private_queue, tmp_path_factory):
-    """A real `peftlab worker --cpu-processes 2`, one torch thread per process (the machine is shared)."""
-    import time
-
-    log = tmp_path_factory.mktemp("ranks-worker") / "worker.log"
-    saved = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        proc = _spawn(["worker", "--queues", "train", "--cpu-processes", "2", "--loglevel", "INFO"], log)
-    finally:
-        if saved is None:
-            os.environ.pop("OMP_NUM_THREADS")
-        else:
-            os.environ["OMP_NUM_THREADS"] = saved
-    proc.log_path = log
-    deadline = time.time() + 180
-    while " ready." not in log.read_text(errors="replace"):
-        assert proc.poll() is None and time.time() < deadline, log.read_text(errors="replace")[-3000:]
-        time.sleep(0.3)
-    yield proc
-    _stop(proc)
+def two_process_worker(peftlab_env, tmp_path_factory):
+    """A real `peftlab worker --cpu-processes 2` on a queue only it consumes (this module's runs go there),
+    one torch thread per process (the machine is shared)."""
+    with private_train_queue("ranks"):
+        proc = start_worker(["--queues", "train", "--cpu-processes", "2"],
+                            tmp_path_factory.mktemp("ranks-worker") / "worker.log", omp_threads=1)
+        try:
+            wait_worker_ready(proc)
+            yield proc
+        finally:
+            _stop(proc)
 
 
 @pytest.fixture(scope="module")

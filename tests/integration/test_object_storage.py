@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import wait_for_status
+from tests.conftest import wait_for_status, wait_worker_ready
 from tests.integration.private_stack import free_port, start_stack, wait_until_answering
 from tests.integration.test_end_to_end import sentiment_csv
 from tests.s3_server import s3_server  # noqa: F401 — fixture
@@ -39,7 +39,7 @@ def s3_stack(s3_server, tmp_path_factory, tiny_bert_source, monkeypatch):
                       "PEFTLAB_STORAGE_CACHE_DIR": str(stack.worker_dir / "cache")}
         worker = stack.spawn("worker-0", "worker", "--loglevel", "INFO", env=worker_env)  # train and predict queues
         stack.workers.append(worker)
-        stack.wait_worker_ready(worker, timeout=300)  # torch imports slowly on a busy machine
+        wait_worker_ready(worker, timeout=300)  # torch imports slowly on a busy machine
         yield stack
     finally:
         print(stack.logs())

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load
 from sqlalchemy import func, select
 
-from tests.conftest import _spawn, _stop, wait_for_status
+from tests.conftest import _stop, private_train_queue, start_worker, wait_for_status
 from tests.integration.test_end_to_end import sentiment_csv
 
 pytestmark = pytest.mark.integration
@@ -43,32 +43,15 @@ def slow_model_id(app, admin_account, tmp_path_factory):
 def private_queue(peftlab_env):
     """This test's runs go to a queue only its own workers consume: a worker of the test session
     (another test's) must not take the run this test kills its worker under."""
-    from app.config import get_settings
-
-    saved = os.environ["PEFTLAB_TRAIN_QUEUE"]
-    os.environ["PEFTLAB_TRAIN_QUEUE"] = f"{saved}.resume"
-    get_settings.cache_clear()
-    try:
+    with private_train_queue("resume"):
         yield
-    finally:
-        os.environ["PEFTLAB_TRAIN_QUEUE"] = saved
-        get_settings.cache_clear()
 
 
-def start_worker(tmp_path, name):
+def start_resume_worker(tmp_path, name):
     """A real `peftlab worker` process. One torch thread, like every worker here: on a shared
-    machine spinning threads slow a tiny model down many times over (and both workers must match)."""
-    saved = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        proc = _spawn(["worker", "--loglevel", "INFO"], tmp_path / f"{name}.log")
-    finally:
-        if saved is None:
-            os.environ.pop("OMP_NUM_THREADS")
-        else:
-            os.environ["OMP_NUM_THREADS"] = saved
-    proc.log_path = tmp_path / f"{name}.log"
-    return proc
+    machine spinning threads slow a tiny model down many times over (and both workers must match).
+    Not waited for: the run is queued meanwhile, and the kill waits for its checkpoints anyway."""
+    return start_worker([], tmp_path / f"{name}.log", omp_threads=1)
 
 
 def checkpoint_steps(directory) -> list[int]:
@@ -106,7 +89,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_exactly(client, settings, s
                          "warmup_ratio": 0.1, "seed": 7, "max_length": 64, "checkpoint_every": CHECKPOINT_EVERY}}
     checkpoints = lambda rid: settings.resolved_artifact_dir / "runs" / str(rid) / "checkpoints"  # noqa: E731
 
-    worker = start_worker(tmp_path, "worker-a")
+    worker = start_resume_worker(tmp_path, "worker-a")
     try:
         run = client.post("/api/runs", json={**body, "name": "killed"}).json()
         # Kill once a checkpoint exists and the curve in SQL has gone some steps past it. The worker is
@@ -145,7 +128,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_exactly(client, settings, s
             runs_service.reap(s, get_settings())
         time.sleep(1)
 
-    worker = start_worker(tmp_path, "worker-b")
+    worker = start_resume_worker(tmp_path, "worker-b")
     try:
         done = wait_for_status(lambda: client.get(f"/api/runs/{run['id']}").json(), ("succeeded", "failed"), timeout=600)
         assert done["status"] == "succeeded", done["error"]

@@ -30,6 +30,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import wait_worker_ready
 from tests.integration.private_stack import PrivateStack, TcpProxy, prepare_stack, wait_until_answering
 from tests.integration.test_end_to_end import sentiment_csv
 from tests.integration.test_live_streams import Stream
@@ -151,7 +152,7 @@ def deployment(s3_server, tmp_path_factory, tiny_bert_source):
             if host.name.startswith("server"):
                 wait_until_answering(servers[host.name], proc)
             else:
-                stack.wait_worker_ready(proc, timeout=300)  # torch imports slowly on a busy machine
+                wait_worker_ready(proc, timeout=300)  # torch imports slowly on a busy machine
         yield Deployment(stack, servers, workers)
     except BaseException:
         print(stack.logs())

@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from workers.training.resume import copy_weights
+
 log = logging.getLogger(__name__)
 
 
@@ -180,13 +182,7 @@ class Ranks(Alone):
 
     def load_weights(self, model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
         """Whole saved tensors into the (possibly sharded) parameters; every rank read the same file."""
-        params = dict(model.named_parameters())
-        missing = sorted(set(saved) - set(params))
-        if missing:
-            raise ValueError(f"the checkpoint does not fit the model: it has no parameter {missing[0]}")
-        with torch.no_grad():
-            for name, tensor in saved.items():
-                params[name].copy_(self.like(params[name], tensor))
+        copy_weights(model, saved, place=self.like)
 
     def load_optimizer(self, optimizer: torch.optim.Optimizer, saved: dict) -> None:
         """A whole optimizer state dict into a sharded optimizer: each per-parameter tensor shaped like

@@ -106,15 +106,22 @@ def trainable_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: nn.Module, path: Path) -> None:
-    """Copy saved trainable weights into `model` in place (names must match exactly)."""
-    saved = load_file(str(path))
+    """Copy the trainable weights saved in `path` into `model` in place (names must match exactly)."""
+    copy_weights(model, load_file(str(path)))
+
+
+def copy_weights(model: nn.Module, saved: dict[str, torch.Tensor],
+                 place: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> None:
+    """Copy saved trainable weights into `model` in place (names must match exactly). `place(param,
+    tensor)`: the tensor as that parameter holds it (a multi-process run's shard,
+    workers/training/distributed.py); by default copied as it is."""
     params = dict(model.named_parameters())
     missing = sorted(set(saved) - set(params))
     if missing:
         raise ValueError(f"the checkpoint does not fit the model: it has no parameter {missing[0]}")
     with torch.no_grad():
         for name, tensor in saved.items():
-            params[name].copy_(tensor)
+            params[name].copy_(tensor if place is None else place(params[name], tensor))
 
 
 @dataclass(frozen=True)
