@@ -8,8 +8,10 @@ database stays the source of truth and a server that missed a message catches up
 poll. Sending never raises: a lost message costs latency, a failed commit path would cost training.
 
 Two transports, chosen like the broker (app/metrics/listen.py is the receiving side):
-- Redis broker: PUBLISH on a channel of the broker's Redis, named after the database (processes that
-  share a database are the ones that must hear each other; two deployments on one Redis do not).
+- Redis broker: PUBLISH on a channel of the broker's Redis, named after the deployment's secret key
+  (two deployments on one Redis do not hear each other). Not after the database URL: hosts may reach one
+  database by different names (an address here, a service name there, a pooler in front), and every
+  host of a deployment shares the secret key anyway, since workers refuse tasks signed with another.
 - Embedded default: one UNIX datagram socket per server process in a folder of the data dir; a writer
   sends the run id to every socket there. A datagram needs no connection and no server, and a socket
   whose process died refuses it, which is how its file gets cleaned up.
@@ -77,7 +79,8 @@ def uses_redis(settings: Settings) -> bool:
 
 
 def channel(settings: Settings) -> str:
-    return "peftlab.live." + hashlib.sha256(settings.resolved_database_url.encode()).hexdigest()[:16]
+    digest = hashlib.sha256(b"peftlab live channel\0" + settings.resolved_secret_key.encode()).hexdigest()
+    return "peftlab.live." + digest[:16]  # a hash: the key itself is not for everyone who can list channels
 
 
 def socket_dir(settings: Settings) -> Path:

@@ -253,8 +253,10 @@ async def _watch_a_run_across_servers(deployment: Deployment, run_id: int) -> tu
 
 def test_a_run_watched_through_one_server_streams_on_the_other(deployment, inputs):
     dataset_id, _, slow_model_id = inputs
-    # Long enough to watch for a while (the worker flushes its points about once a second).
-    body = _run_body(dataset_id, slow_model_id, "watched across servers", max_steps=400, eval_every=50)
+    # Long enough to watch for a while on any machine: a budget of seconds (the worker flushes its points
+    # about once a second).
+    body = _run_body(dataset_id, slow_model_id, "watched across servers", max_steps=100_000, max_seconds=15,
+                     eval_every=200)
     with deployment.client("server-a") as a:
         res = a.post("/api/runs", json=body)
         assert res.status_code == 201, res.text
