@@ -18,7 +18,7 @@ from app import __version__, errors
 from app.artifacts import views as artifacts_views
 from app.auth import views as auth_views
 from app.auth.deps import LoginRequired, viewer
-from app.compare import stats as compare_stats
+from app.compare import service as compare_service
 from app.compare import views as compare_views
 from app.config import get_settings
 from app.datasets import views as datasets_views
@@ -118,8 +118,8 @@ async def lifespan(app: FastAPI):
     await run_in_threadpool(_remove_stale_uploads)
     await run_in_threadpool(_seed_models)
     metrics_live.start_listening()  # this process's one subscription to announced run changes (live streams)
-    # The compare page's statistics library loads beside the running server, not in its first request.
-    threading.Thread(target=compare_stats.preload, name="preload-scipy", daemon=True).start()
+    # The compare page's statistics library and statements load beside the running server, not in its first request.
+    threading.Thread(target=compare_service.preload, name="preload-compare", daemon=True).start()
     jobs = [(settings.reaper_interval_seconds, _reap_once, "reaper"),
             (settings.webhook_poll_seconds, _notify_once, "webhook"),
             (settings.search_interval_seconds, _search_once, "search")]

@@ -6,7 +6,7 @@ new points make a fresh entry, a finished run is read and encoded once per proce
 import threading
 from collections import OrderedDict
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from app.metrics import downsample
@@ -40,9 +40,14 @@ class JsonCache:
                 self.entries.popitem(last=False)
 
 
+# Built once (a comparison runs these per run; see rollups' read statements).
+_CURSOR = select(func.max(MetricPoint.id)).where(MetricPoint.run_id == bindparam("run_id"))
+_FIRST_TIME = select(MetricPoint.time).where(MetricPoint.run_id == bindparam("run_id")).order_by(MetricPoint.id).limit(1)
+
+
 def cursor(session: Session, run_id: int) -> int:
     """The run's newest metric id: it changes exactly when the run gets new points."""
-    return session.scalar(select(func.max(MetricPoint.id)).where(MetricPoint.run_id == run_id)) or 0
+    return session.connection().execute(_CURSOR, {"run_id": run_id}).scalar() or 0
 
 
 def cursors(session: Session, run_ids: list[int]) -> dict[int, int]:
@@ -58,4 +63,4 @@ def run_series(session: Session, run_id: int, names: list[str], max_points: int)
 
 def first_time(session: Session, run_id: int) -> float | None:
     """When the run recorded its first point (ids grow with time; the (run_id, id) index finds it at once)."""
-    return session.scalar(select(MetricPoint.time).where(MetricPoint.run_id == run_id).order_by(MetricPoint.id).limit(1))
+    return session.connection().execute(_FIRST_TIME, {"run_id": run_id}).scalar()

@@ -2,14 +2,22 @@
 on which they differ."""
 import bisect
 import json
+import logging
 import math
+from contextlib import suppress
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.compare import groups as groups_db
 from app.compare import series as series_db
+from app.compare import stats
+from app.db import session_scope
+from app.metrics import downsample, rollups
 from app.runs.models import Run
+
+log = logging.getLogger(__name__)
 
 DEFAULT_NAMES = ("train/loss", "eval/loss", "eval/accuracy", "eval/f1", "eval/perplexity")
 EPOCH_SERIES = "train/epoch"
@@ -173,3 +181,23 @@ def compare_json(session: Session, *, runs: list[Run], names: list[str], x: str,
     return (f'{{"x":{_dumps(x)},"runs":{_dumps([run_card(r, r.id) for r in runs])},'
             f'"series":{{{series}}},"config_diff":{_dumps(config_diff(runs))},'
             f'"groups":{_dumps(_finite(groups))},"metric":{_dumps(metric)},"differences":{_dumps(_finite(differences))}}}')
+
+
+def preload() -> None:
+    """What the first comparison after a restart would otherwise pay for, done beside the running server
+    (app/main.py starts this in a background thread): the statistics library's import, and each of the
+    comparison's statements compiled once (SQLAlchemy caches a statement's compiled form on its first
+    run; a comparison runs a dozen kinds). The statements look up run 0, which no database holds."""
+    stats.preload()
+    try:
+        with session_scope() as session:
+            with suppress(RunsNotFound):
+                visible_runs(session, run_ids=[0], visible=None)
+            series_db.cursor(session, 0)
+            series_db.first_time(session, 0)
+            rollups.totals(session, 0, list(DEFAULT_NAMES))
+            rollups.totals(session, 0, None)
+            rollups.extremes(session, 0, DEFAULT_NAMES[0], rollups.LEVELS[0], 0, 0)
+            downsample.all_points(session, 0, DEFAULT_NAMES[0])
+    except SQLAlchemyError:  # the database is not there yet: the first comparison compiles them instead
+        log.info("could not preload the comparison's statements", exc_info=True)

@@ -7,7 +7,7 @@ its lowest and its highest point (ties: the earliest step), the series its first
 of them real points, in step order, each step once. A series of at most 2·buckets + 2 points comes
 back whole. Buckets are aligned to powers of two so that each one is a stored rollup (app/metrics/rollups.py).
 """
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app.metrics import rollups
@@ -29,10 +29,13 @@ def level_for(first_step: int, last_step: int, buckets: int) -> int:
     return level
 
 
+_ALL_POINTS = (select(MetricPoint.step, MetricPoint.value, MetricPoint.time)
+               .where(MetricPoint.run_id == bindparam("run_id"), MetricPoint.name == bindparam("name"))
+               .order_by(MetricPoint.step))  # built once, like rollups' read statements
+
+
 def all_points(session: Session, run_id: int, name: str) -> list[Point]:
-    return [tuple(r) for r in session.execute(
-        select(MetricPoint.step, MetricPoint.value, MetricPoint.time)
-        .where(MetricPoint.run_id == run_id, MetricPoint.name == name).order_by(MetricPoint.step))]
+    return [tuple(r) for r in session.connection().execute(_ALL_POINTS, {"run_id": run_id, "name": name})]
 
 
 def downsample(session: Session, run_id: int, name: str, max_points: int, total: rollups.Block) -> list[Point]:
