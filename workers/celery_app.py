@@ -8,6 +8,7 @@ from celery.worker import state as worker_state
 from celery.worker.request import Request
 
 from app.queue import SIGNATURE_HEADER, get_celery, signature_ok
+from workers import device_report
 
 log = logging.getLogger(__name__)
 celery = get_celery()
@@ -49,6 +50,9 @@ class SignedTask(Task):
         signature = getattr(self.request, SIGNATURE_HEADER, None) or headers.get(SIGNATURE_HEADER)
         if kwargs or not signature_ok(self.name, list(args), signature):
             log.error("refusing %s%s: the message is not signed with this deployment's secret key", self.name, args)
+            # Counted for the workers table, so the server can say why runs stay queued (its key differs from
+            # this worker's PEFTLAB_SECRET_KEY). Only the count and the time: the message is not to be trusted.
+            device_report.note_refusal()
             return None
         return super().__call__(*args, **kwargs)
 

@@ -2,12 +2,18 @@
 then every REPORT_SECONDS from a daemon thread (its heartbeat, idle or busy), and the run it takes
 on and finishes. GET /api/workers and the Workers page read those rows.
 
+It also reports the task messages it refused as not signed with its secret key (workers/celery_app.py):
+how many and the last when, nothing from the messages themselves (they are unauthenticated). The refusal
+only counts in memory and wakes the heartbeat thread, which writes the row within about a second.
+
 A failed report (database down) is logged and retried on the next beat: it never stops training.
 """
 import logging
 import os
 import platform
 import threading
+import time
+from datetime import datetime, timezone
 
 import psutil
 import torch
@@ -21,7 +27,42 @@ from workers.training.quantization import supported_kinds
 log = logging.getLogger(__name__)
 
 REPORT_SECONDS = 30.0
+REFUSAL_REPORT_GAP = 1.0  # after a report a refusal woke: a flood of forged messages costs one write a second
 _started: set[int] = set()  # pids whose heartbeat thread runs (a forked child starts its own)
+
+
+class _Refusals:
+    """This process's refused task messages: (count, last at). A lock and two fields: the refusal path does
+    no I/O, so it stays cheap and no database error can reach it."""
+
+    def __init__(self) -> None:
+        self.lock, self.count, self.last = threading.Lock(), 0, None
+        self.wake = threading.Event()  # the heartbeat thread reports at once
+
+    def note(self) -> None:
+        with self.lock:
+            self.count, self.last = self.count + 1, datetime.now(timezone.utc)
+        self.wake.set()
+
+    def totals(self) -> tuple[int, datetime | None]:
+        with self.lock:
+            return self.count, self.last
+
+
+_refusals = _Refusals()
+
+
+def _forget_refusals() -> None:
+    global _refusals
+    _refusals = _Refusals()  # a forked child is another worker (host:pid), with no refusals of its own yet
+
+
+os.register_at_fork(after_in_child=_forget_refusals)
+
+
+def note_refusal() -> None:
+    """Count a task message this process refused (see workers/celery_app.py); reported within about a second."""
+    _refusals.note()
 
 
 def device_info() -> tuple[dict, int]:
@@ -45,7 +86,8 @@ def report(name: str, run_id=UNCHANGED) -> bool:
     try:
         device, memory = device_info()
         with session_scope() as session:
-            service.record(session, name, device=device, memory_bytes=memory, run_id=run_id)
+            service.record(session, name, device=device, memory_bytes=memory, run_id=run_id,
+                           refused=_refusals.totals())
         return True
     except Exception:  # noqa: BLE001 — a report is best effort; the next beat tries again
         log.warning("worker %s: reporting the device failed", name, exc_info=True)
@@ -62,7 +104,10 @@ def start_heartbeat(name_of) -> None:
 
     def beat() -> None:
         while True:
-            threading.Event().wait(REPORT_SECONDS)
+            woken = _refusals.wake.wait(REPORT_SECONDS)
+            _refusals.wake.clear()  # refusals noted from here on wake the next wait
             report(name_of())
+            if woken:
+                time.sleep(REFUSAL_REPORT_GAP)
 
     threading.Thread(target=beat, name="device-report", daemon=True).start()

@@ -17,6 +17,7 @@ from app.runs.models import Run
 from app.runs.schemas import MAX_TAG_CHARS, MethodOut, RunCreate, RunListItem, RunOut, RunUpdate
 from app.runs.sorting import SORT_KEYS, sort_runs
 from app.templating import render
+from app.worker_status import service as worker_status
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 pages = APIRouter(include_in_schema=False)
@@ -144,8 +145,12 @@ def new_run_page(request: Request, dataset_id: Id | None = None):
 
 
 @pages.get("/runs/{run_id}")
-def run_page(request: Request, run: RunDep):
-    return render(request, "runs/detail.html", run.name, run_id=run.id)
+def run_page(request: Request, run: RunDep, session: DB, settings: Annotated[Settings, Depends(get_settings)]):
+    # A queued run whose workers refuse the server's messages (another PEFTLAB_SECRET_KEY) would wait forever
+    # without a word: the page says why (runs_detail.js keeps it current while the run waits).
+    refusals = (worker_status.key_refusals(session, window=worker_status.refusal_window(settings.requeue_after_seconds))
+                if run.status == "queued" else [])
+    return render(request, "runs/detail.html", run.name, run_id=run.id, refusals=refusals)
 
 
 @methods_router.get("", response_model=list[MethodOut])

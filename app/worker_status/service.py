@@ -9,8 +9,11 @@ from app.worker_status.models import Worker
 UNCHANGED = object()
 
 
-def record(session: Session, name: str, *, device: dict, memory_bytes: int | None, run_id=UNCHANGED) -> None:
-    """Insert or refresh a worker's row (last_seen = now); run_id: the run it trains now, None when idle."""
+def record(session: Session, name: str, *, device: dict, memory_bytes: int | None, run_id=UNCHANGED,
+           refused: tuple[int, datetime | None] = (0, None)) -> None:
+    """Insert or refresh a worker's row (last_seen = now); run_id: the run it trains now, None when idle;
+    refused: (how many task messages the process refused so far, when the last one was): totals, so a
+    repeated report writes the same."""
     row = session.get(Worker, name)
     now = datetime.now(timezone.utc)
     if row is None:
@@ -21,6 +24,7 @@ def record(session: Session, name: str, *, device: dict, memory_bytes: int | Non
         row.device, row.memory_bytes, row.last_seen = device, memory_bytes, now
         if run_id is not UNCHANGED:
             row.run_id = run_id
+    row.refused_messages, row.last_refused_at = refused
     session.commit()
 
 
@@ -41,6 +45,37 @@ def recent(session: Session) -> list[Worker]:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)  # SQLite returns naive UTC
+
+
+# A worker reports about every 30 seconds; silent for this long, it has stopped (the Workers page agrees).
+LIVE = timedelta(minutes=3)
+KEY_FIX = "set the same PEFTLAB_SECRET_KEY on every server and worker"
+
+
+def refusal_window(requeue_after_seconds: float) -> timedelta:
+    """How long a refusal stays news. While a run waits, the reaper sends its message again every
+    requeue_after_seconds, and a worker with another key refuses it again: 5 minutes longer than that (and
+    at least 15 minutes), so the warning holds while runs wait and goes once they stop coming."""
+    return timedelta(seconds=max(600.0, requeue_after_seconds) + 300)
+
+
+def refusal_warning(worker: Worker, *, window: timedelta, now: datetime | None = None) -> str | None:
+    """What is wrong when a live worker refused task messages within `window` (not signed with its
+    PEFTLAB_SECRET_KEY: the server or another host has another key), in words, with the fix; else None. A
+    stopped worker says nothing: a worker restarted with the right key is a new process with a new row."""
+    now = now or datetime.now(timezone.utc)
+    count, last = worker.refused_messages or 0, worker.last_refused_at
+    if not count or last is None or now - _aware(worker.last_seen) > LIVE or now - _aware(last) > window:
+        return None
+    messages = "task message that was" if count == 1 else "task messages that were"
+    return f"refused {count} {messages} not signed with its PEFTLAB_SECRET_KEY — {KEY_FIX}"
+
+
+def key_refusals(session: Session, *, window: timedelta) -> list[tuple[str, str]]:
+    """(worker name, warning) for every live worker that refused messages within `window`."""
+    found = session.scalars(select(Worker).where(Worker.refused_messages > 0)
+                            .order_by(Worker.last_seen.desc(), Worker.name))
+    return [(w.name, text) for w in found if (text := refusal_warning(w, window=window))]
 
 
 def gpus_problem(session: Session, gpus: int) -> str | None:

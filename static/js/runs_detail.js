@@ -6,6 +6,7 @@ import { addChartControls } from "./chart_controls.js";
 import { showConfusion } from "./confusion.js";
 import { setupLogTail } from "./log_tail.js";
 import { SYSTEM_METRICS, systemCharts } from "./run_charts.js";
+import { drawKeyRefusals } from "./key_refusals.js";
 import {
   $, api, badge, el, fmtBytes, fmtCount, fmtDate, fmtDuration, fmtInt, fmtNumber, fmtPercent,
   methodLabel, runDuration, setProgress, showAlert, TERMINAL,
@@ -56,6 +57,7 @@ function addMetric(m) {
 
 function renderStatus() {
   $("#run-status").replaceChildren(badge(status));
+  if (status !== "queued") drawKeyRefusals([]);
   const active = !TERMINAL.has(status);
   const cancel = $("#cancel-run");
   cancel.hidden = !active;
@@ -82,6 +84,16 @@ function renderEta() {
   else node.textContent = status === "cancelled" ? "Cancelled before it started" : "";
 }
 setInterval(() => { if (status === "running") renderEta(); }, 1000);
+
+// While the run waits: do live workers refuse the server's task messages (another PEFTLAB_SECRET_KEY)? The page
+// came with the answer at load; this keeps it current, and drops it once the run leaves the queue.
+async function checkKeyRefusals() {
+  if (status !== "queued") { drawKeyRefusals([]); return; }
+  try {
+    drawKeyRefusals(await api("/api/workers"));
+  } catch { /* the next check tries again; the page keeps what it shows */ }
+}
+setInterval(checkKeyRefusals, 15000);
 
 function renderHeader() {
   const cfg = run.config || {};
