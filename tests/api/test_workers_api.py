@@ -73,21 +73,24 @@ def no_refusals(monkeypatch):
     monkeypatch.setattr(device_report, "_refusals", device_report._Refusals())
 
 
-def _queued_run(client) -> int:
+def unsent_queued_run(dataset_id: int) -> int:
+    """A queued run never sent to the broker and marked sent just now: no worker hears of it, and the reaper
+    leaves it alone for requeue_after_seconds."""
     from app.datasets.models import Dataset
     from app.runs.models import Run
 
-    csv = "text,label\n" + "".join(f"good {i},pos\nbad {i},neg\n" for i in range(5))
-    ds = client.post("/api/datasets", files={"file": ("k.csv", csv.encode())}).json()
     with session_scope() as s:
-        # Never sent to the broker and marked sent just now: the session's worker does not take it, and the
-        # reaper leaves it alone for requeue_after_seconds.
-        run = Run(name="waits", status="queued", config={}, summary={}, dataset_id=ds["id"], base_model="minilm-l6",
-                  method="lora", task="classification", project_id=s.get(Dataset, ds["id"]).project_id,
+        run = Run(name="waits", status="queued", config={}, summary={}, dataset_id=dataset_id, base_model="minilm-l6",
+                  method="lora", task="classification", project_id=s.get(Dataset, dataset_id).project_id,
                   enqueued_at=datetime.now(timezone.utc))
         s.add(run)
         s.commit()
         return run.id
+
+
+def _queued_run(client) -> int:
+    csv = "text,label\n" + "".join(f"good {i},pos\nbad {i},neg\n" for i in range(5))
+    return unsent_queued_run(client.post("/api/datasets", files={"file": ("k.csv", csv.encode())}).json()["id"])
 
 
 def _set_worker(name: str, **values) -> None:

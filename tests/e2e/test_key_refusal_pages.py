@@ -6,10 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from app.datasets.models import Dataset
 from app.db import session_scope
-from app.runs.models import Run
 from app.worker_status.models import Worker
+from tests.api.test_workers_api import unsent_queued_run
 from tests.e2e.test_ui_pages import upload_via_api
 
 pytestmark = pytest.mark.e2e
@@ -24,14 +23,7 @@ HINT = "not signed with its PEFTLAB_SECRET_KEY — set the same PEFTLAB_SECRET_K
 def queued_run(api):
     """A queued run nobody takes: marked sent (the reaper leaves it for requeue_after_seconds) with no message
     in the broker (the session's worker never hears of it)."""
-    ds = upload_via_api(api, f"reviews-keys-{uuid.uuid4().hex[:6]}")
-    with session_scope() as s:
-        run = Run(name="waits", status="queued", config={}, summary={}, dataset_id=ds["id"], base_model="minilm-l6",
-                  method="lora", task="classification", project_id=s.get(Dataset, ds["id"]).project_id,
-                  enqueued_at=datetime.now(timezone.utc))
-        s.add(run)
-        s.commit()
-        run_id = run.id
+    run_id = unsent_queued_run(upload_via_api(api, f"reviews-keys-{uuid.uuid4().hex[:6]}")["id"])
     yield run_id
     api.post(f"/api/runs/{run_id}/cancel")
 
