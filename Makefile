@@ -8,8 +8,13 @@ PYTHON ?= python3
 up: install
 	$(VENV)/bin/peftlab up
 
+# Two test processes (pytest-xdist; one test file stays in one process): most of a test's time is waiting
+# on the worker and server processes it started, so two sessions fit on two cores. Each session has its
+# own database, data dir and queue names (tests/conftest.py). PYTEST_JOBS=0 runs them in this process.
+PYTEST_JOBS ?= 2
+
 test: install
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(PYTEST_JOBS) --dist loadfile
 
 install: $(VENV)/.installed node_modules/.installed static/vendor/versions.json
 

@@ -33,11 +33,15 @@ def test_static_files_stay_inside_their_folders(client, path):
 @pytest.mark.parametrize("filename", ["../../../../tmp/peftlab-evil.csv", "..\\..\\peftlab-evil.csv",
                                       "/tmp/peftlab-evil.csv", "%2e%2e%2fpeftlab-evil.csv", "./.../peftlab-evil.csv"])
 def test_upload_file_names_never_become_paths(client, settings, filename):
-    before = set(os.listdir("/tmp"))
+    # Where the name points, were it a path: /tmp, and the folders above the server's working directory.
+    # Other test processes may create files there meanwhile: only a new "evil" entry counts.
+    places = ["/tmp", os.path.dirname(os.getcwd()), os.path.dirname(os.path.dirname(os.getcwd()))]
+    before = {place: set(os.listdir(place)) for place in places}
     res = client.post("/api/datasets", files={"file": (filename, b"text,label\na,b\nc,d\n")})
     assert res.status_code == 201, res.text
     assert "/" not in res.json()["name"] and "\\" not in res.json()["name"]
-    assert set(os.listdir("/tmp")) == before
+    for place in places:
+        assert not [n for n in set(os.listdir(place)) - before[place] if "evil" in n], place
     stored = [p for p in settings.upload_dir.iterdir() if p.is_file()]
     assert all(p.parent == settings.upload_dir for p in stored)
     assert not any("evil" in p.name for p in stored)  # stored under a name the server chose
