@@ -173,9 +173,11 @@ def compare_json(session: Session, *, runs: list[Run], names: list[str], x: str,
     and in every selection. Groups are the runs that differ only by seed; differences compare every two
     groups of two or more seeds in `metric` (default: the headline eval metric)."""
     now = series_db.cursors(session, [r.id for r in runs])  # read once: curves and groups both key on it
-    series = ",".join(f'"{r.id}":{curves_json(session, r, names=names, x=x, max_points=max_points, now=now[r.id])}'
-                      for r in runs)
-    groups = groups_db.make_groups(session, runs, now)
+    # The curves and the groups' best values read the same top-level rollups.
+    with rollups.shared_totals(session, [*names, EPOCH_SERIES, *groups_db.EVAL_METRICS]):
+        series = ",".join(f'"{r.id}":{curves_json(session, r, names=names, x=x, max_points=max_points, now=now[r.id])}'
+                          for r in runs)
+        groups = groups_db.make_groups(session, runs, now)
     metric = metric or groups_db.headline(groups)
     differences = groups_db.differences(groups, runs, metric) if metric else []
     return (f'{{"x":{_dumps(x)},"runs":{_dumps([run_card(r, r.id) for r in runs])},'
@@ -197,7 +199,7 @@ def preload() -> None:
             series_db.first_time(session, 0)
             rollups.totals(session, 0, list(DEFAULT_NAMES))
             rollups.totals(session, 0, None)
-            rollups.extremes(session, 0, DEFAULT_NAMES[0], rollups.LEVELS[0], 0, 0)
+            rollups.extremes(session, 0, list(DEFAULT_NAMES[:3]), rollups.LEVELS[0], 0, 0)
             downsample.all_points(session, 0, DEFAULT_NAMES[0])
     except SQLAlchemyError:  # the database is not there yet: the first comparison compiles them instead
         log.info("could not preload the comparison's statements", exc_info=True)

@@ -38,24 +38,38 @@ def all_points(session: Session, run_id: int, name: str) -> list[Point]:
     return [tuple(r) for r in session.connection().execute(_ALL_POINTS, {"run_id": run_id, "name": name})]
 
 
-def downsample(session: Session, run_id: int, name: str, max_points: int, total: rollups.Block) -> list[Point]:
-    """At most max_points points of the series in step order. `total`: the series' whole block (its
-    count, first and last point; see rollups.totals)."""
+def _plan(max_points: int, total: rollups.Block) -> tuple[int, Point, Point] | None:
+    """How to downsample a series: (bucket level, its first point, its last point); None: it comes whole."""
     buckets = bucket_count(max_points)
     if total[0] <= 2 * buckets + 2:
-        return all_points(session, run_id, name)
+        return None
     first, last = (total[8], total[7], total[9]), (total[11], total[10], total[12])
-    level = level_for(first[0], last[0], buckets)
+    return level_for(first[0], last[0], buckets), first, last
+
+
+def _thinned(first: Point, last: Point, pairs: list[tuple[Point, Point]], max_points: int) -> list[Point]:
     by_step = {first[0]: first, last[0]: last}
-    for low, high in rollups.extremes(session, run_id, name, level, first[0], last[0]):
+    for low, high in pairs:
         by_step[low[0]] = low
         by_step[high[0]] = high
     return [by_step[s] for s in sorted(by_step)][:max_points]
 
 
-def run_series(session: Session, run_id: int, names: list[str] | None, max_points: int) -> dict[str, list[Point]]:
+def run_series(session: Session, run_id: int, names: list[str] | None, max_points: int,
+               totals: dict[str, rollups.Block] | None = None) -> dict[str, list[Point]]:
     """The named series of one run (default: all, by name) that have points, each downsampled, in the
-    order asked for."""
-    totals = rollups.totals(session, run_id, names)
+    order asked for. Series thinned at the same bucket level are read in one statement (a comparison's
+    curves share their steps, so most runs take one). `totals`: their rollups.totals, when known."""
+    totals = rollups.totals(session, run_id, names) if totals is None else totals
     order = totals if names is None else [n for n in dict.fromkeys(names) if n in totals]
-    return {name: downsample(session, run_id, name, max_points, totals[name]) for name in order}
+    plans = {name: _plan(max_points, totals[name]) for name in order}
+    by_level: dict[int, list[str]] = {}
+    for name, plan in plans.items():
+        if plan is not None:
+            by_level.setdefault(plan[0], []).append(name)
+    pairs: dict[str, list] = {}
+    for level, group in by_level.items():
+        lo, hi = min(plans[n][1][0] for n in group), max(plans[n][2][0] for n in group)
+        pairs.update(rollups.extremes(session, run_id, group, level, lo, hi))
+    return {name: all_points(session, run_id, name) if plan is None
+            else _thinned(plan[1], plan[2], pairs[name], max_points) for name, plan in plans.items()}

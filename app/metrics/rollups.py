@@ -13,6 +13,7 @@ stored (a point sent twice is not counted twice; any order is fine, since mergin
 rollups (foreign key cascade). `backfill` builds them from the points (the migration, bulk loads).
 """
 from collections.abc import Iterable
+from contextlib import contextmanager
 
 from sqlalchemy import and_, bindparam, case, delete, insert, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
@@ -199,15 +200,39 @@ _c = MetricRollup.__table__.c
 _TOTALS = select(_c.name, *(_c[c] for c in _COLUMNS)).where(_c.run_id == bindparam("run_id"), _c.level == TOP)
 _TOTALS_ALL = _TOTALS.order_by(_c.name, _c.bucket)
 _TOTALS_NAMED = _TOTALS.where(_c.name.in_(bindparam("names", expanding=True))).order_by(_c.name, _c.bucket)
-_EXTREMES = (select(_c.bucket, _c.min_step, _c.min_value, _c.min_time, _c.max_step, _c.max_value, _c.max_time)
-             .where(_c.run_id == bindparam("run_id"), _c.name == bindparam("name"), _c.level == bindparam("level"),
-                    _c.bucket >= bindparam("lo"), _c.bucket <= bindparam("hi"))
-             .order_by(_c.bucket))
+_EXTREMES = (select(_c.name, _c.bucket, _c.min_step, _c.min_value, _c.min_time, _c.max_step, _c.max_value, _c.max_time)
+             .where(_c.run_id == bindparam("run_id"), _c.name.in_(bindparam("names", expanding=True)),
+                    _c.level == bindparam("level"), _c.bucket >= bindparam("lo"), _c.bucket <= bindparam("hi"))
+             .order_by(_c.name, _c.bucket))
+
+
+@contextmanager
+def shared_totals(session: Session, names: list[str]):
+    """Within the block, totals() of any of these series reads each run's top level once, for all of them
+    together, and answers later calls for that run from what it read: a comparison asks for the same runs'
+    totals twice (curves, then the groups' best evaluations), and each statement is a round trip on
+    PostgreSQL. (Named, not all the run's series: the key leads with the name, so "every series at the
+    top level" walks all the run's buckets.)"""
+    session.info["rollup_totals"] = (frozenset(names), {})
+    try:
+        yield
+    finally:
+        session.info.pop("rollup_totals", None)
 
 
 def totals(session: Session, run_id: int, names: list[str] | None) -> dict[str, Block]:
     """name → the whole series' block (count, minimum, maximum), for the named series (default: all) that
     have points, by name."""
+    shared = session.info.get("rollup_totals")
+    if shared is None or names is None or not shared[0].issuperset(names):
+        return _read_totals(session, run_id, names)
+    covered, read = shared
+    if run_id not in read:
+        read[run_id] = _read_totals(session, run_id, sorted(covered))
+    return {name: list(block) for name, block in read[run_id].items() if name in names}
+
+
+def _read_totals(session: Session, run_id: int, names: list[str] | None) -> dict[str, Block]:
     if names is None:
         rows = session.connection().execute(_TOTALS_ALL, {"run_id": run_id})
     else:
@@ -221,21 +246,28 @@ def totals(session: Session, run_id: int, names: list[str] | None) -> dict[str, 
     return out
 
 
-def extremes(session: Session, run_id: int, name: str, level: int, lo: int, hi: int) -> list[tuple[Point, Point]]:
-    """(lowest point, highest point) of each of the series' buckets of 2^level steps, from the one holding
-    step lo to the one holding step hi, in step order. `level` may be one above a stored level: that
-    level's buckets are merged in pairs."""
+def extremes(session: Session, run_id: int, names: list[str], level: int, lo: int, hi: int
+             ) -> dict[str, list[tuple[Point, Point]]]:
+    """name → (lowest point, highest point) of each of the series' buckets of 2^level steps, from the one
+    holding step lo to the one holding step hi, in step order: one statement for all the named series.
+    A series has no buckets outside its own first and last step, so lo..hi may span several series' ranges
+    at no cost. `level` may be one above a stored level: that level's buckets are merged in pairs."""
     stored = level if level in LEVELS else level - 1
-    rows = session.connection().execute(_EXTREMES, {"run_id": run_id, "name": name, "level": stored,
+    rows = session.connection().execute(_EXTREMES, {"run_id": run_id, "names": list(names), "level": stored,
                                                      "lo": lo >> stored, "hi": hi >> stored}).all()
+    out: dict[str, list[tuple[Point, Point]]] = {name: [] for name in names}
     if stored == level:
-        return [(tuple(r[1:4]), tuple(r[4:])) for r in rows]
-    out: dict[int, tuple[Point, Point]] = {}
-    for bucket, *row in rows:
+        for r in rows:
+            out[r[0]].append((tuple(r[2:5]), tuple(r[5:])))
+        return out
+    merged: dict[tuple[str, int], tuple[Point, Point]] = {}
+    for name, bucket, *row in rows:
         low, high = tuple(row[:3]), tuple(row[3:])
-        key = bucket >> 1
-        if key in out:  # the second half of a merged pair: later steps, so a tie keeps the first half's
-            (low0, high0) = out[key]
+        key = (name, bucket >> 1)
+        if key in merged:  # the second half of a merged pair: later steps, so a tie keeps the first half's
+            (low0, high0) = merged[key]
             low, high = (low if low[1] < low0[1] else low0), (high if high[1] > high0[1] else high0)
-        out[key] = (low, high)
-    return list(out.values())
+        merged[key] = (low, high)
+    for (name, _), pair in merged.items():  # rows came by name, then bucket: each list is in step order
+        out[name].append(pair)
+    return out

@@ -190,3 +190,19 @@ def test_runs_list_filters_by_base_model_tag_and_sorts(client, make_run):
     assert ids("sort=method&order=asc") == [b, a, c]
     assert ids("sort=id&order=asc") == [a, b, c]
     assert client.get("/api/runs?sort=colour").status_code == 422
+
+
+def test_the_servers_preload_leaves_startup_objects_to_the_collector_no_more(app):
+    """After the background preload, what startup loaded is frozen: a full collection inside a request
+    then walks only what requests made (docs/PERFORMANCE.md, the cold path)."""
+    import gc
+
+    from app.main import _preload
+
+    gc.unfreeze()
+    try:
+        _preload()
+        assert gc.get_freeze_count() > 10_000
+        assert "scipy.special" in __import__("sys").modules  # the comparison's import happened first
+    finally:
+        gc.unfreeze()

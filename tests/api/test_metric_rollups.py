@@ -215,3 +215,52 @@ def test_best_evaluations_come_from_the_rollups(client, new_run):
     groups = client.get(f"/api/compare?runs={a},{b}").json()["groups"]
     best = groups[0]["best_metrics"]["eval/accuracy"]
     assert (best["n"], best["min"], best["max"]) == (2, pytest.approx(0.66), pytest.approx(0.7))
+
+
+def test_series_read_together_match_each_read_alone(new_run):
+    """Series thinned at the same bucket level come from one statement: several series with ranges that
+    overlap, nest and lie apart, some whole, some at a merged-pairs level, each equal to its own reference."""
+    rng = random.Random(5)
+    run = new_run()
+    shapes = {"train/loss": range(0, 40_000, 2), "train/grad_norm": range(0, 40_000, 7),  # same range, same level
+              "eval/loss": range(20_000, 60_000, 3),  # overlapping the first two
+              "eval/f1": range(10_000, 12_000, 1),  # nested inside them, a finer level
+              "eval/accuracy": range(900_000, 940_000, 5),  # far off, at the first two's level
+              "eval/perplexity": range(0, 400, 100)}  # short: whole
+    record(run, [p for name, steps in shapes.items() for p in noisy_series(name, list(steps), rng)])
+    names = list(shapes)
+    for max_points in (10, 57, 300, 1000):
+        with session_scope() as s:
+            together = downsample.run_series(s, run, names, max_points)
+        assert list(together) == names
+        for name in names:
+            assert together[name] == reference(raw(run, name), max_points), (name, max_points)
+
+
+def test_a_comparison_reads_each_run_in_a_few_statements(client, new_run):
+    """Per run: its cursor, its top-level rollups (shared by the curves and the groups' best values) and one
+    read of the buckets of all its thinned series: three statements, however many series it has."""
+    from sqlalchemy import event
+
+    rng = random.Random(6)
+    runs = [new_run() for _ in range(5)]
+    for run in runs:
+        record(run, [p for name in ("train/loss", "eval/loss", "eval/accuracy")
+                     for p in noisy_series(name, list(range(0, 3000, 1)), rng)])
+    statements = []
+
+    def count(*_):
+        statements.append(1)
+
+    def compare(ids: list[int]) -> int:
+        statements.clear()
+        event.listen(get_engine(), "before_cursor_execute", count)
+        try:
+            res = client.get(f"/api/compare?runs={','.join(map(str, ids))}&max_points=200")
+        finally:
+            event.remove(get_engine(), "before_cursor_execute", count)
+        assert res.status_code == 200 and len(res.json()["series"][str(ids[-1])]["eval/loss"]) > 50
+        return len(statements)
+
+    # Each request is the first for its runs (no cached curves); two runs' difference is the per-run cost.
+    assert compare(runs[2:]) - compare(runs[:2]) == 3  # three runs against two
