@@ -8,9 +8,9 @@ import threading
 import time
 from datetime import datetime
 
-# --follow: how often new worker log lines are fetched, and how long to wait for the last ones after the end.
-LOG_POLL_SECONDS = 1.0
-LAST_LINES_SECONDS = 3.0
+# --follow: how long to wait, after the run's metric stream ended, for its log stream to end (it ends a few
+# seconds after the run, once the last lines are out).
+LOG_END_SECONDS = 30.0
 
 
 def _client(args: argparse.Namespace):
@@ -73,15 +73,10 @@ def _worker_log(client, args: argparse.Namespace) -> int:
     _print_status(run)
     page = client.worker_log(args.run_id, limit=5000)
     _print_log_lines(page["lines"][-args.tail:] if args.tail else [])
-    last = page.get("last_seq") or 0
-    while args.follow and run["status"] not in ("succeeded", "failed", "cancelled"):
-        time.sleep(1.0)
+    if args.follow and run["status"] not in ("succeeded", "failed", "cancelled"):
+        for line in client.log_events(args.run_id, after=page.get("last_seq") or 0):  # ends after the run's last lines
+            _print_log_line(line)
         run = client.run(args.run_id)
-        page = client.worker_log(args.run_id, after=last)
-        _print_log_lines(page["lines"])
-        last = page.get("last_seq") or last
-    if args.follow:  # the worker writes its last lines just after the run ends
-        _print_log_lines(client.worker_log(args.run_id, after=last)["lines"])
         _print_status(run)
     return 0 if run["status"] != "failed" else 1
 
@@ -91,28 +86,20 @@ def _print_log_line(line: dict) -> None:
 
 
 class _LogFollower(threading.Thread):
-    """Prints the run's new worker log lines about once a second beside the metric stream, on a client of
-    its own (the main one is busy reading the event stream)."""
+    """Prints the run's worker log lines from its log stream beside the metric stream, on a client of its
+    own (the main one is busy reading the metric stream)."""
 
     def __init__(self, args: argparse.Namespace, run_id: int, after: int):
         super().__init__(daemon=True)
         self.args, self.run_id, self.after = args, run_id, after
-        self.done = threading.Event()
-
-    def poll(self, client) -> int:
-        count = 0
-        for line in client.log_lines(self.run_id, after=self.after):
-            _print_log_line(line)
-            self.after, count = line["seq"], count + 1
-        return count
 
     def run(self) -> None:
         with _client(self.args) as client:
-            while not self.done.wait(LOG_POLL_SECONDS):
-                try:
-                    self.poll(client)
-                except Exception:  # a dropped connection: the next poll (or the last one) catches up
-                    continue
+            try:
+                for line in client.log_events(self.run_id, after=self.after):
+                    _print_log_line(line)
+            except Exception as e:  # noqa: BLE001 — the tail is a convenience; the metric stream goes on
+                print(f"(worker log stream stopped: {e})", file=sys.stderr, flush=True)
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
@@ -138,12 +125,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
                     print(f"step {int(data['step']):>6}  {data['name']:<22} {_fmt(data['value'])}", flush=True)
                 elif kind == "status":
                     print(f"status: {data['status']} {100 * (data.get('progress') or 0):.0f}%", flush=True)
-            follower.done.set()
-            follower.join()
-            # The worker writes its last lines just after the run ends: wait for them to stop coming.
-            deadline = time.monotonic() + LAST_LINES_SECONDS
-            while follower.poll(client) or time.monotonic() < deadline:
-                time.sleep(LOG_POLL_SECONDS)
+            follower.join(LOG_END_SECONDS)  # its stream ends once the worker's last lines are out
             run = client.run(args.run_id)
             _print_status(run)
     return 0 if run["status"] != "failed" else 1

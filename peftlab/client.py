@@ -108,36 +108,58 @@ class Client:
     def config_yaml(self, run_id: int) -> str:
         return self._request("GET", f"/api/runs/{int(run_id)}/config.yaml").text
 
+    def _sse(self, path: str, last_event_id: str | None, params: dict | None = None) -> Iterator[tuple[str, dict, str | None]]:
+        """One Server-Sent Events connection: (event, data, id) until the server closes it. Error answers
+        raise ClientError; a dropped connection raises httpx.TransportError."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        kind, data, event_id = None, [], None
+        with self._http.stream("GET", path, headers=headers, params=params,
+                               timeout=httpx.Timeout(30.0, read=None)) as res:
+            if res.status_code >= 400:
+                res.read()
+                raise ClientError(_detail(res), res.status_code)
+            for line in res.iter_lines():
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif line.startswith("id:"):
+                    event_id = line[3:].strip()
+                elif not line and kind:
+                    yield kind, json.loads("\n".join(data)) if data else {}, event_id
+                    kind, data, event_id = None, [], None
+
     def events(self, run_id: int, last_event_id: str | None = None) -> Iterator[tuple[str, dict]]:
         """The run's live events, ("metric", {name, step, value, time}) or ("status", {status, progress}),
         until its status is final. Reconnects with Last-Event-ID when the stream drops."""
         while True:
-            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-            kind, data, event_id = None, [], None
             try:
-                with self._http.stream("GET", f"/api/runs/{int(run_id)}/events", headers=headers,
-                                       timeout=httpx.Timeout(30.0, read=None)) as res:
-                    if res.status_code >= 400:
-                        res.read()
-                        raise ClientError(_detail(res), res.status_code)
-                    for line in res.iter_lines():
-                        if line.startswith("event:"):
-                            kind = line[6:].strip()
-                        elif line.startswith("data:"):
-                            data.append(line[5:].strip())
-                        elif line.startswith("id:"):
-                            event_id = line[3:].strip()
-                        elif not line and kind:
-                            payload = json.loads("\n".join(data)) if data else {}
-                            last_event_id = event_id or last_event_id
-                            yield kind, payload
-                            if kind == "status" and payload.get("status") in FINISHED:
-                                return
-                            kind, data, event_id = None, [], None
+                for kind, payload, event_id in self._sse(f"/api/runs/{int(run_id)}/events", last_event_id):
+                    last_event_id = event_id or last_event_id
+                    yield kind, payload
+                    if kind == "status" and payload.get("status") in FINISHED:
+                        return
             except httpx.TransportError:
                 pass  # the connection dropped: resume after the last event seen
             if self.run(run_id)["status"] in FINISHED:
                 return
+
+    def log_events(self, run_id: int, after: int = 0) -> Iterator[dict]:
+        """The run's worker log lines {seq, time, level, message} with a seq above `after`, as they are
+        written, until the run has ended and its last lines are out. Reconnects after the last line seen
+        when the stream drops."""
+        last = str(after)
+        while True:
+            try:
+                for kind, payload, event_id in self._sse(f"/api/runs/{int(run_id)}/logs/events", last):
+                    if kind == "end":
+                        return
+                    if kind == "log":
+                        last = event_id or last
+                        yield payload
+                return  # closed without `end`: the token was revoked or the run deleted
+            except httpx.TransportError:
+                continue  # the connection dropped: resume after the last line seen
 
     def download(self, run_id: int, dest: str | Path | None = None, kind: str = "adapter") -> Path:
         """The run's adapter (or merged model) zip, streamed to dest (default: the server's file name)."""

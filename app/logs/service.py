@@ -6,6 +6,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.logs.models import RunLogLine
+from app.metrics import notify
 
 # Bounds that keep a chatty run from filling the database: lines past MAX_LINES are dropped (the
 # last kept line says so), and each line is cut at MAX_LINE_CHARS.
@@ -30,6 +31,8 @@ def append(session: Session, run_id: int, lines: Sequence[tuple[int, float, str,
     insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = insert(RunLogLine).values(rows).on_conflict_do_nothing(index_elements=["run_id", "seq"])
     inserted = len(session.execute(stmt.returning(RunLogLine.seq)).all())
+    if inserted:
+        notify.changed(session, run_id)  # wakes the servers' feeds of the run's log tail once committed
     if commit:
         session.commit()
     return inserted

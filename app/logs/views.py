@@ -1,10 +1,21 @@
-"""The live log tail of a run: what its worker logged while training it."""
+"""The live log tail of a run: what its worker logged while training it, as pages (GET …/logs) or as a
+stream (GET …/logs/events) that rides on the run's live feed, so watching it costs no database reads per
+viewer."""
+import json
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import SQLAlchemyError
 
+from app.auth.deps import credential_digest
+from app.config import get_settings
+from app.db import release
 from app.logs import service
+from app.metrics import live
+from app.metrics.views import KEEP_ALIVE_SECONDS
 from app.runs.views import DB, RunDep
 
 router = APIRouter(prefix="/api/runs", tags=["logs"])
@@ -32,3 +43,77 @@ def run_logs(run: RunDep, session: DB, after: Annotated[int, Query(ge=0, le=serv
     lines = service.lines_after(session, run.id, after, limit)
     return LogsOut(lines=[LogLineOut(seq=l.seq, time=l.time, level=l.level, message=l.message) for l in lines],
                    last_seq=lines[-1].seq if lines else after)
+
+
+def _start(request: Request, after: int) -> int:
+    """Where a stream starts: after the Last-Event-ID it reconnects with (a seq), else after `after`."""
+    raw = (request.headers.get("last-event-id") or "").strip()
+    if raw.isascii() and raw.isdigit() and len(raw) <= 9:
+        return min(int(raw), service.MAX_LINES)
+    return after
+
+
+def _line(p: live.Point) -> str:
+    return f"id: {p.id}\nevent: log\ndata: {p.data}\n\n"
+
+
+@router.get("/{run_id}/logs/events", response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}}, "description": "log events, then end"}})
+async def run_log_events(run: RunDep, request: Request, session: DB,
+                         after: Annotated[int, Query(ge=0, le=service.MAX_LINES, description="Send lines with a larger seq.")] = 0):
+    """The run's worker log lines as they are written: `event: log` with data {seq, time, level, message}
+    and id = seq (reconnecting with Last-Event-ID resumes after it), then `event: end` once the run has
+    ended and its last lines are sent. Ends early when the token or browser session that opened it is
+    revoked or signed out."""
+    seq = _start(request, after)
+    run_id, poll_every = run.id, get_settings().sse_poll_seconds
+    kind, digest = credential_digest(request) or ("none", "")
+    credential = live.Credential(kind, digest)
+    await release(session)  # no connection held while the stream waits
+
+    async def stream():
+        nonlocal seq
+        feed = live.join(run_id, credential, poll_every, logs=True)
+        try:
+            yield "retry: 2000\n\n"
+            last_sent = time.monotonic()
+            while True:
+                if credential in feed.revoked:
+                    return
+                if feed.ready and feed.state is None:
+                    return  # the run was deleted
+                if feed.final and not feed.logs_ready:
+                    # The feed ended on a read begun before this stream joined: the run's log was not read.
+                    live.leave(feed, credential, logs=True)
+                    feed = live.join(run_id, credential, poll_every, logs=True)
+                if feed.logs_ready and seq < feed.log_base:
+                    # Behind the feed's buffer (a replay): read the backlog in a short session of its own.
+                    try:
+                        backlog = await live.read_log_backlog(run_id, seq, feed.log_base)
+                    except SQLAlchemyError:  # busy or down: stay open, try at the next tick
+                        await feed.next_tick(KEEP_ALIVE_SECONDS)
+                        continue
+                    seq = backlog[-1].id if backlog else feed.log_base
+                    if backlog:
+                        last_sent = time.monotonic()
+                        yield "".join(_line(p) for p in backlog)
+                    continue
+                out: list[str] = []
+                if feed.logs_ready:
+                    lines = feed.lines_after(seq)
+                    out = [_line(p) for p in lines]
+                    seq = lines[-1].id if lines else seq
+                    if feed.final and seq >= feed.log_cursor:
+                        yield "".join(out) + "event: end\ndata: {}\n\n"
+                        return
+                if not out and time.monotonic() - last_sent >= KEEP_ALIVE_SECONDS:
+                    out.append(": keep-alive\n\n")
+                if out:
+                    last_sent = time.monotonic()
+                    yield "".join(out)
+                await feed.next_tick(KEEP_ALIVE_SECONDS)
+        finally:
+            live.leave(feed, credential, logs=True)
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -11,10 +11,15 @@ state and which of its streams' credentials are still valid, and closes it befor
 So 500 browser tabs on one run cost one read per change, not 500, and a revoked token or ended
 browser session closes its streams at the next read. A stream that is behind the feed's buffer (a
 reconnect replaying from Last-Event-ID) reads its backlog in short sessions of its own.
+
+While a run's log tail is watched (GET /api/runs/{id}/logs/events), its feed also reads the run's new
+worker log lines in the same short session. The worker writes its last lines just after the run's final
+status, so such a feed keeps reading for LOG_GRACE_SECONDS after the run ended before it calls it final.
 """
 import asyncio
 import json
 import logging
+import time
 import weakref
 from bisect import bisect_right
 from collections import Counter
@@ -26,12 +31,15 @@ from sqlalchemy import select
 
 from app.auth import service as auth_service
 from app.db import db_slot, get_sessionmaker
+from app.logs import service as logs_service
 from app.metrics import listen, notify, service
 from app.runs.models import TERMINAL, Run
 
 log = logging.getLogger(__name__)
 
 BUFFER = 5000  # newest points a feed keeps in memory; a stream further behind reads them from SQL
+LOG_BUFFER = 1000  # newest log lines likewise
+LOG_GRACE_SECONDS = 3.0  # how long after a run's end its last log lines may still come
 
 
 @dataclass(frozen=True)
@@ -53,6 +61,12 @@ def point_event(p) -> Point:
                                   separators=(",", ":")))
 
 
+def line_event(line) -> Point:
+    """A log line as a Point whose id is its seq."""
+    return Point(line.seq, json.dumps({"seq": line.seq, "time": line.time, "level": line.level, "message": line.message},
+                                      separators=(",", ":")))
+
+
 @dataclass
 class _Read:
     base: int | None  # set on a feed's first read: the newest point id at that moment
@@ -60,6 +74,9 @@ class _Read:
     state: tuple[str, float, int] | None
     checked: set[Credential]  # the credentials this read looked at (streams may join meanwhile)
     valid: set[Credential]
+    log_base: int | None = None  # set on the first read for a log tail: the newest line's seq then
+    lines: list[Point] = ()
+    ended_at: float | None = None  # unix time the run finished, when it has
 
 
 def _reader_session():
@@ -72,20 +89,31 @@ def _reader_session():
     return session
 
 
-def _read(run_id: int, cursor: int | None, credentials: set[Credential]) -> _Read:
-    """One short session: new points, the run's state, which credentials still hold. Closed on return."""
+_NO_LOGS = -1  # _read's log_cursor when nobody watches the run's log tail
+
+
+def _read(run_id: int, cursor: int | None, credentials: set[Credential], log_cursor: int | None = _NO_LOGS) -> _Read:
+    """One short session: new points (and log lines, unless log_cursor is _NO_LOGS), the run's state, which
+    credentials still hold. Closed on return."""
     with _reader_session() as session:
         base, points = None, []
         if cursor is None:
             base = service.latest_cursor(session, run_id)
         else:
             points = [point_event(p) for p in service.points_after(session, run_id, cursor, limit=BUFFER)]
-        row = session.execute(select(Run.status, Run.progress, Run.state_version).where(Run.id == run_id)).first()
+        log_base, lines = None, []
+        if log_cursor is None:
+            log_base = logs_service.last_seq(session, run_id)
+        elif log_cursor != _NO_LOGS:
+            lines = [line_event(line) for line in logs_service.lines_after(session, run_id, log_cursor, LOG_BUFFER)]
+        row = session.execute(select(Run.status, Run.progress, Run.state_version, Run.finished_at)
+                              .where(Run.id == run_id)).first()
         tokens = {c.digest for c in credentials if c.kind == "token"}
         sessions = {c.digest for c in credentials if c.kind == "session"}
         valid_tokens, valid_sessions = auth_service.valid_digests(session, tokens=tokens, sessions=sessions)
     valid = {c for c in credentials if c.digest in (valid_tokens if c.kind == "token" else valid_sessions)}
-    return _Read(base, points, None if row is None else tuple(row), credentials, valid)
+    ended_at = row[3].timestamp() if row is not None and row[3] is not None else None
+    return _Read(base, points, None if row is None else tuple(row[:3]), credentials, valid, log_base, lines, ended_at)
 
 
 def _backlog(run_id: int, cursor: int, upto: int, limit: int) -> list[Point]:
@@ -99,6 +127,17 @@ async def read_backlog(run_id: int, cursor: int, upto: int, limit: int = 1000) -
         return await run_in_threadpool(_backlog, run_id, cursor, upto, limit)
 
 
+def _log_backlog(run_id: int, after: int, upto: int) -> list[Point]:
+    with _reader_session() as session:
+        return [line_event(line) for line in logs_service.lines_after(session, run_id, after, min(upto - after, LOG_BUFFER))]
+
+
+async def read_log_backlog(run_id: int, after: int, upto: int) -> list[Point]:
+    """Log lines with seq in (after, upto] for a stream behind the feed's log buffer (a short session)."""
+    async with db_slot():
+        return await run_in_threadpool(_log_backlog, run_id, after, upto)
+
+
 class RunFeed:
     def __init__(self, run_id: int, poll_every: float):
         self.run_id = run_id
@@ -108,6 +147,13 @@ class RunFeed:
         self._ids: list[int] = []
         self.state: tuple[str, float, int] | None = None
         self.final = False  # the run has ended and every point of it has been read
+        self.log_watchers = 0  # streams of the run's log tail; while there are none, lines are not read
+        self.log_base: int | None = None  # like base, for log lines (by seq)
+        self.lines: list[Point] = []
+        self._seqs: list[int] = []
+        self._ended_at: float | None = None  # when the run finished (unix time, the worker's clock)
+        self._seen_ended: float | None = None  # when this feed first saw it ended (monotonic, ours)
+        self._news = False  # the last read found something new
         self.revoked: set[Credential] = set()
         self.credentials: Counter[Credential] = Counter()
         self._tick = asyncio.Event()
@@ -127,6 +173,25 @@ class RunFeed:
 
     def after(self, cursor: int) -> list[Point]:
         return self.points[bisect_right(self._ids, cursor):]
+
+    @property
+    def logs_ready(self) -> bool:
+        return self.log_base is not None
+
+    @property
+    def log_cursor(self) -> int:
+        return self.lines[-1].id if self.lines else (self.log_base or 0)
+
+    def lines_after(self, seq: int) -> list[Point]:
+        return self.lines[bisect_right(self._seqs, seq):]
+
+    def _grace_left(self) -> float:
+        """Seconds the run's last log lines may still take: a watched log tail of a run that ended a moment
+        ago. Counted from the run's end and from when this feed saw it, whichever gives less (a run that
+        ended long ago has none; a worker clock ahead of ours cannot stretch it)."""
+        if self.log_watchers == 0 or self._ended_at is None or self._seen_ended is None:
+            return 0.0
+        return max(0.0, min(self._ended_at - time.time(), self._seen_ended - time.monotonic()) + LOG_GRACE_SECONDS)
 
     async def next_tick(self, timeout: float) -> None:
         """Wait for the next read (or the timeout, so a stream can send keep-alives). asyncio.timeout, not
@@ -149,10 +214,41 @@ class RunFeed:
                 drop = len(self.points) - BUFFER
                 self.base = self._ids[drop - 1]
                 del self.points[:drop], self._ids[:drop]
+        if not self.log_watchers:  # the last log stream left while this read ran: its lines are not kept
+            read.log_base, read.lines = None, []
+        if read.log_base is not None:
+            self.log_base = read.log_base
+        if read.lines:
+            self.lines.extend(read.lines)
+            self._seqs.extend(line.id for line in read.lines)
+            if len(self.lines) > LOG_BUFFER:
+                drop = len(self.lines) - LOG_BUFFER
+                self.log_base = self._seqs[drop - 1]
+                del self.lines[:drop], self._seqs[:drop]
         self.state = read.state
+        self._ended_at = read.ended_at
+        if read.state is not None and read.state[0] in TERMINAL and self._seen_ended is None:
+            self._seen_ended = time.monotonic()
         self.revoked |= read.checked - read.valid
-        # Ended: the run is gone, or a read saw it terminal and found nothing new after it.
-        self.final = read.state is None or (read.state[0] in TERMINAL and read.base is None and not read.points)
+        # Ended: the run is gone, or a read saw it terminal and found nothing new after it (and, for a
+        # watched log tail, no line either, once the grace for its last lines has passed).
+        quiet = read.base is None and not read.points and read.log_base is None and not read.lines
+        self.final = read.state is None or (read.state[0] in TERMINAL and quiet and not self._grace_left())
+        self._news = not quiet
+
+    def _log_cursor_to_read(self) -> int | None:
+        if self.log_watchers == 0:
+            return _NO_LOGS
+        return None if self.log_base is None else self.log_cursor
+
+    def watch_logs(self, delta: int) -> None:
+        """A log tail stream joins (+1) or leaves (-1). The first one wakes the feed for its first lines;
+        after the last one, the lines are dropped (they would go stale unread)."""
+        self.log_watchers += delta
+        if self.log_watchers <= 0:
+            self.log_watchers, self.log_base, self.lines, self._seqs = 0, None, [], []
+        elif self.log_base is None:
+            self.wake()
 
     async def poll(self) -> None:
         while True:
@@ -161,7 +257,7 @@ class RunFeed:
             try:
                 async with db_slot():
                     read = await run_in_threadpool(_read, self.run_id, None if self.base is None else self.cursor,
-                                                   set(self.credentials))
+                                                   set(self.credentials), self._log_cursor_to_read())
             except Exception:  # noqa: BLE001 — the database is down or busy: streams wait, the next poll retries
                 log.warning("live feed of run %s could not read; retrying", self.run_id, exc_info=True)
                 read = None
@@ -172,10 +268,13 @@ class RunFeed:
             if self.final:
                 _forget(self)  # later streams start a fresh feed; the ones here drain this one
                 return
+            wait = self.poll_every  # the safety poll
             if read is not None and read.state is not None and read.state[0] in TERMINAL:
-                continue  # ended: read once more at once, for points committed just before the end
+                if self._news or not self._grace_left():
+                    continue  # ended: read once more at once, for points committed just before the end
+                wait = min(wait, self._grace_left())  # then again when the log's last lines are due
             with suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_every):  # the safety poll
+                async with asyncio.timeout(max(wait, 0.05)):
                     await self._wake.wait()
 
 
@@ -222,7 +321,8 @@ async def stop_listening() -> None:
         await listener.close()
 
 
-def join(run_id: int, credential: Credential, poll_every: float) -> RunFeed:
+def join(run_id: int, credential: Credential, poll_every: float, *, logs: bool = False) -> RunFeed:
+    """The run's feed, for a stream opened with `credential`; logs=True: a stream of its log tail."""
     start_listening()
     registry = _registry()
     feed = registry.get(run_id)
@@ -230,10 +330,14 @@ def join(run_id: int, credential: Credential, poll_every: float) -> RunFeed:
         feed = registry[run_id] = RunFeed(run_id, poll_every)
         feed.task = asyncio.get_running_loop().create_task(feed.poll())
     feed.credentials[credential] += 1
+    if logs:
+        feed.watch_logs(+1)
     return feed
 
 
-def leave(feed: RunFeed, credential: Credential) -> None:
+def leave(feed: RunFeed, credential: Credential, *, logs: bool = False) -> None:
+    if logs:
+        feed.watch_logs(-1)
     feed.credentials[credential] -= 1
     if feed.credentials[credential] <= 0:
         del feed.credentials[credential]

@@ -329,7 +329,7 @@ async function start() {
     return;
   }
   renderConfig();
-  setupLogTail(base, () => status, (s) => TERMINAL.has(s));
+  setupLogTail(base);
   if (TERMINAL.has(status)) {
     try {
       await loadFinishedCurves();

@@ -92,6 +92,28 @@ def test_worker_log_tail(page, api, trained):
     expect(page.locator("#log-empty")).to_be_hidden()
 
 
+def test_the_log_tail_of_a_live_run_streams_its_lines(page, admin_account):
+    """Lines written while the page is open appear without a reload, the ones written just after the run's
+    end too, and the page never polls GET …/logs: it reads the log stream."""
+    from tests.integration.test_live_streams import _live_run
+    from tests.integration.test_log_stream import _finish, _write_lines
+
+    run_id = _live_run(admin_account.user_id)
+    _write_lines(run_id, range(1, 3))
+    polls = []
+    page.on("request", lambda req: polls.append(req.url) if re.search(r"/logs(\?|$)", req.url) else None)
+    page.goto(f"/runs/{run_id}")
+    expect(page.locator("#log-tail .log-line")).to_have_count(2)
+    _write_lines(run_id, range(3, 5))
+    expect(page.locator("#log-tail .log-line")).to_have_count(4)
+    _finish(run_id)
+    _write_lines(run_id, [5])  # the worker's last flush, after the final status
+    expect(page.locator("#log-tail")).to_have_attribute("data-ended", "1")
+    expect(page.locator("#log-tail .log-line")).to_have_count(5)
+    expect(page.locator("#log-tail .log-line").last).to_contain_text("line 5")
+    assert polls == [], polls
+
+
 def test_confusion_matrix_of_the_eval_set(page, api, trained):
     run_id = trained["run"]["id"]
     data = api.get(f"/api/runs/{run_id}/confusion").json()
