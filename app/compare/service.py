@@ -198,7 +198,7 @@ def preload() -> None:
             series_db.cursor(session, 0)
             series_db.first_time(session, 0)
             rollups.totals(session, 0, list(DEFAULT_NAMES))
-            rollups.totals(session, 0, None)
+            rollups.series_names(session, 0)
             rollups.extremes(session, 0, list(DEFAULT_NAMES[:3]), rollups.LEVELS[0], 0, 0)
             downsample.all_points(session, 0, DEFAULT_NAMES[0])
     except SQLAlchemyError:  # the database is not there yet: the first comparison compiles them instead

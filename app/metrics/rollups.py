@@ -198,7 +198,16 @@ def backfill(connection: Connection, run_ids: list[int] | None = None) -> None:
 # building each anew (its expression objects and cache key) cost more than running it.
 _c = MetricRollup.__table__.c
 _TOTALS = select(_c.name, *(_c[c] for c in _COLUMNS)).where(_c.run_id == bindparam("run_id"), _c.level == TOP)
-_TOTALS_ALL = _TOTALS.order_by(_c.name, _c.bucket)
+# A run's series names, one index seek each (a loose index scan: the key leads with run_id, then name),
+# where DISTINCT or "every series at the top level" walks every bucket of the run (16 ms for a run of
+# 3 × 100,000 points on PostgreSQL, against 0.2-2 ms).
+_NAMES = text("""
+    WITH RECURSIVE names(name) AS (
+        SELECT MIN(name) FROM metric_rollups WHERE run_id = :run_id
+        UNION ALL
+        SELECT (SELECT MIN(m.name) FROM metric_rollups AS m WHERE m.run_id = :run_id AND m.name > names.name)
+        FROM names WHERE names.name IS NOT NULL)
+    SELECT name FROM names WHERE name IS NOT NULL""")
 _TOTALS_NAMED = _TOTALS.where(_c.name.in_(bindparam("names", expanding=True))).order_by(_c.name, _c.bucket)
 _EXTREMES = (select(_c.name, _c.bucket, _c.min_step, _c.min_value, _c.min_time, _c.max_step, _c.max_value, _c.max_time)
              .where(_c.run_id == bindparam("run_id"), _c.name.in_(bindparam("names", expanding=True)),
@@ -211,8 +220,7 @@ def shared_totals(session: Session, names: list[str]):
     """Within the block, totals() of any of these series reads each run's top level once, for all of them
     together, and answers later calls for that run from what it read: a comparison asks for the same runs'
     totals twice (curves, then the groups' best evaluations), and each statement is a round trip on
-    PostgreSQL. (Named, not all the run's series: the key leads with the name, so "every series at the
-    top level" walks all the run's buckets.)"""
+    PostgreSQL."""
     session.info["rollup_totals"] = (frozenset(names), {})
     try:
         yield
@@ -232,11 +240,16 @@ def totals(session: Session, run_id: int, names: list[str] | None) -> dict[str, 
     return {name: list(block) for name, block in read[run_id].items() if name in names}
 
 
+def series_names(session: Session, run_id: int) -> list[str]:
+    """The names of the run's series that have points, in order."""
+    return list(session.connection().execute(_NAMES, {"run_id": run_id}).scalars())
+
+
 def _read_totals(session: Session, run_id: int, names: list[str] | None) -> dict[str, Block]:
-    if names is None:
-        rows = session.connection().execute(_TOTALS_ALL, {"run_id": run_id})
-    else:
-        rows = session.connection().execute(_TOTALS_NAMED, {"run_id": run_id, "names": list(names)})
+    names = series_names(session, run_id) if names is None else names
+    if not names:
+        return {}
+    rows = session.connection().execute(_TOTALS_NAMED, {"run_id": run_id, "names": list(names)})
     out: dict[str, Block] = {}
     for name, *block in rows:
         if name in out:

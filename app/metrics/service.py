@@ -44,10 +44,6 @@ def delete_after(session: Session, run_id: int, step: int) -> None:
     rollups.forget_after(session, run_id, step)
 
 
-def series_names(session: Session, run_id: int) -> list[str]:
-    return list(session.scalars(select(MetricPoint.name).where(MetricPoint.run_id == run_id).distinct().order_by(MetricPoint.name)))
-
-
 def points_after(session: Session, run_id: int, cursor: int, limit: int = 5000) -> list[MetricPoint]:
     """Points with id > cursor, oldest first: what a live stream has not sent yet."""
     return list(session.scalars(
