@@ -148,7 +148,7 @@ def new_run_page(request: Request, dataset_id: Id | None = None):
 def run_page(request: Request, run: RunDep, session: DB, settings: Annotated[Settings, Depends(get_settings)]):
     # A queued run whose workers refuse the server's messages (another PEFTLAB_SECRET_KEY) would wait forever
     # without a word: the page says why (runs_detail.js keeps it current while the run waits).
-    refusals = (worker_status.key_refusals(session, window=worker_status.refusal_window(settings.requeue_after_seconds))
+    refusals = (worker_status.key_refusals(session, requeue_after_seconds=settings.requeue_after_seconds)
                 if run.status == "queued" else [])
     return render(request, "runs/detail.html", run.name, run_id=run.id, refusals=refusals)
 

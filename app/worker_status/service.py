@@ -71,8 +71,9 @@ def refusal_warning(worker: Worker, *, window: timedelta, now: datetime | None =
     return f"refused {count} {messages} not signed with its PEFTLAB_SECRET_KEY — {KEY_FIX}"
 
 
-def key_refusals(session: Session, *, window: timedelta) -> list[tuple[str, str]]:
-    """(worker name, warning) for every live worker that refused messages within `window`."""
+def key_refusals(session: Session, *, requeue_after_seconds: float) -> list[tuple[str, str]]:
+    """(worker name, warning) for every live worker that refused messages recently (refusal_window)."""
+    window = refusal_window(requeue_after_seconds)
     found = session.scalars(select(Worker).where(Worker.refused_messages > 0)
                             .order_by(Worker.last_seen.desc(), Worker.name))
     return [(w.name, text) for w in found if (text := refusal_warning(w, window=window))]

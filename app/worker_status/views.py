@@ -43,5 +43,5 @@ def list_workers(session: DB, settings: Conf):
 @pages.get("/workers")
 def workers_page(request: Request, session: DB, settings: Conf):
     # Rendered with the page too, so the warning is there before (and without) the script's first load.
-    refusals = service.key_refusals(session, window=service.refusal_window(settings.requeue_after_seconds))
+    refusals = service.key_refusals(session, requeue_after_seconds=settings.requeue_after_seconds)
     return render(request, "workers.html", "Workers", refusals=refusals)
