@@ -15,6 +15,10 @@ announcement; each client notes when each step first arrives. Prints one JSON li
 from commit to receipt over every (client, point), points a client never got, the server's CPU use
 (its process and children, in percent of one core) while the points flow, and the machine's load.
 Goals: p95 <= 100 ms, server CPU < 100 % of one core.
+
+--log-tail: each client also holds the run's log stream (/api/runs/{id}/logs/events), as a run page with
+its log tail open does, and the writer stores one log line with each point, in the same transaction, as a
+worker's flush does; the log lines' latencies are reported apart (log_latency_*).
 """
 import asyncio
 import multiprocessing
@@ -34,17 +38,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from streams import bench_live_run, live_run_parser  # noqa: E402
 
 STEP = re.compile(rb'"step":(\d+)')
+SEQ = re.compile(rb'"seq":(\d+)')
 
 
 async def _stream(url: str, token: str, run_id: int, arrivals: dict, opened: asyncio.Event, count: list,
-                  refusals: list) -> None:
+                  refusals: list, logs: bool = False) -> None:
     """One SSE connection on a bare socket: note when each new step first arrives. A refusal (e.g. 503: no
     database connection free in PEFTLAB_DB_POOL_TIMEOUT while hundreds open at once) is retried after the
     stream's `retry:` delay, as EventSource-like clients do, and counted."""
     parts = urlsplit(url)
     while True:
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        writer.write((f"GET /api/runs/{run_id}/events HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        path = f"/api/runs/{run_id}/logs/events" if logs else f"/api/runs/{run_id}/events"
+        writer.write((f"GET {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
                       f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n").encode())
         await writer.drain()
         status = (await reader.readline()).split(b" ")[1:2]
@@ -58,12 +64,14 @@ async def _stream(url: str, token: str, run_id: int, arrivals: dict, opened: asy
         while data := await reader.read(65536):
             now = time.time()
             buffer = tail + data
-            if not arrivals.get("_open") and b"event: status" in buffer:  # the feed's first read reached it
+            # Open: the feed's first read reached it (a log stream has nothing to say before the first line:
+            # its `retry:` line says it was taken).
+            if not arrivals.get("_open") and (b"retry:" if logs else b"event: status") in buffer:
                 arrivals["_open"] = True
                 count[0] += 1
                 if count[0] == count[1]:
                     opened.set()
-            for match in STEP.finditer(buffer):
+            for match in (SEQ if logs else STEP).finditer(buffer):
                 step = int(match.group(1))
                 if step > last:  # a match in the kept tail is seen twice: only new steps count
                     last = step
@@ -73,14 +81,16 @@ async def _stream(url: str, token: str, run_id: int, arrivals: dict, opened: asy
         writer.close()
 
 
-def hold_streams(url: str, token: str, run_id: int, count: int, pipe) -> None:
-    """Child process: open `count` streams, say when all had their first event, read until told to stop, send arrivals."""
+def hold_streams(url: str, token: str, run_id: int, count: int, pipe, log_tail: bool = False) -> None:
+    """Child process: open `count` streams (and as many log streams with log_tail), say when all had their
+    first event, read until told to stop, send arrivals (the log streams' after the metric streams')."""
     async def go():
-        opened, counter, refusals = asyncio.Event(), [0, count], []
-        per_stream = [{} for _ in range(count)]
+        kinds = [False, True] if log_tail else [False]
+        opened, counter, refusals = asyncio.Event(), [0, count * len(kinds)], []
+        per_stream = [({}, logs) for logs in kinds for _ in range(count)]
         tasks = []
-        for arrivals in per_stream:
-            tasks.append(asyncio.create_task(_stream(url, token, run_id, arrivals, opened, counter, refusals)))
+        for arrivals, logs in per_stream:
+            tasks.append(asyncio.create_task(_stream(url, token, run_id, arrivals, opened, counter, refusals, logs)))
             await asyncio.sleep(0.002)  # not 500 SYNs at once into a listen backlog
         try:
             await asyncio.wait_for(opened.wait(), 180)
@@ -93,16 +103,16 @@ def hold_streams(url: str, token: str, run_id: int, count: int, pipe) -> None:
         results = await asyncio.gather(*tasks, return_exceptions=True)
         errors = sorted({type(r).__name__ for r in results if isinstance(r, BaseException)
                          and not isinstance(r, asyncio.CancelledError)})
-        pipe.send(([{k: v for k, v in a.items() if k != "_open"} for a in per_stream], errors))
+        pipe.send(([({k: v for k, v in a.items() if k != "_open"}, logs) for a, logs in per_stream], errors))
     asyncio.run(go())
 
 
 class Writer(threading.Thread):
     """Plays the worker: one point per write through record_points (its commit announces the run)."""
 
-    def __init__(self, run_id: int, writes: int, every: float):
+    def __init__(self, run_id: int, writes: int, every: float, log_tail: bool = False):
         super().__init__(daemon=True)
-        self.run_id, self.writes, self.every = run_id, writes, every
+        self.run_id, self.writes, self.every, self.log_tail = run_id, writes, every, log_tail
         self.committed: dict[int, float] = {}
 
     def run(self):
@@ -110,6 +120,7 @@ class Writer(threading.Thread):
         from sqlalchemy.orm import Session
 
         from app.db import session_scope
+        from app.logs.service import append
         from app.metrics.service import record_points
 
         stamp: dict[str, float] = {}
@@ -117,6 +128,8 @@ class Writer(threading.Thread):
         event.listen(Session, "after_commit", lambda _s: stamp.__setitem__("at", time.time()), insert=True)
         for step in range(1, self.writes + 1):
             with session_scope() as s:
+                if self.log_tail:  # a log line rides on the flush's transaction, as a worker's does
+                    append(s, self.run_id, [(step, time.time(), "INFO", f"step {step}: loss {1.0 / step:.4f}")], commit=False)
                 record_points(s, self.run_id, [("train/loss", step, 1.0 / step)])
             self.committed[step] = stamp["at"]
             time.sleep(self.every)
@@ -144,7 +157,7 @@ def measure(url: str, headers: dict, run_id: int, args, server: psutil.Process) 
     pipes, holders = [], []
     for n in per_proc:
         here, there = spawn.Pipe()
-        holder = spawn.Process(target=hold_streams, args=(url, token, run_id, n, there), daemon=True)
+        holder = spawn.Process(target=hold_streams, args=(url, token, run_id, n, there, args.log_tail), daemon=True)
         holder.start()
         pipes.append(here)
         holders.append(holder)
@@ -161,7 +174,7 @@ def measure(url: str, headers: dict, run_id: int, args, server: psutil.Process) 
     load_before = os.getloadavg()[0]
     psutil.cpu_percent()  # starts the machine-wide window
     cpu_before, wall_before = _cpu(server), time.monotonic()
-    writer = Writer(run_id, args.writes, args.write_every)
+    writer = Writer(run_id, args.writes, args.write_every, args.log_tail)
     writer.start()
     writer.join()
     time.sleep(1.0)  # the last point's way to the clients
@@ -179,15 +192,24 @@ def measure(url: str, headers: dict, run_id: int, args, server: psutil.Process) 
     for h in holders:
         h.join(30)
 
-    latencies, missing, per_write = [], 0, {}
-    for stream in arrivals:
-        for step, at in writer.committed.items():
-            if step in stream:
+    latencies, missing, per_write, log_latencies, log_missing = [], 0, {}, [], 0
+    for stream, logs in arrivals:
+        for step, at in writer.committed.items():  # a log line's seq is its step
+            if step not in stream:
+                if logs:
+                    log_missing += 1
+                else:
+                    missing += 1
+            elif logs:
+                log_latencies.append(stream[step] - at)
+            else:
                 latencies.append(stream[step] - at)
                 per_write.setdefault(step, []).append(stream[step] - at)
-            else:
-                missing += 1
     latencies.sort()
+    log_latencies.sort()
+    logs_out = {"log_streams": sum(1 for _, logs in arrivals if logs), "log_deliveries": len(log_latencies),
+                "log_missing": log_missing, "log_latency_p50_ms": _pct(log_latencies, 0.5),
+                "log_latency_p95_ms": _pct(log_latencies, 0.95), "log_latency_p99_ms": _pct(log_latencies, 0.99)} if args.log_tail else {}
     # The writes whose last client got them latest: is a slow tail one late read (every client late) or
     # a few slow clients (a busy machine scheduling the client processes late)?
     slowest = sorted(per_write.items(), key=lambda kv: -max(kv[1]))[:3]
@@ -203,6 +225,7 @@ def measure(url: str, headers: dict, run_id: int, args, server: psutil.Process) 
         "load_average_1min_after": round(load_during, 2), "cpus": os.cpu_count(),
         "client_errors": sorted(errors)[:5],
         "slowest_writes_step_first_last_ms": [[step, round(min(v) * 1000), round(max(v) * 1000)] for step, v in slowest],
+        **logs_out,
     }
 
 
@@ -212,7 +235,8 @@ def report(args, result: dict) -> dict:
     result = {"announcements": "redis" if args.broker_url else "unix sockets",
               "safety_poll_s": get_settings().sse_poll_seconds, **result}
     result["goals_met"] = (result["missing"] == 0 and (result["latency_p95_ms"] or 1e9) <= 100
-                           and result["server_cpu_percent_of_one_core"] < 100)
+                           and result["server_cpu_percent_of_one_core"] < 100
+                           and (not args.log_tail or (result["log_missing"] == 0 and (result["log_latency_p95_ms"] or 1e9) <= 100)))
     return result
 
 
@@ -224,6 +248,7 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=60)
     parser.add_argument("--write-every", type=float, default=0.5, help="seconds between the writer's commits")
     parser.add_argument("--settle", type=float, default=15.0, help="seconds between the last stream opening and the first write")
+    parser.add_argument("--log-tail", action="store_true", help="each client also holds the run's log stream")
     args = parser.parse_args()
     bench_live_run(args, {"PEFTLAB_BROKER_URL": args.broker_url} if args.broker_url else {}, measure, report)
 

@@ -7,7 +7,8 @@ from app.queue import make_celery
 
 
 def _celery(tmp_path):
-    return make_celery(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}"))
+    # The embedded broker whatever the environment says (a test session on Redis sets PEFTLAB_BROKER_URL).
+    return make_celery(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path / 'db.sqlite'}", broker_url=None))
 
 
 def test_a_message_file_appears_only_once_it_is_complete(tmp_path, monkeypatch):
