@@ -102,6 +102,7 @@ def _table(w: dict) -> dict:
                                                       f"/api/runs/{res.json()['id']}/cancel")),
         ("GET", "/api/samples"): dict(url=f"/api/samples?runs={run}", bob=404),
         ("GET", "/api/runs/{run_id}/logs"): dict(url=f"/api/runs/{run}/logs", bob=404),
+        ("GET", "/api/runs/{run_id}/logs/events"): dict(url=f"/api/runs/{run}/logs/events", bob=404),
         ("GET", "/api/runs/{run_id}/confusion"): dict(url=f"/api/runs/{run}/confusion", bob=404),
         ("GET", "/api/runs/{run_id}/config.yaml"): dict(url=f"/api/runs/{run}/config.yaml", bob=404),
         ("POST", "/api/runs/yaml"): dict(url="/api/runs/yaml", content=yaml.safe_dump(w["body"]), bob=422,

@@ -53,19 +53,21 @@ def _write_points(run_id: int, steps: range) -> None:
 
 
 class Stream:
-    """One open /events stream, read in the background: its events, and whether it has ended."""
+    """One open /events stream (or another of the run's streams: `path`), read in the background: its
+    events, and whether it has ended. `opened` is set by the first status event (or the end)."""
 
-    def __init__(self, client: httpx.AsyncClient, run_id: int, last_event_id: str | None = None):
+    def __init__(self, client: httpx.AsyncClient, run_id: int, last_event_id: str | None = None,
+                 path: str = "events", params: dict | None = None):
         self.events: list[dict] = []  # each with "at": when it arrived (time.time())
         self.status_code: int | None = None
         self.opened = asyncio.Event()
         self.ended = asyncio.Event()
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-        self.task = asyncio.create_task(self._read(client, run_id, headers))
+        self.task = asyncio.create_task(self._read(client, f"/api/runs/{run_id}/{path}", headers, params or {}))
 
-    async def _read(self, client, run_id, headers):
+    async def _read(self, client, path, headers, params):
         try:
-            async with client.stream("GET", f"/api/runs/{run_id}/events", headers=headers) as res:
+            async with client.stream("GET", path, headers=headers, params=params) as res:
                 self.status_code = res.status_code
                 current: dict = {}
                 async for line in res.aiter_lines():

@@ -11,7 +11,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from tests.integration.test_live_streams import SAFETY_POLL, _client, _live_run, _wait_for, quiet_server  # noqa: F401
+from tests.integration.test_live_streams import SAFETY_POLL, Stream, _client, _live_run, _wait_for, quiet_server  # noqa: F401
 
 pytestmark = pytest.mark.integration
 
@@ -38,32 +38,11 @@ def _finish(run_id: int, ago: timedelta = timedelta(0)) -> None:
         notify.changed(s, run_id)
 
 
-class LogStream:
-    """One open log stream, read in the background: its events (each with "at", when it arrived)."""
+class LogStream(Stream):
+    """One open log stream, read in the background."""
 
     def __init__(self, client: httpx.AsyncClient, run_id: int, last_event_id: str | None = None, after: int | None = None):
-        self.events: list[dict] = []
-        self.ended = asyncio.Event()
-        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-        params = {} if after is None else {"after": after}
-        self.task = asyncio.create_task(self._read(client, f"/api/runs/{run_id}/logs/events", headers, params))
-
-    async def _read(self, client, path, headers, params):
-        try:
-            async with client.stream("GET", path, headers=headers, params=params) as res:
-                assert res.status_code == 200, await res.aread()
-                current: dict = {}
-                async for line in res.aiter_lines():
-                    if not line:
-                        if "event" in current:
-                            current["at"] = time.time()
-                            self.events.append(current)
-                        current = {}
-                    elif line.startswith(("id:", "event:", "data:")):
-                        key, _, value = line.partition(":")
-                        current[key] = value.strip()
-        finally:
-            self.ended.set()
+        super().__init__(client, run_id, last_event_id, path="logs/events", params=None if after is None else {"after": after})
 
     def seqs(self) -> list[int]:
         return [json.loads(e["data"])["seq"] for e in self.events if e["event"] == "log"]
