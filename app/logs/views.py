@@ -80,30 +80,30 @@ async def run_log_events(run: RunDep, request: Request, session: DB,
             while True:
                 if credential in feed.revoked:
                     return
-                if feed.ready and feed.state is None:
+                if feed.points.ready and feed.state is None:
                     return  # the run was deleted
-                if feed.final and not feed.logs_ready:
+                if feed.final and not feed.lines.ready:
                     # The feed ended on a read begun before this stream joined: the run's log was not read.
                     live.leave(feed, credential, logs=True)
                     feed = live.join(run_id, credential, poll_every, logs=True)
-                if feed.logs_ready and seq < feed.log_base:
+                if feed.lines.ready and seq < feed.lines.base:
                     # Behind the feed's buffer (a replay): read the backlog in a short session of its own.
                     try:
-                        backlog = await live.read_log_backlog(run_id, seq, feed.log_base)
+                        backlog = await live.read_log_backlog(run_id, seq, feed.lines.base)
                     except SQLAlchemyError:  # busy or down: stay open, try at the next tick
                         await feed.next_tick(KEEP_ALIVE_SECONDS)
                         continue
-                    seq = backlog[-1].id if backlog else feed.log_base
+                    seq = backlog[-1].id if backlog else feed.lines.base
                     if backlog:
                         last_sent = time.monotonic()
                         yield "".join(_line(p) for p in backlog)
                     continue
                 out: list[str] = []
-                if feed.logs_ready:
-                    lines = feed.lines_after(seq)
+                if feed.lines.ready:
+                    lines = feed.lines.after(seq)
                     out = [_line(p) for p in lines]
                     seq = lines[-1].id if lines else seq
-                    if feed.final and seq >= feed.log_cursor:
+                    if feed.final and seq >= feed.lines.cursor:
                         yield "".join(out) + "event: end\ndata: {}\n\n"
                         return
                 if not out and time.monotonic() - last_sent >= KEEP_ALIVE_SECONDS:

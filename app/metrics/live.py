@@ -138,27 +138,15 @@ async def read_log_backlog(run_id: int, after: int, upto: int) -> list[Point]:
         return await run_in_threadpool(_log_backlog, run_id, after, upto)
 
 
-class RunFeed:
-    def __init__(self, run_id: int, poll_every: float):
-        self.run_id = run_id
-        self.poll_every = poll_every
-        self.base: int | None = None  # points with id <= base are not in the buffer (None: not read yet)
-        self.points: list[Point] = []
+class Buffer:
+    """The newest `size` events of one kind, in id order (a run's points by id, its log lines by seq). Ids up
+    to `base` are not held: a stream further behind reads them from SQL. base is None until the first read."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.base: int | None = None
+        self.items: list[Point] = []
         self._ids: list[int] = []
-        self.state: tuple[str, float, int] | None = None
-        self.final = False  # the run has ended and every point of it has been read
-        self.log_watchers = 0  # streams of the run's log tail; while there are none, lines are not read
-        self.log_base: int | None = None  # like base, for log lines (by seq)
-        self.lines: list[Point] = []
-        self._seqs: list[int] = []
-        self._ended_at: float | None = None  # when the run finished (unix time, the worker's clock)
-        self._seen_ended: float | None = None  # when this feed first saw it ended (monotonic, ours)
-        self._news = False  # the last read found something new
-        self.revoked: set[Credential] = set()
-        self.credentials: Counter[Credential] = Counter()
-        self._tick = asyncio.Event()
-        self._wake = asyncio.Event()  # set by the listener when this run's change was announced
-        self.task: asyncio.Task | None = None
 
     @property
     def ready(self) -> bool:
@@ -172,18 +160,40 @@ class RunFeed:
         return self.base is not None and cursor >= self.base
 
     def after(self, cursor: int) -> list[Point]:
-        return self.points[bisect_right(self._ids, cursor):]
+        return self.items[bisect_right(self._ids, cursor):]
 
-    @property
-    def logs_ready(self) -> bool:
-        return self.log_base is not None
+    def add(self, base: int | None, items: list[Point]) -> None:
+        if base is not None:
+            self.base = base
+        if items:
+            self.items.extend(items)
+            self._ids.extend(p.id for p in items)
+            if len(self.items) > self.size:
+                drop = len(self.items) - self.size
+                self.base = self._ids[drop - 1]
+                del self.items[:drop], self._ids[:drop]
 
-    @property
-    def log_cursor(self) -> int:
-        return self.lines[-1].id if self.lines else (self.log_base or 0)
+    def clear(self) -> None:
+        self.base, self.items, self._ids = None, [], []
 
-    def lines_after(self, seq: int) -> list[Point]:
-        return self.lines[bisect_right(self._seqs, seq):]
+
+class RunFeed:
+    def __init__(self, run_id: int, poll_every: float):
+        self.run_id = run_id
+        self.poll_every = poll_every
+        self.points = Buffer(BUFFER)
+        self.state: tuple[str, float, int] | None = None
+        self.final = False  # the run has ended and every point of it has been read
+        self.log_watchers = 0  # streams of the run's log tail; while there are none, lines are not read
+        self.lines = Buffer(LOG_BUFFER)  # filled while log_watchers > 0
+        self._ended_at: float | None = None  # when the run finished (unix time, the worker's clock)
+        self._seen_ended: float | None = None  # when this feed first saw it ended (monotonic, ours)
+        self._news = False  # the last read found something new
+        self.revoked: set[Credential] = set()
+        self.credentials: Counter[Credential] = Counter()
+        self._tick = asyncio.Event()
+        self._wake = asyncio.Event()  # set by the listener when this run's change was announced
+        self.task: asyncio.Task | None = None
 
     def _grace_left(self) -> float:
         """Seconds the run's last log lines may still take: a watched log tail of a run that ended a moment
@@ -205,26 +215,9 @@ class RunFeed:
         self._wake.set()
 
     def _apply(self, read: _Read) -> None:
-        if read.base is not None:
-            self.base = read.base
-        if read.points:
-            self.points.extend(read.points)
-            self._ids.extend(p.id for p in read.points)
-            if len(self.points) > BUFFER:
-                drop = len(self.points) - BUFFER
-                self.base = self._ids[drop - 1]
-                del self.points[:drop], self._ids[:drop]
-        if not self.log_watchers:  # the last log stream left while this read ran: its lines are not kept
-            read.log_base, read.lines = None, []
-        if read.log_base is not None:
-            self.log_base = read.log_base
-        if read.lines:
-            self.lines.extend(read.lines)
-            self._seqs.extend(line.id for line in read.lines)
-            if len(self.lines) > LOG_BUFFER:
-                drop = len(self.lines) - LOG_BUFFER
-                self.log_base = self._seqs[drop - 1]
-                del self.lines[:drop], self._seqs[:drop]
+        self.points.add(read.base, read.points)
+        if self.log_watchers:  # else the last log stream left while this read ran: its lines are not kept
+            self.lines.add(read.log_base, read.lines)
         self.state = read.state
         self._ended_at = read.ended_at
         if read.state is not None and read.state[0] in TERMINAL and self._seen_ended is None:
@@ -239,15 +232,16 @@ class RunFeed:
     def _log_cursor_to_read(self) -> int | None:
         if self.log_watchers == 0:
             return _NO_LOGS
-        return None if self.log_base is None else self.log_cursor
+        return self.lines.cursor if self.lines.ready else None
 
     def watch_logs(self, delta: int) -> None:
         """A log tail stream joins (+1) or leaves (-1). The first one wakes the feed for its first lines;
         after the last one, the lines are dropped (they would go stale unread)."""
         self.log_watchers += delta
         if self.log_watchers <= 0:
-            self.log_watchers, self.log_base, self.lines, self._seqs = 0, None, [], []
-        elif self.log_base is None:
+            self.log_watchers = 0
+            self.lines.clear()
+        elif not self.lines.ready:
             self.wake()
 
     async def poll(self) -> None:
@@ -256,7 +250,7 @@ class RunFeed:
             self._wake.clear()
             try:
                 async with db_slot():
-                    read = await run_in_threadpool(_read, self.run_id, None if self.base is None else self.cursor,
+                    read = await run_in_threadpool(_read, self.run_id, self.points.cursor if self.points.ready else None,
                                                    set(self.credentials), self._log_cursor_to_read())
             except Exception:  # noqa: BLE001 — the database is down or busy: streams wait, the next poll retries
                 log.warning("live feed of run %s could not read; retrying", self.run_id, exc_info=True)

@@ -79,10 +79,10 @@ async def run_events(run: RunDep, request: Request, session: DB):
                 if credential in feed.revoked:
                     return  # signed out or token revoked: this stream was opened with it
                 out: list[str] = []
-                if feed.ready and not feed.covers(cursor):
+                if feed.points.ready and not feed.points.covers(cursor):
                     # Behind the feed's buffer (a replay): read the backlog in short sessions.
                     try:
-                        backlog = await live.read_backlog(run_id, cursor, feed.base)
+                        backlog = await live.read_backlog(run_id, cursor, feed.points.base)
                     except SQLAlchemyError:  # the database is busy or down: stay open, try at the next tick
                         await feed.next_tick(KEEP_ALIVE_SECONDS)
                         continue
@@ -90,23 +90,23 @@ async def run_events(run: RunDep, request: Request, session: DB):
                         cursor = p.id
                         out.append(_metric(p, seen_version))
                     if not backlog:
-                        cursor = feed.base  # nothing stored between: caught up with the buffer
+                        cursor = feed.points.base  # nothing stored between: caught up with the buffer
                     if out:
                         last_sent = time.monotonic()
                         yield "".join(out)
                     continue
-                if feed.ready and feed.state is None:
+                if feed.points.ready and feed.state is None:
                     return  # the run was deleted
                 done = False
-                if feed.ready:
-                    for p in feed.after(cursor):
+                if feed.points.ready:
+                    for p in feed.points.after(cursor):
                         cursor = p.id
                         out.append(_metric(p, seen_version))
                     status, progress, version = feed.state
                     if version != seen_version:
                         seen_version = version
                         out.append(_sse("status", _event_id(cursor, version), {"status": status, "progress": progress}))
-                    done = feed.final and cursor >= feed.cursor
+                    done = feed.final and cursor >= feed.points.cursor
                 if not out and time.monotonic() - last_sent >= KEEP_ALIVE_SECONDS:
                     out.append(": keep-alive\n\n")
                 if out:
