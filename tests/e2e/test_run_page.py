@@ -114,6 +114,40 @@ def test_the_log_tail_of_a_live_run_streams_its_lines(page, admin_account):
     assert polls == [], polls
 
 
+def _set_hidden(page, hidden: bool) -> None:
+    """What the browser does when the tab is put in the background (or shown again)."""
+    page.evaluate("""(hidden) => {
+        Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
+        Object.defineProperty(document, "visibilityState", {value: hidden ? "hidden" : "visible", configurable: true});
+        document.dispatchEvent(new Event("visibilitychange"));
+    }""", hidden)
+
+
+def test_a_hidden_tab_lets_go_of_its_log_stream_and_resumes_when_shown(page, admin_account):
+    """Six connections per server for all of a browser's tabs (HTTP/1.1): a background run page closes its log
+    stream, and when shown opens it again after the last line it has (no line twice, none missed)."""
+    from tests.integration.test_live_streams import _live_run
+    from tests.integration.test_log_stream import _finish, _write_lines
+
+    run_id = _live_run(admin_account.user_id)
+    _write_lines(run_id, range(1, 3))
+    opened = []
+    page.on("request", lambda req: opened.append(req.url) if "/logs/events" in req.url else None)
+    try:
+        page.goto(f"/runs/{run_id}")
+        expect(page.locator("#log-tail .log-line")).to_have_count(2)
+        _set_hidden(page, True)
+        _write_lines(run_id, range(3, 5))
+        page.wait_for_timeout(1500)  # announced lines reach an open stream well within this
+        expect(page.locator("#log-tail .log-line")).to_have_count(2)
+        _set_hidden(page, False)
+        expect(page.locator("#log-tail .log-line")).to_have_count(4)
+        assert [line.split()[-1] for line in page.locator("#log-tail .log-message").all_inner_texts()] == ["1", "2", "3", "4"]
+        assert len(opened) == 2 and opened[1].endswith("after=2"), opened
+    finally:
+        _finish(run_id)
+
+
 def test_confusion_matrix_of_the_eval_set(page, api, trained):
     run_id = trained["run"]["id"]
     data = api.get(f"/api/runs/{run_id}/confusion").json()
