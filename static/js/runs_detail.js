@@ -19,6 +19,8 @@ let run = null;
 let status = null;
 let progress = 0;
 let stream = null;
+let lastEventId = ""; // the metric stream's last event: a stream opened again resumes after it
+let streamPaused = false; // closed by us while the tab is hidden
 let notes = null; // the tags and notes card, set up on the first load
 
 const expFormat = (v) => (v === 0 ? "0" : v.toExponential(1));
@@ -254,14 +256,16 @@ async function fetchRun() {
 }
 
 function openStream() {
-  stream = new EventSource(`${base}/events`);
+  stream = new EventSource(`${base}/events${lastEventId ? `?last_event_id=${encodeURIComponent(lastEventId)}` : ""}`);
   // On (re)connect the server replays every event after Last-Event-ID, so the stream alone
   // draws the whole curve so far.
   stream.addEventListener("metric", (e) => {
+    lastEventId = e.lastEventId || lastEventId;
     const data = JSON.parse(e.data);
     for (const m of Array.isArray(data) ? data : [data]) addMetric(m);
   });
   stream.addEventListener("status", (e) => {
+    lastEventId = e.lastEventId || lastEventId;
     const data = JSON.parse(e.data);
     const changed = data.status && data.status !== status;
     if (data.progress != null) progress = data.progress;
@@ -282,6 +286,19 @@ function openStream() {
     if (TERMINAL.has(status)) stream.close();
   });
 }
+
+// A browser keeps six HTTP/1.1 connections per server for all its tabs: a run page in a background tab lets
+// go of its metric stream and, when shown, opens it again after the last event it had.
+document.addEventListener("visibilitychange", () => {
+  if (!stream || TERMINAL.has(status)) return;
+  if (document.hidden && stream.readyState !== EventSource.CLOSED) {
+    stream.close();
+    streamPaused = true;
+  } else if (!document.hidden && streamPaused) {
+    streamPaused = false;
+    openStream();
+  }
+});
 
 // Finished runs: one downsampled request is cheaper than replaying every event.
 async function loadFinishedCurves() {

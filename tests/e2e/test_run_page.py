@@ -123,27 +123,35 @@ def _set_hidden(page, hidden: bool) -> None:
     }""", hidden)
 
 
-def test_a_hidden_tab_lets_go_of_its_log_stream_and_resumes_when_shown(page, admin_account):
-    """Six connections per server for all of a browser's tabs (HTTP/1.1): a background run page closes its log
-    stream, and when shown opens it again after the last line it has (no line twice, none missed)."""
-    from tests.integration.test_live_streams import _live_run
+def test_a_hidden_tab_lets_go_of_its_streams_and_resumes_when_shown(page, admin_account):
+    """Six connections per server for all of a browser's tabs (HTTP/1.1): a background run page closes its
+    metric and log streams, and when shown opens them again after the last event it had (nothing twice,
+    nothing missed)."""
+    from tests.integration.test_live_streams import _live_run, _write_points
     from tests.integration.test_log_stream import _finish, _write_lines
 
     run_id = _live_run(admin_account.user_id)
     _write_lines(run_id, range(1, 3))
-    opened = []
-    page.on("request", lambda req: opened.append(req.url) if "/logs/events" in req.url else None)
+    _write_points(run_id, range(1, 4))
+    opened = {"logs": [], "events": []}
+    page.on("request", lambda req: opened["logs" if "/logs/events" in req.url else "events"].append(req.url)
+            if req.url.split("?")[0].endswith("/events") else None)
     try:
         page.goto(f"/runs/{run_id}")
         expect(page.locator("#log-tail .log-line")).to_have_count(2)
+        expect(page.locator("#chart-loss")).to_have_attribute("data-points", "3")
         _set_hidden(page, True)
         _write_lines(run_id, range(3, 5))
-        page.wait_for_timeout(1500)  # announced lines reach an open stream well within this
+        _write_points(run_id, range(4, 6))
+        page.wait_for_timeout(1500)  # announced lines and points reach an open stream well within this
         expect(page.locator("#log-tail .log-line")).to_have_count(2)
+        expect(page.locator("#chart-loss")).to_have_attribute("data-points", "3")
         _set_hidden(page, False)
         expect(page.locator("#log-tail .log-line")).to_have_count(4)
+        expect(page.locator("#chart-loss")).to_have_attribute("data-points", "5")
         assert [line.split()[-1] for line in page.locator("#log-tail .log-message").all_inner_texts()] == ["1", "2", "3", "4"]
-        assert len(opened) == 2 and opened[1].endswith("after=2"), opened
+        assert len(opened["logs"]) == 2 and opened["logs"][1].endswith("after=2"), opened
+        assert len(opened["events"]) == 2 and "last_event_id=" in opened["events"][1], opened
     finally:
         _finish(run_id)
 
