@@ -52,6 +52,16 @@ def _write_points(run_id: int, steps: range) -> None:
         record_points(s, run_id, [("train/loss", step, 1.0 / step) for step in steps])
 
 
+def _write_lines(run_id: int, seqs) -> float:
+    """Log lines as a worker's flush stores them (announced on commit); returns when they were committed."""
+    from app.db import session_scope
+    from app.logs import service
+
+    with session_scope() as s:
+        service.append(s, run_id, [(q, time.time(), "INFO", f"line {q}") for q in seqs])
+    return time.time()
+
+
 class Stream:
     """One open /events stream (or another of the run's streams: `path`), read in the background: its
     events, and whether it has ended. `opened` is set by the first status event (or the end)."""
@@ -88,10 +98,13 @@ class Stream:
     def steps(self) -> set[int]:
         return {json.loads(e["data"])["step"] for e in self.events if e["event"] == "metric"}
 
+    def seqs(self) -> list[int]:
+        return [json.loads(e["data"])["seq"] for e in self.events if e["event"] == "log"]
+
 
 def _client(url: str, headers: dict, cookies: dict | None = None) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, headers=headers, cookies=cookies, timeout=httpx.Timeout(60.0, connect=10.0),
-                             limits=httpx.Limits(max_connections=STREAMS + 20, max_keepalive_connections=STREAMS + 20))
+                             limits=httpx.Limits(max_connections=2 * STREAMS + 20, max_keepalive_connections=2 * STREAMS + 20))
 
 
 async def _timed_get(client: httpx.AsyncClient, path: str) -> float:
@@ -125,11 +138,15 @@ def _server_connections() -> int:
 
 
 async def _many_streams_scenario(url: str, account, run_id: int, check_postgres: bool) -> dict:
+    """STREAMS run pages: each holds the run's metric stream and its log stream."""
+    await asyncio.to_thread(_write_lines, run_id, [1])  # a log stream has said nothing before its first line
     async with _client(url, account.headers) as client:
         streams = [Stream(client, run_id) for _ in range(STREAMS)]
+        logs = [Stream(client, run_id, path="logs/events") for _ in range(STREAMS)]
         await asyncio.wait_for(asyncio.gather(*(s.opened.wait() for s in streams)), 60)
-        assert [s.status_code for s in streams] == [200] * STREAMS
-        assert not any(s.ended.is_set() for s in streams), "a stream ended although its run is still running"
+        await _wait_for(lambda: all(s.seqs() for s in logs), 60)
+        assert [s.status_code for s in streams + logs] == [200] * 2 * STREAMS
+        assert not any(s.ended.is_set() for s in streams + logs), "a stream ended although its run is still running"
 
         # The API answers beside them (the old server made these wait for a free connection: 25-29 s).
         timings = [await _timed_get(client, path) for path in ("/api/me", "/api/runs", "/api/me", "/api/runs")]
@@ -139,17 +156,20 @@ async def _many_streams_scenario(url: str, account, run_id: int, check_postgres:
                 idle += await asyncio.to_thread(_idle_in_transaction)
                 await asyncio.sleep(0.3)
             connections = await asyncio.to_thread(_server_connections)
-            assert connections < STREAMS, f"{connections} server connections for {STREAMS} streams"
+            assert connections < STREAMS, f"{connections} server connections for {2 * STREAMS} streams"
 
-        # The run is live: points written now reach every open stream.
+        # The run is live: points and log lines written now reach every open stream.
         await asyncio.to_thread(_write_points, run_id, range(1, 21))
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not all(s.steps() >= set(range(1, 21)) for s in streams):
-            await asyncio.sleep(0.2)
-        missing = [i for i, s in enumerate(streams) if not s.steps() >= set(range(1, 21))]
-        for s in streams:
+        await asyncio.to_thread(_write_lines, run_id, range(2, 22))
+
+        def everything(stream: Stream) -> bool:
+            return stream.seqs() == list(range(1, 22)) if stream in logs else stream.steps() >= set(range(1, 21))
+
+        await _wait_for(lambda: all(everything(s) for s in streams + logs), 30)
+        missing = [i for i, s in enumerate(streams + logs) if not everything(s)]
+        for s in streams + logs:
             s.task.cancel()
-        await asyncio.gather(*(s.task for s in streams), return_exceptions=True)
+        await asyncio.gather(*(s.task for s in streams + logs), return_exceptions=True)
     return {"timings": timings, "idle": idle, "missing": missing}
 
 

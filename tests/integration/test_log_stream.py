@@ -11,19 +11,10 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from tests.integration.test_live_streams import SAFETY_POLL, Stream, _client, _live_run, _wait_for, quiet_server  # noqa: F401
+from tests.integration.test_live_streams import (SAFETY_POLL, Stream, _client, _live_run, _wait_for,  # noqa: F401
+                                                 _write_lines, quiet_server)
 
 pytestmark = pytest.mark.integration
-
-
-def _write_lines(run_id: int, seqs) -> float:
-    """Log lines as a worker's flush stores them (announced on commit); returns when they were committed."""
-    from app.db import session_scope
-    from app.logs import service
-
-    with session_scope() as s:
-        service.append(s, run_id, [(q, time.time(), "INFO", f"line {q}") for q in seqs])
-    return time.time()
 
 
 def _finish(run_id: int, ago: timedelta = timedelta(0)) -> None:
@@ -43,9 +34,6 @@ class LogStream(Stream):
 
     def __init__(self, client: httpx.AsyncClient, run_id: int, last_event_id: str | None = None, after: int | None = None):
         super().__init__(client, run_id, last_event_id, path="logs/events", params=None if after is None else {"after": after})
-
-    def seqs(self) -> list[int]:
-        return [json.loads(e["data"])["seq"] for e in self.events if e["event"] == "log"]
 
     async def close(self) -> None:
         self.task.cancel()
