@@ -15,7 +15,7 @@ from app.config import get_settings
 from app.db import release
 from app.logs import service
 from app.metrics import live
-from app.metrics.views import KEEP_ALIVE_SECONDS
+from app.metrics.live import KEEP_ALIVE_SECONDS
 from app.runs.views import DB, RunDep
 
 router = APIRouter(prefix="/api/runs", tags=["logs"])
@@ -53,8 +53,13 @@ def _start(request: Request, after: int) -> int:
     return after
 
 
-def _line(p: live.Point) -> str:
-    return f"id: {p.id}\nevent: log\ndata: {p.data}\n\n"
+END = "event: end\ndata: {}\n\n"
+
+
+def log_event(p: live.Point, event_id: str | int | None = None) -> str:
+    """A log line as an SSE event; its id is its seq unless the stream says otherwise (see metrics.views)."""
+    return f"id: {p.id if event_id is None else event_id}\nevent: log\ndata: {p.data}\n\n"
+
 
 
 @router.get("/{run_id}/logs/events", response_class=StreamingResponse,
@@ -86,31 +91,22 @@ async def run_log_events(run: RunDep, request: Request, session: DB,
                     # The feed ended on a read begun before this stream joined: the run's log was not read.
                     live.leave(feed, credential, logs=True)
                     feed = live.join(run_id, credential, poll_every, logs=True)
-                if feed.lines.ready and seq < feed.lines.base:
-                    # Behind the feed's buffer (a replay): read the backlog in a short session of its own.
-                    try:
-                        backlog = await live.read_log_backlog(run_id, seq, feed.lines.base)
-                    except SQLAlchemyError:  # busy or down: stay open, try at the next tick
-                        await feed.next_tick(KEEP_ALIVE_SECONDS)
-                        continue
-                    seq = backlog[-1].id if backlog else feed.lines.base
-                    if backlog:
-                        last_sent = time.monotonic()
-                        yield "".join(_line(p) for p in backlog)
+                try:
+                    lines, seq = await feed.lines_after(seq)
+                except SQLAlchemyError:  # busy or down: stay open, try at the next tick
+                    await feed.next_tick(KEEP_ALIVE_SECONDS)
                     continue
-                out: list[str] = []
-                if feed.lines.ready:
-                    lines = feed.lines.after(seq)
-                    out = [_line(p) for p in lines]
-                    seq = lines[-1].id if lines else seq
-                    if feed.final and seq >= feed.lines.cursor:
-                        yield "".join(out) + "event: end\ndata: {}\n\n"
-                        return
+                out = [log_event(p) for p in lines]
+                if feed.logs_done(seq):
+                    yield "".join(out) + END
+                    return
                 if not out and time.monotonic() - last_sent >= KEEP_ALIVE_SECONDS:
                     out.append(": keep-alive\n\n")
                 if out:
                     last_sent = time.monotonic()
                     yield "".join(out)
+                if feed.lines.ready and seq < feed.lines.base:
+                    continue  # behind the buffer: the next page of the backlog
                 await feed.next_tick(KEEP_ALIVE_SECONDS)
         finally:
             live.leave(feed, credential, logs=True)

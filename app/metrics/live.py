@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 BUFFER = 5000  # newest points a feed keeps in memory; a stream further behind reads them from SQL
 LOG_BUFFER = 1000  # newest log lines likewise
 LOG_GRACE_SECONDS = 3.0  # how long after a run's end its last log lines may still come
+KEEP_ALIVE_SECONDS = 15  # a stream's comment line now and then keeps proxies from closing a quiet one
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,21 @@ class RunFeed:
         self._tick = asyncio.Event()
         self._wake = asyncio.Event()  # set by the listener when this run's change was announced
         self.task: asyncio.Task | None = None
+
+    async def lines_after(self, seq: int) -> tuple[list[Point], int]:
+        """A log stream's next lines after `seq`, and its seq after them: from the buffer, or from SQL (a page
+        at a time) while it is behind the buffer. Nothing before the feed's first log read."""
+        if not self.lines.ready:
+            return [], seq
+        if seq < self.lines.base:
+            backlog = await read_log_backlog(self.run_id, seq, self.lines.base)
+            return backlog, backlog[-1].id if backlog else self.lines.base
+        lines = self.lines.after(seq)
+        return lines, lines[-1].id if lines else seq
+
+    def logs_done(self, seq: int) -> bool:
+        """Every log line of the ended run is out to a stream at `seq`."""
+        return self.final and self.lines.ready and seq >= self.lines.cursor
 
     def _grace_left(self) -> float:
         """Seconds the run's last log lines may still take: a watched log tail of a run that ended a moment

@@ -19,7 +19,8 @@ let run = null;
 let status = null;
 let progress = 0;
 let stream = null;
-let lastEventId = ""; // the metric stream's last event: a stream opened again resumes after it
+let logTail = null;
+let lastEventId = ""; // the stream's last event: a stream opened again resumes after it
 let streamPaused = false; // closed by us while the tab is hidden
 let notes = null; // the tags and notes card, set up on the first load
 
@@ -256,13 +257,19 @@ async function fetchRun() {
 }
 
 function openStream() {
-  stream = new EventSource(`${base}/events${lastEventId ? `?last_event_id=${encodeURIComponent(lastEventId)}` : ""}`);
+  // One stream for the charts, the status and the worker's log lines (?logs=true): see log_tail.js.
+  const resume = lastEventId ? `&last_event_id=${encodeURIComponent(lastEventId)}` : "";
+  stream = new EventSource(`${base}/events?logs=true${resume}`);
   // On (re)connect the server replays every event after Last-Event-ID, so the stream alone
   // draws the whole curve so far.
   stream.addEventListener("metric", (e) => {
     lastEventId = e.lastEventId || lastEventId;
     const data = JSON.parse(e.data);
     for (const m of Array.isArray(data) ? data : [data]) addMetric(m);
+  });
+  stream.addEventListener("log", (e) => {
+    lastEventId = e.lastEventId || lastEventId;
+    logTail.append(JSON.parse(e.data));
   });
   stream.addEventListener("status", (e) => {
     lastEventId = e.lastEventId || lastEventId;
@@ -272,14 +279,18 @@ function openStream() {
     if (data.status) status = data.status;
     renderStatus();
     if (TERMINAL.has(status)) {
-      stream.close();
-      // Points written just before the run ended (its final evaluation) may follow the status event on the
-      // stream we just closed: read the finished curves once, so every chart, Evaluation too, has them.
+      // The stream goes on until the worker's last log lines are out (`end`). Points written just before the
+      // run ended (its final evaluation) may come after this status: read the finished curves once too, so
+      // every chart, Evaluation too, has them.
       loadFinishedCurves().catch(() => {});
       fetchRun().catch((err) => showAlert($("#run-alert"), err.message));
     } else if (changed) {
       fetchRun().catch(() => {}); // picks up started_at for the ETA
     }
+  });
+  stream.addEventListener("end", () => {
+    stream.close();
+    logTail.end();
   });
   stream.addEventListener("error", () => {
     // A finished run's stream may simply end: don't let EventSource reconnect forever.
@@ -290,7 +301,7 @@ function openStream() {
 // A browser keeps six HTTP/1.1 connections per server for all its tabs: a run page in a background tab lets
 // go of its metric stream and, when shown, opens it again after the last event it had.
 document.addEventListener("visibilitychange", () => {
-  if (!stream || TERMINAL.has(status)) return;
+  if (!stream || (TERMINAL.has(status) && stream.readyState === EventSource.CLOSED)) return;
   if (document.hidden && stream.readyState !== EventSource.CLOSED) {
     stream.close();
     streamPaused = true;
@@ -346,8 +357,9 @@ async function start() {
     return;
   }
   renderConfig();
-  setupLogTail(base);
+  logTail = setupLogTail(base);
   if (TERMINAL.has(status)) {
+    logTail.openOwnStream();
     try {
       await loadFinishedCurves();
       for (const chart of Object.values(charts)) chart.setEmptyText("No points were recorded.");

@@ -5,6 +5,7 @@ without a worker: the test writes its log lines to the database as a worker's fl
 """
 import asyncio
 import json
+import re
 import time
 from datetime import timedelta
 
@@ -89,6 +90,43 @@ def test_a_reconnect_resumes_after_the_last_line_it_saw(quiet_server, admin_acco
         _finish(run_id)
     assert again == list(range(5, 13))
     assert after == [9, 10, 11, 12]
+
+
+def test_the_run_stream_carries_the_log_too_and_resumes_both(quiet_server, admin_account):
+    """GET /api/runs/{id}/events?logs=true: points, status and log lines on one connection, ids "EVENT.SEQ";
+    a reconnect with one resumes both; `end` after the lines written just after the run's end."""
+    from tests.integration.test_live_streams import _write_points
+
+    run_id = _live_run(admin_account.user_id)
+    _write_points(run_id, range(1, 4))
+    _write_lines(run_id, range(1, 3))
+
+    def kinds(stream: Stream) -> list[str]:
+        return [e["event"] for e in stream.events]
+
+    async def scenario():
+        async with _client(quiet_server, admin_account.headers) as client:
+            first = Stream(client, run_id, params={"logs": "true"})
+            await _wait_for(lambda: first.steps() == {1, 2, 3} and first.seqs() == [1, 2], 30)
+            resume_at = first.events[-1]["id"]
+            first.task.cancel()
+            await asyncio.gather(first.task, return_exceptions=True)
+            await asyncio.to_thread(_write_points, run_id, range(4, 6))  # while it was away
+            await asyncio.to_thread(_write_lines, run_id, range(3, 5))
+            again = Stream(client, run_id, last_event_id=resume_at, params={"logs": "true"})
+            await _wait_for(lambda: again.steps() == {4, 5} and again.seqs() == [3, 4], 30)
+            await asyncio.to_thread(_finish, run_id)
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(_write_lines, run_id, [5])  # the worker's last lines, after the end
+            await asyncio.wait_for(again.ended.wait(), 30)
+            return first, again, resume_at
+
+    first, again, resume_at = asyncio.run(scenario())
+    assert "status" in kinds(first) and set(kinds(first)) <= {"metric", "log", "status"}
+    assert all(re.fullmatch(r"\d+\.\d+", e["id"]) for e in first.events + again.events if e["event"] != "end")
+    assert resume_at.endswith(".2")
+    assert again.steps() == {4, 5} and again.seqs() == [3, 4, 5]
+    assert kinds(again)[-1] == "end" and '"status":"succeeded"' in "".join(e["data"] for e in again.events)
 
 
 def test_a_finished_runs_log_comes_whole_and_ends_at_once(api_server, admin_account):
