@@ -87,10 +87,7 @@ async def run_log_events(run: RunDep, request: Request, session: DB,
                     return
                 if feed.points.ready and feed.state is None:
                     return  # the run was deleted
-                if feed.final and not feed.lines.ready:
-                    # The feed ended on a read begun before this stream joined: the run's log was not read.
-                    live.leave(feed, credential, logs=True)
-                    feed = live.join(run_id, credential, poll_every, logs=True)
+                feed = live.with_log(feed, credential)
                 try:
                     lines, seq = await feed.lines_after(seq)
                 except SQLAlchemyError:  # busy or down: stay open, try at the next tick

@@ -355,3 +355,12 @@ def leave(feed: RunFeed, credential: Credential, *, logs: bool = False) -> None:
         _forget(feed)
         if feed.task is not None and not feed.task.done():
             feed.task.cancel()
+
+
+def with_log(feed: RunFeed, credential: Credential) -> RunFeed:
+    """The feed a log stream should wait on: this one, or a fresh one when this one ended on a read begun
+    before the stream joined (the run's log was never read, and an ended feed reads no more)."""
+    if feed.final and not feed.lines.ready:
+        leave(feed, credential, logs=True)
+        return join(feed.run_id, credential, feed.poll_every, logs=True)
+    return feed

@@ -117,10 +117,8 @@ async def run_events(run: RunDep, request: Request, session: DB,
                     continue
                 if feed.points.ready and feed.state is None:
                     return  # the run was deleted
-                if logs and feed.final and not feed.lines.ready:
-                    # The feed ended on a read begun before this stream joined: the run's log was not read.
-                    live.leave(feed, credential, logs=True)
-                    feed = live.join(run_id, credential, poll_every, logs=True)
+                if logs:
+                    feed = live.with_log(feed, credential)
                 done = False
                 if feed.points.ready:
                     for p in feed.points.after(cursor):
