@@ -72,6 +72,12 @@ def peftlab_env(tmp_path_factory):
            # Tiny models: one torch thread per process. The test process and its worker share 2 cores,
            # and oversubscribed OpenMP threads made a 30-step run take 34 s instead of 2.5 s.
            "OMP_NUM_THREADS": "1",
+           # Every test server drives searches often: only the one holding the search job's lease drives them, and
+           # a pruner that looks every 2 s misses trials of a few seconds (tests/integration/test_search_tpe.py).
+           "PEFTLAB_SEARCH_INTERVAL_SECONDS": "0.3",
+           # And a test server that was stopped while it held a job's lease hands the job over within seconds
+           # (at least 3 of the job's intervals), not the default 30 s.
+           "PEFTLAB_JOB_LEASE_SECONDS": "3",
            # Webhook retries within seconds, not minutes (tests/integration/test_webhooks.py).
            "PEFTLAB_WEBHOOK_POLL_SECONDS": "0.3", "PEFTLAB_WEBHOOK_RETRY_SECONDS": "0.3",
            "PEFTLAB_WEBHOOK_MAX_ATTEMPTS": "3",

@@ -17,10 +17,10 @@ GOOD_LR = 1e-3  # on this task a learning rate from about here up learns in 100 
 
 @pytest.fixture(scope="module")
 def searching_server(worker_process, tmp_path_factory):
-    """A server of its own that drives searches often (the session's other server, if any, competes for
-    the same searches' leases: only one of them drives a search at a time)."""
-    proc, url = start_server(tmp_path_factory.mktemp("logs") / "search-server.log",
-                             {"PEFTLAB_SEARCH_INTERVAL_SECONDS": "0.3"})
+    """A server of its own. The session's other servers, if any, compete for the search job's lease (only
+    one of them drives searches at a time); every test server drives them every 0.3 s (tests/conftest.py),
+    so whichever holds it looks at a trial often enough to prune it."""
+    proc, url = start_server(tmp_path_factory.mktemp("logs") / "search-server.log")
     yield url
     _stop(proc)
 
