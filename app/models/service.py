@@ -4,6 +4,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.models import hub, param_count
@@ -18,13 +19,19 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
 
 
 def ensure_bundled(session: Session) -> None:
-    """Register the bundled MiniLM once (its path depends on where the package is installed)."""
+    """Register the bundled MiniLM once (its path depends on where the package is installed). Replicas that
+    start together on a new database race to insert it: the one that loses finds it registered."""
     if session.get(BaseModel, BUNDLED_ID) is not None:
         return
     facts = model_facts(bundled_dir())
     session.add(BaseModel(id=BUNDLED_ID, name="all-MiniLM-L6-v2 (bundled)", source=BUNDLED_SOURCE,
                           architecture=facts["architecture"], num_parameters=facts["num_parameters"], facts=facts))
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        if session.get(BaseModel, BUNDLED_ID) is None:
+            raise  # not the race: something else is wrong
 
 
 def get(session: Session, *, model_id: str) -> BaseModel | None:

