@@ -54,8 +54,7 @@ def test_lines_arrive_as_written_and_the_stream_ends_after_the_last_ones(quiet_s
             await asyncio.sleep(0.5)  # settled: the feed waits for an announcement (its safety poll is far off)
             committed = await asyncio.to_thread(_write_lines, run_id, range(4, 6))
             await _wait_for(lambda: len(stream.seqs()) == 5, SAFETY_POLL / 2)
-            await asyncio.to_thread(_finish, run_id)
-            await asyncio.sleep(0.5)
+            await asyncio.to_thread(_finish, run_id)  # committed: the lines below come after the end
             await asyncio.to_thread(_write_lines, run_id, range(6, 8))  # the worker's last lines, after the end
             await asyncio.wait_for(stream.ended.wait(), LOG_GRACE_SECONDS + SAFETY_POLL / 2)
             return stream, committed
@@ -115,8 +114,7 @@ def test_the_run_stream_carries_the_log_too_and_resumes_both(quiet_server, admin
             await asyncio.to_thread(_write_lines, run_id, range(3, 5))
             again = Stream(client, run_id, last_event_id=resume_at, params={"logs": "true"})
             await _wait_for(lambda: again.steps() == {4, 5} and again.seqs() == [3, 4], 30)
-            await asyncio.to_thread(_finish, run_id)
-            await asyncio.sleep(0.5)
+            await asyncio.to_thread(_finish, run_id)  # committed: the lines below come after the end
             await asyncio.to_thread(_write_lines, run_id, [5])  # the worker's last lines, after the end
             await asyncio.wait_for(again.ended.wait(), 30)
             return first, again, resume_at
@@ -182,8 +180,7 @@ def test_the_cli_follows_the_worker_log_to_its_last_line(quiet_server, admin_acc
         assert first.startswith(f"run {run_id} (live): running"), first
         assert [follow.stdout.readline().split()[-1] for _ in range(2)] == ["1", "2"]
         _write_lines(run_id, range(3, 5))
-        _finish(run_id)
-        time.sleep(0.5)
+        _finish(run_id)  # committed: line 5 comes after the end
         _write_lines(run_id, [5])  # after the end, as a worker's last flush
         out, err = follow.communicate(timeout=60)
     finally:
